@@ -1,0 +1,3 @@
+"""devctl: the DevConnect ops and dev toolkit."""
+
+__version__ = "0.1.0"

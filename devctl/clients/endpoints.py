@@ -1,0 +1,23 @@
+"""Where the running stack can be reached."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from devctl.config.loader import redact_url
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    engine: str
+    redis_url: str
+    kafka_brokers: str
+
+    def as_env(self, *, redact: bool = True) -> dict[str, str]:
+        """The endpoints under the environment names DevConnect uses."""
+        url = redact_url(self.redis_url) if redact else self.redis_url
+        return {"REDIS_URL": url, "KAFKA_BROKERS": self.kafka_brokers}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,101 @@
+"""Kafka client configuration and the few admin calls every command shares."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata
+
+from devctl.clients.endpoints import Endpoints
+from devctl.config.loader import Settings
+from devctl.errors import KafkaUnavailable
+
+# Tansu's first group join waits about half of session.timeout.ms, so the local
+# engine's consumers use a short session (see README, "Embedded engine facts").
+LOCAL_SESSION_TIMEOUT_MS = 6000
+LOCAL_HEARTBEAT_INTERVAL_MS = 500
+
+
+def common_conf(endpoints: Endpoints, settings: Settings) -> dict[str, Any]:
+    conf = settings.kafka
+    out: dict[str, Any] = {
+        "bootstrap.servers": endpoints.kafka_brokers,
+        "client.id": conf.client_id,
+        "security.protocol": conf.security_protocol,
+        "socket.timeout.ms": max(conf.request_timeout_ms, 1000),
+        # librdkafka otherwise logs every failed connection attempt to stderr.
+        "log_level": 0,
+    }
+    if conf.sasl_mechanism:
+        out["sasl.mechanism"] = conf.sasl_mechanism
+    if conf.sasl_username:
+        out["sasl.username"] = conf.sasl_username
+    if conf.sasl_password:
+        out["sasl.password"] = conf.sasl_password
+    return out
+
+
+def consumer_conf(
+    endpoints: Endpoints, settings: Settings, *, group_id: str | None = None, **overrides: Any
+) -> dict[str, Any]:
+    conf = settings.kafka
+    session = conf.session_timeout_ms
+    heartbeat = conf.heartbeat_interval_ms
+    if endpoints.engine == "local":
+        session = session or LOCAL_SESSION_TIMEOUT_MS
+        heartbeat = heartbeat or LOCAL_HEARTBEAT_INTERVAL_MS
+    out = common_conf(endpoints, settings)
+    out.update(
+        {
+            "group.id": group_id or conf.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    if session:
+        out["session.timeout.ms"] = session
+    if heartbeat:
+        out["heartbeat.interval.ms"] = heartbeat
+    out.update(overrides)
+    return out
+
+
+def producer_conf(endpoints: Endpoints, settings: Settings, **overrides: Any) -> dict[str, Any]:
+    out = common_conf(endpoints, settings)
+    out.update({"enable.idempotence": True, "acks": "all"})
+    out.update(overrides)
+    return out
+
+
+def make_admin(endpoints: Endpoints, settings: Settings) -> AdminClient:
+    return AdminClient(common_conf(endpoints, settings))
+
+
+def fetch_metadata(
+    admin: AdminClient, endpoints: Endpoints, timeout: float, topic: str | None = None
+) -> tuple[ClusterMetadata, float]:
+    """One metadata request; return it with its latency in ms, or raise KafkaUnavailable."""
+    started = time.perf_counter()
+    try:
+        metadata = admin.list_topics(topic=topic, timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(
+            f"Kafka at {endpoints.kafka_brokers} did not answer a metadata request "
+            f"within {timeout:g}s: {kafka_reason(exc)}"
+        ) from exc
+    return metadata, (time.perf_counter() - started) * 1000
+
+
+def kafka_reason(exc: BaseException) -> str:
+    """The readable part of a KafkaException (its KafkaError's text)."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return str(exc.args[0].str())
+    return str(exc)
+
+
+def kafka_code(exc: BaseException) -> int | None:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return int(exc.args[0].code())
+    return None

@@ -1,0 +1,448 @@
+"""Load the effective configuration, layer by layer, with provenance per value.
+
+Precedence, highest first: command-line flags, the environment, a ``.env`` file
+in the working directory, the config file (``--config``, ``$DEVCTL_CONFIG``,
+``./devctl.yaml`` or ``./config/devctl.yaml``), packaged defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devctl.config import envvars
+from devctl.config.schema import (
+    DEFAULT_TOPICS,
+    FIELDS,
+    SECTIONS,
+    TOPIC_KEYS,
+    Field,
+    KafkaSettings,
+    LocalSettings,
+    RedisSettings,
+    StateSettings,
+    TopicSpec,
+)
+from devctl.errors import ConfigError
+
+CONFIG_CANDIDATES = ("devctl.yaml", "config/devctl.yaml")
+TOPICS_FILE = "topics.yaml"
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration. ``sources`` says where each value came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    topics: tuple[TopicSpec, ...]
+    topics_source: str
+    config_file: Path | None
+    cwd: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> str:
+        return str(self.values["engine"])
+
+    @property
+    def engine_is_explicit(self) -> bool:
+        return self.sources["engine"] != "default"
+
+    @property
+    def data_dir(self) -> Path:
+        path = Path(os.path.expanduser(str(self.values["data_dir"])))
+        return path if path.is_absolute() else (self.cwd / path)
+
+    def _section(self, name: str) -> dict[str, Any]:
+        prefix = name + "."
+        return {k[len(prefix) :]: v for k, v in self.values.items() if k.startswith(prefix)}
+
+    @property
+    def redis(self) -> RedisSettings:
+        return RedisSettings(**self._section("redis"))
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(**self._section("kafka"))
+
+    @property
+    def local(self) -> LocalSettings:
+        return LocalSettings(**self._section("local"))
+
+    @property
+    def state(self) -> StateSettings:
+        return StateSettings(**self._section("state"))
+
+    def redacted(self) -> dict[str, dict[str, Any]]:
+        """Every key with its value (secrets masked) and its source."""
+        out: dict[str, dict[str, Any]] = {}
+        for key in FIELDS:
+            value = self.values[key]
+            if FIELDS[key].secret and value is not None:
+                value = "********"
+            elif isinstance(value, str):
+                value = redact_url(value)
+            out[key] = {"value": value, "source": self.sources[key]}
+        return out
+
+
+def redact_url(text: str) -> str:
+    """Mask the password in URLs such as redis://user:secret@host:6379/0."""
+    return re.sub(r"(://[^:/@\s]*:)[^@/\s]+@", r"\1********@", text)
+
+
+def load_settings(
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    flags: Mapping[str, tuple[Any, str]] | None = None,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the effective settings. ``flags`` maps a dotted key to (value, flag name)."""
+    cwd = (cwd or Path.cwd()).resolve()
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {k: f.default for k, f in FIELDS.items()}
+    sources: dict[str, str] = dict.fromkeys(FIELDS, "default")
+
+    # 1. config file
+    config_file = _find_config_file(config_path, environ, cwd)
+    raw_topics: Any = None
+    topics_source = "default"
+    topics_lines: dict[str, int] = {}
+    if config_file is not None:
+        data, lines = _read_yaml(config_file)
+        file_values, raw_topics = _flatten_file(data, lines, str(config_file))
+        for key, value in file_values.items():
+            values[key] = value
+            sources[key] = f"{config_file}:{lines.get(key, 0)}" if lines.get(key) else str(config_file)
+        if raw_topics is not None:
+            topics_source = str(config_file)
+            topics_lines = {k: v for k, v in lines.items() if k.startswith("topics")}
+        else:
+            topics_file = config_file.parent / TOPICS_FILE
+            if topics_file.is_file():
+                tdata, tlines = _read_yaml(topics_file)
+                if not isinstance(tdata, dict) or set(tdata) != {"topics"}:
+                    raise ConfigError(
+                        "a topics file must hold a single 'topics:' list",
+                        source=str(topics_file),
+                        line=1,
+                    )
+                raw_topics, topics_source, topics_lines = tdata["topics"], str(topics_file), tlines
+
+    # 2. .env file, 3. environment
+    dotenv_path = cwd / ".env"
+    if dotenv_path.is_file():
+        dotenv = _read_dotenv(dotenv_path)
+        _apply_env(values, sources, {k: v for k, (v, _) in dotenv.items()}, lambda n: f".env:{dotenv[n][1]} ({n})")
+    _apply_env(values, sources, environ, lambda n: f"env {n}")
+
+    # 4. flags
+    for key, (value, flag) in (flags or {}).items():
+        if value is None:
+            continue
+        values[key] = _check_value(key, FIELDS[key], value, source=f"flag {flag}", line=None)
+        sources[key] = f"flag {flag}"
+
+    topics = _build_topics(raw_topics, values, topics_source, topics_lines)
+    return Settings(
+        values=values,
+        sources=sources,
+        topics=topics,
+        topics_source=topics_source,
+        config_file=config_file,
+        cwd=cwd,
+    )
+
+
+def _find_config_file(
+    explicit: str | os.PathLike[str] | None, environ: Mapping[str, str], cwd: Path
+) -> Path | None:
+    if explicit is None and environ.get(envvars.CONFIG_FILE):
+        explicit = environ[envvars.CONFIG_FILE]
+    if explicit is not None:
+        path = Path(explicit)
+        path = path if path.is_absolute() else cwd / path
+        if not path.is_file():
+            raise ConfigError("config file not found", source=str(path))
+        return path
+    for candidate in CONFIG_CANDIDATES:
+        path = cwd / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"invalid YAML: {problem}",
+            source=str(path),
+            line=mark.line + 1 if mark is not None else None,
+        ) from exc
+    lines: dict[str, int] = {}
+    if node is not None:
+        _collect_lines(node, "", lines)
+    return ({} if data is None else data), lines
+
+
+def _collect_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            lines[path] = key_node.start_mark.line + 1
+            _collect_lines(value_node, path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            path = f"{prefix}[{index}]"
+            lines[path] = item.start_mark.line + 1
+            _collect_lines(item, path, lines)
+
+
+def _flatten_file(data: Any, lines: dict[str, int], source: str) -> tuple[dict[str, Any], Any]:
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of keys", source=source, line=1)
+    values: dict[str, Any] = {}
+    topics: Any = None
+    known_top = [k for k in FIELDS if "." not in k] + SECTIONS + ["topics"]
+    for top, value in data.items():
+        top = str(top)
+        if top == "topics":
+            topics = value
+        elif top in FIELDS:
+            values[top] = _check_value(top, FIELDS[top], value, source=source, line=lines.get(top))
+        elif top in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"must be a mapping, got {_type_name(value)}",
+                    source=source,
+                    key=top,
+                    line=lines.get(top),
+                )
+            for sub, subvalue in value.items():
+                key = f"{top}.{sub}"
+                if key not in FIELDS:
+                    raise ConfigError(
+                        "unknown key" + _suggest(key, list(FIELDS)),
+                        source=source,
+                        key=key,
+                        line=lines.get(key),
+                    )
+                values[key] = _check_value(key, FIELDS[key], subvalue, source=source, line=lines.get(key))
+        else:
+            raise ConfigError(
+                "unknown key" + _suggest(top, known_top), source=source, key=top, line=lines.get(top)
+            )
+    return values, topics
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_value(key: str, spec: Field, value: Any, *, source: str, line: int | None) -> Any:
+    """Validate a typed value (YAML or flag); raise ConfigError naming the key and line."""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(
+            f"expected {expected}, got {_type_name(value)} {value!r}",
+            source=source,
+            key=key,
+            line=line,
+        )
+
+    if value is None:
+        if spec.optional:
+            return None
+        raise bad(spec.kind)
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+    elif spec.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        value = float(value)
+    elif spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif spec.kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif spec.kind == "choice":
+        if not isinstance(value, str) or value not in spec.choices:
+            raise bad("one of " + ", ".join(spec.choices))
+    elif spec.kind == "mapping" and not isinstance(value, dict):
+        raise bad("a mapping")
+    if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
+        raise ConfigError(
+            f"must be at least {spec.minimum:g}, got {value!r}", source=source, key=key, line=line
+        )
+    return value
+
+
+def _coerce_text(key: str, spec: Field, text: str, source: str) -> Any:
+    """Turn an environment string into a typed value, then validate it."""
+    stripped = text.strip()
+    value: Any = stripped
+    try:
+        if stripped == "" and spec.optional:
+            value = None
+        elif spec.kind == "int":
+            value = int(stripped)
+        elif spec.kind == "float":
+            value = float(stripped)
+        elif spec.kind == "bool":
+            if stripped.lower() in _TRUE:
+                value = True
+            elif stripped.lower() in _FALSE:
+                value = False
+        elif spec.kind == "mapping":
+            value = yaml.safe_load(stripped)
+    except (ValueError, yaml.YAMLError):
+        pass  # left as text: _check_value reports the wrong type
+    return _check_value(key, spec, value, source=source, line=None)
+
+
+def _apply_env(
+    values: dict[str, Any], sources: dict[str, str], env: Mapping[str, str], describe: Any
+) -> None:
+    for key, names in envvars.ENV_NAMES.items():
+        for name in names:
+            if name in env:
+                source = describe(name)
+                values[key] = _coerce_text(key, FIELDS[key], env[name], source)
+                sources[key] = source
+                break
+
+
+def _read_dotenv(path: Path) -> dict[str, tuple[str, int]]:
+    """Parse KEY=VALUE lines; '#' comments, 'export ' prefixes and quotes allowed."""
+    out: dict[str, tuple[str, int]] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        if "=" not in line:
+            raise ConfigError("expected KEY=VALUE", source=str(path), line=number)
+        name, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        out[name.strip()] = (value, number)
+    return out
+
+
+def _build_topics(
+    raw: Any, values: dict[str, Any], source: str, lines: dict[str, int]
+) -> tuple[TopicSpec, ...]:
+    partitions_default = int(values["topic_defaults.partitions"])
+    replication_default = int(values["topic_defaults.replication_factor"])
+    dead_letter_default = bool(values["topic_defaults.dead_letter"])
+    suffix = str(values["topic_defaults.dead_letter_suffix"])
+    if raw is None:
+        raw = list(DEFAULT_TOPICS)
+    if not isinstance(raw, list):
+        raise ConfigError("must be a list of topics", source=source, key="topics", line=lines.get("topics"))
+    specs: list[TopicSpec] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        where = f"topics[{index}]"
+        line = lines.get(where)
+        entry: dict[str, Any] = {"name": item} if isinstance(item, str) else item
+        if not isinstance(entry, dict):
+            raise ConfigError("a topic is a name or a mapping", source=source, key=where, line=line)
+        for key in entry:
+            if key not in TOPIC_KEYS:
+                raise ConfigError(
+                    "unknown key" + _suggest(str(key), list(TOPIC_KEYS)),
+                    source=source,
+                    key=f"{where}.{key}",
+                    line=lines.get(f"{where}.{key}", line),
+                )
+        name = entry.get("name")
+        if not isinstance(name, str) or not _TOPIC_NAME.match(name):
+            raise ConfigError(
+                "topic name must be 1-249 characters of letters, digits, '.', '_' or '-'",
+                source=source,
+                key=f"{where}.name",
+                line=lines.get(f"{where}.name", line),
+            )
+        if name in seen:
+            raise ConfigError(f"topic '{name}' listed twice", source=source, key=where, line=line)
+        seen.add(name)
+        partitions = _topic_int(entry, "partitions", partitions_default, source, where, lines)
+        replication = _topic_int(entry, "replication_factor", replication_default, source, where, lines)
+        config = entry.get("config") or {}
+        if not isinstance(config, dict):
+            raise ConfigError(
+                "must be a mapping of topic configs",
+                source=source,
+                key=f"{where}.config",
+                line=lines.get(f"{where}.config", line),
+            )
+        config = {str(k): _config_text(v) for k, v in config.items()}
+        key_doc = str(entry.get("key", "user id"))
+        dead_letter = entry.get("dead_letter", dead_letter_default)
+        if not isinstance(dead_letter, bool):
+            raise ConfigError(
+                "expected true or false",
+                source=source,
+                key=f"{where}.dead_letter",
+                line=lines.get(f"{where}.dead_letter", line),
+            )
+        specs.append(TopicSpec(name, partitions, replication, config, key_doc))
+        if dead_letter:
+            specs.append(
+                TopicSpec(name + suffix, partitions, replication, {}, key_doc, dead_letter_of=name)
+            )
+    return tuple(specs)
+
+
+def _config_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _topic_int(
+    entry: dict[str, Any], key: str, default: int, source: str, where: str, lines: dict[str, int]
+) -> int:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"expected a positive integer, got {value!r}",
+            source=source,
+            key=f"{where}.{key}",
+            line=lines.get(f"{where}.{key}", lines.get(where)),
+        )
+    return value

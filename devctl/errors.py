@@ -1,0 +1,114 @@
+"""The one error hierarchy of devctl.
+
+The domain raises these; the CLI renders them in one place (``devctl.cli.main``)
+and turns ``exit_code`` into the process exit code. The codes are documented in
+the README:
+
+    0  success
+    1  a check or an operation failed
+    2  usage or configuration error (bad flag, bad config file, port taken,
+       binary missing: something the user must change before retrying)
+    3  the stack is not running or not reachable
+  130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_INTERRUPTED = 130
+
+
+class DevctlError(Exception):
+    """Base of every expected failure; carries a user-facing message and a hint."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None, details: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        # Shown only with --verbose (log tails, low-level causes).
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class OperationFailed(DevctlError):
+    """An operation ran and did not succeed (exit 1)."""
+
+
+class UsageError(DevctlError):
+    """Bad arguments that the command line parser could not catch itself."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(DevctlError):
+    """Invalid configuration: bad YAML, unknown key, wrong type, bad value."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ):
+        where = []
+        if source:
+            where.append(f"{source}:{line}" if line else source)
+        if key:
+            where.append(f"key '{key}'")
+        prefix = f"{', '.join(where)}: " if where else ""
+        super().__init__(prefix + message, hint=hint)
+        self.source = source
+        self.key = key
+        self.line = line
+
+
+class BinaryNotFound(DevctlError):
+    """A server binary the local engine needs cannot be found."""
+
+    exit_code = EXIT_USAGE
+
+
+class PortInUse(DevctlError):
+    """A port the local engine wants is taken by another process."""
+
+    exit_code = EXIT_USAGE
+
+
+class ServiceStartError(DevctlError):
+    """A server process did not become healthy."""
+
+
+class StackNotRunning(DevctlError):
+    """The stack is not running, or its endpoints do not answer."""
+
+    exit_code = EXIT_NOT_RUNNING
+
+    def __init__(self, message: str, *, hint: str | None = "run `devctl up` first", **kw: str):
+        super().__init__(message, hint=hint, **kw)
+
+
+class RedisUnavailable(StackNotRunning):
+    """Redis did not answer within the configured timeouts."""
+
+
+class KafkaUnavailable(StackNotRunning):
+    """Kafka did not answer within the configured timeouts."""
+
+
+class UnsupportedOperation(DevctlError):
+    """The engine or broker cannot do what was asked (e.g. grow a topic on Tansu)."""
+
+
+class NotFound(DevctlError):
+    """A named thing (topic, session, group) does not exist."""

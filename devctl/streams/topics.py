@@ -1,0 +1,261 @@
+"""Topic administration: list, describe, create, delete, and reconcile with config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from devctl.clients.endpoints import Endpoints
+from devctl.clients.kafka_client import fetch_metadata, kafka_code, kafka_reason, make_admin
+from devctl.config.loader import Settings
+from devctl.config.schema import TopicSpec
+from devctl.errors import NotFound, OperationFailed, UnsupportedOperation, UsageError
+from devctl.streams.offsets import PartitionOffsets, end_offsets
+
+# Brokers that cannot add partitions to a topic (Tansu 0.6 has no CreatePartitions).
+_GROW_UNSUPPORTED_ENGINES = {"local"}
+_NO_GROW_MESSAGE = (
+    "the broker does not support adding partitions (CreatePartitions); "
+    "to change the count, delete the topic and apply again (its events are lost)"
+)
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    name: str
+    partitions: int
+    messages: int
+    configured: bool
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    name: str
+    partitions: list[PartitionOffsets]
+    leaders: dict[int, int]
+    replicas: dict[int, list[int]]
+    configs: dict[str, str]
+
+
+@dataclass
+class PlanRow:
+    topic: str
+    action: str  # create | unchanged | differs | unsupported
+    detail: str = ""
+    result: str = ""  # filled in by apply: created | updated | failed: ... | skipped
+    spec: TopicSpec | None = field(default=None, repr=False)
+
+
+class TopicAdmin:
+    """Topic operations against one cluster; every call has a timeout."""
+
+    def __init__(self, endpoints: Endpoints, settings: Settings, admin: AdminClient | None = None):
+        self.endpoints = endpoints
+        self.settings = settings
+        self.admin = admin or make_admin(endpoints, settings)
+        self.timeout = settings.kafka.request_timeout_ms / 1000
+
+    def partition_counts(self) -> dict[str, int]:
+        metadata, _ = fetch_metadata(self.admin, self.endpoints, self.timeout)
+        return {
+            name: len(topic.partitions)
+            for name, topic in metadata.topics.items()
+            if not name.startswith("__")
+        }
+
+    def list(self) -> list[TopicSummary]:
+        counts = self.partition_counts()
+        configured = {spec.name for spec in self.settings.topics}
+        offsets = end_offsets(
+            self.endpoints,
+            self.settings,
+            [(name, p) for name, count in counts.items() for p in range(count)],
+            timeout=self.timeout * 2,
+        )
+        totals: dict[str, int] = dict.fromkeys(counts, 0)
+        for (name, _p), value in offsets.items():
+            totals[name] += value.messages
+        return [
+            TopicSummary(name, counts[name], totals[name], name in configured)
+            for name in sorted(counts)
+        ]
+
+    def describe(self, name: str) -> TopicDescription:
+        metadata, _ = fetch_metadata(self.admin, self.endpoints, self.timeout)
+        topic = metadata.topics.get(name)
+        if topic is None or (topic.error is not None and topic.error.code() != KafkaError.NO_ERROR):
+            raise NotFound(f"topic '{name}' does not exist", hint="see `devctl topics list`")
+        partitions = sorted(topic.partitions)
+        offsets = end_offsets(
+            self.endpoints, self.settings, [(name, p) for p in partitions], timeout=self.timeout * 2
+        )
+        return TopicDescription(
+            name=name,
+            partitions=[offsets[(name, p)] for p in partitions],
+            leaders={p: topic.partitions[p].leader for p in partitions},
+            replicas={p: list(topic.partitions[p].replicas) for p in partitions},
+            configs=self.configs(name),
+        )
+
+    def configs(self, name: str) -> dict[str, str]:
+        """The topic's overridden configs (all of them, if the broker does not say which)."""
+        resource = ConfigResource("topic", name)
+        try:
+            future = self.admin.describe_configs([resource], request_timeout=self.timeout)[resource]
+            entries = future.result(timeout=self.timeout)
+        except KafkaException as exc:
+            raise OperationFailed(f"cannot read configs of '{name}': {kafka_reason(exc)}") from exc
+        values = {e.name: str(e.value) for e in entries.values() if e.value is not None}
+        overrides = {e.name for e in entries.values() if not e.is_default}
+        # Tansu marks its topic configs as defaults; it also returns only what was set.
+        return {k: v for k, v in values.items() if k in overrides} if overrides else values
+
+    def create(self, spec: TopicSpec) -> None:
+        topic = NewTopic(
+            spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=spec.replication_factor,
+            config=dict(spec.config),
+        )
+        future = self.admin.create_topics([topic], request_timeout=self.timeout)[spec.name]
+        try:
+            future.result(timeout=self.timeout * 2)
+        except KafkaException as exc:
+            if kafka_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
+                raise OperationFailed(
+                    f"topic '{spec.name}' already exists",
+                    hint="`devctl topics describe` shows it; `devctl topics apply` reconciles it",
+                ) from exc
+            if kafka_code(exc) in (KafkaError.INVALID_CONFIG, KafkaError.INVALID_REQUEST):
+                raise UsageError(f"broker refused topic '{spec.name}': {kafka_reason(exc)}") from exc
+            raise OperationFailed(f"cannot create '{spec.name}': {kafka_reason(exc)}") from exc
+
+    def delete(self, name: str) -> None:
+        future = self.admin.delete_topics([name], request_timeout=self.timeout)[name]
+        try:
+            future.result(timeout=self.timeout * 2)
+        except KafkaException as exc:
+            if kafka_code(exc) == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise NotFound(f"topic '{name}' does not exist") from exc
+            raise OperationFailed(f"cannot delete '{name}': {kafka_reason(exc)}") from exc
+
+    def grow(self, name: str, partitions: int) -> None:
+        if self.endpoints.engine in _GROW_UNSUPPORTED_ENGINES:
+            raise UnsupportedOperation(f"cannot grow '{name}': {_NO_GROW_MESSAGE}")
+        future = self.admin.create_partitions(
+            [NewPartitions(name, partitions)], request_timeout=self.timeout
+        )[name]
+        try:
+            future.result(timeout=self.timeout * 2)
+        except KafkaException as exc:
+            if kafka_code(exc) == KafkaError._UNSUPPORTED_FEATURE:
+                raise UnsupportedOperation(f"cannot grow '{name}': {_NO_GROW_MESSAGE}") from exc
+            raise OperationFailed(f"cannot grow '{name}': {kafka_reason(exc)}") from exc
+
+    def alter_configs(self, name: str, config: dict[str, str]) -> None:
+        entries = [
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+            for key, value in config.items()
+        ]
+        resource = ConfigResource("topic", name, incremental_configs=entries)
+        future = self.admin.incremental_alter_configs([resource], request_timeout=self.timeout)[resource]
+        try:
+            future.result(timeout=self.timeout * 2)
+        except KafkaException as exc:
+            raise OperationFailed(f"cannot change configs of '{name}': {kafka_reason(exc)}") from exc
+
+    # --- reconcile -----------------------------------------------------------
+
+    def plan(self, specs: Iterable[TopicSpec]) -> list[PlanRow]:
+        counts = self.partition_counts()
+        rows = []
+        for spec in specs:
+            if spec.name not in counts:
+                rows.append(
+                    PlanRow(spec.name, "create", f"{spec.partitions} partitions", spec=spec)
+                )
+                continue
+            have = counts[spec.name]
+            differences = []
+            if spec.config:
+                current = self.configs(spec.name)
+                changed = {k: v for k, v in spec.config.items() if current.get(k) != v}
+                differences += [f"{k}: {current.get(k, 'default')} -> {v}" for k, v in changed.items()]
+            if have > spec.partitions:
+                rows.append(
+                    PlanRow(
+                        spec.name,
+                        "unsupported",
+                        f"has {have} partitions, config wants {spec.partitions}: "
+                        "Kafka cannot remove partitions",
+                        spec=spec,
+                    )
+                )
+            elif have < spec.partitions and self.endpoints.engine in _GROW_UNSUPPORTED_ENGINES:
+                rows.append(
+                    PlanRow(
+                        spec.name,
+                        "unsupported",
+                        f"partitions {have} -> {spec.partitions}: {_NO_GROW_MESSAGE}",
+                        spec=spec,
+                    )
+                )
+            elif have < spec.partitions or differences:
+                detail = ([f"partitions {have} -> {spec.partitions}"] if have < spec.partitions else [])
+                rows.append(PlanRow(spec.name, "differs", "; ".join(detail + differences), spec=spec))
+            else:
+                rows.append(PlanRow(spec.name, "unchanged", f"{have} partitions", spec=spec))
+        return rows
+
+    def apply(self, rows: list[PlanRow]) -> list[PlanRow]:
+        """Carry out a plan; creations are sent in one request."""
+        to_create = [row for row in rows if row.action == "create" and row.spec is not None]
+        if to_create:
+            futures = self.admin.create_topics(
+                [
+                    NewTopic(
+                        r.spec.name,
+                        num_partitions=r.spec.partitions,
+                        replication_factor=r.spec.replication_factor,
+                        config=dict(r.spec.config),
+                    )
+                    for r in to_create
+                    if r.spec is not None
+                ],
+                request_timeout=self.timeout,
+            )
+            for row in to_create:
+                try:
+                    futures[row.topic].result(timeout=self.timeout * 2)
+                    row.result = "created"
+                except KafkaException as exc:
+                    if kafka_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
+                        row.result = "created (by someone else meanwhile)"
+                    else:
+                        row.result = f"failed: {kafka_reason(exc)}"
+        for row in rows:
+            if row.action == "unchanged":
+                row.result = "ok"
+            elif row.action == "unsupported":
+                row.result = "skipped"
+            elif row.action == "differs" and row.spec is not None:
+                try:
+                    have = self.partition_counts().get(row.topic, 0)
+                    if have < row.spec.partitions:
+                        self.grow(row.topic, row.spec.partitions)
+                    if row.spec.config:
+                        self.alter_configs(row.topic, dict(row.spec.config))
+                    row.result = "updated"
+                except (OperationFailed, UnsupportedOperation) as exc:
+                    row.result = f"failed: {exc.message}"
+        return rows
