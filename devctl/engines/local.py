@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -128,7 +129,11 @@ def binary_version(binary: str) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({exc})"
     text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if text else "unknown"
+    if not text:
+        return "unknown"
+    # "Valkey server v=8.1.8 sha=..." -> "valkey 8.1.8"; "tansu 0.6.0" stays.
+    match = re.match(r"(\w+) server v=(\S+)", text[0])
+    return f"{match.group(1).lower()} {match.group(2)}" if match else text[0]
 
 
 class LocalEngine(Engine):

@@ -1,0 +1,200 @@
+"""The integration checks behind `devctl test`.
+
+A check is one small function decorated with ``@check(group, name)``. It gets a
+``CheckContext``, raises ``CheckFailed`` (or any exception) to fail, and registers
+clean-up with ``ctx.defer`` so nothing is left behind. The first check of each
+group may be a ``gate``: when it fails because the server is unreachable, the
+rest of that group is skipped and `devctl test` exits 3.
+
+Adding checks for a new area: write a module here and add it to CHECK_MODULES.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from devctl.clients.endpoints import Endpoints
+from devctl.config.loader import Settings
+from devctl.errors import StackNotRunning
+
+CHECK_MODULES = (
+    "devctl.checks.redis_checks",
+    "devctl.checks.kafka_checks",
+)
+
+
+class CheckFailed(Exception):
+    """A check's expectation was not met; the message is the reason shown."""
+
+
+class CheckContext:
+    """What a check needs: settings, endpoints, lazily made clients, a unique run id."""
+
+    def __init__(self, settings: Settings, endpoints: Endpoints):
+        self.settings = settings
+        self.endpoints = endpoints
+        self.run_id = f"devctl-test-{uuid.uuid4().hex[:12]}"
+        self._redis: redis.Redis | None = None
+        self._admin: Any = None
+        self._cleanups: list[Callable[[], Any]] = []
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            from devctl.clients.redis_client import make_redis
+
+            self._redis = make_redis(self.endpoints, self.settings)
+        return self._redis
+
+    @property
+    def admin(self) -> Any:
+        if self._admin is None:
+            from devctl.clients.kafka_client import make_admin
+
+            self._admin = make_admin(self.endpoints, self.settings)
+        return self._admin
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.kafka.request_timeout_ms / 1000
+
+    def key(self, name: str) -> str:
+        """A Redis key unique to this run; deleted at the end."""
+        key = f"{self.settings.redis.key_prefix}{self.run_id}:{name}"
+        self.defer(lambda: self.redis.delete(key))
+        return key
+
+    def defer(self, cleanup: Callable[[], Any]) -> None:
+        self._cleanups.append(cleanup)
+
+    def close(self) -> list[str]:
+        """Run every clean-up (newest first); return the ones that failed."""
+        problems = []
+        for cleanup in reversed(self._cleanups):
+            try:
+                cleanup()
+            except Exception as exc:
+                problems.append(f"{getattr(cleanup, '__name__', 'cleanup')}: {exc}")
+        self._cleanups.clear()
+        if self._redis is not None:
+            self._redis.close()
+        return problems
+
+
+CheckFunc = Callable[[CheckContext], "str | None"]
+
+
+@dataclass(frozen=True)
+class Check:
+    group: str
+    name: str
+    func: CheckFunc
+    gate: bool = False
+
+
+@dataclass
+class CheckResult:
+    group: str
+    name: str
+    status: str  # pass | fail | skip
+    millis: float
+    reason: str = ""
+    detail: str = field(default="", repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+REGISTRY: list[Check] = []
+
+
+def check(group: str, name: str, *, gate: bool = False) -> Callable[[CheckFunc], CheckFunc]:
+    """Register a check. The function may return a short note shown on success."""
+
+    def decorate(func: CheckFunc) -> CheckFunc:
+        REGISTRY.append(Check(group, name, func, gate))
+        return func
+
+    return decorate
+
+
+def all_checks() -> list[Check]:
+    for module in CHECK_MODULES:
+        importlib.import_module(module)
+    return list(REGISTRY)
+
+
+@dataclass
+class Report:
+    results: list[CheckResult]
+    unreachable: list[str]  # groups whose gate failed: the stack is not reachable
+    cleanup_problems: list[str]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == "pass" for r in self.results) and not self.cleanup_problems
+
+
+def run_checks(
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    groups: list[str] | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
+) -> Report:
+    started = time.perf_counter()
+    ctx = CheckContext(settings, endpoints)
+    results: list[CheckResult] = []
+    unreachable: list[str] = []
+    try:
+        for item in all_checks():
+            if groups and item.group not in groups:
+                continue
+            if item.group in unreachable:
+                result = CheckResult(item.group, item.name, "skip", 0.0, f"{item.group} not reachable")
+            else:
+                result = _run_one(item, ctx)
+                if item.gate and result.status == "fail" and result.detail == "unreachable":
+                    unreachable.append(item.group)
+            results.append(result)
+            if on_result:
+                on_result(result)
+    finally:
+        problems = ctx.close()
+    return Report(results, unreachable, problems, time.perf_counter() - started)
+
+
+def _run_one(item: Check, ctx: CheckContext) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        note = item.func(ctx)
+        return CheckResult(item.group, item.name, "pass", _ms(started), note or "")
+    except StackNotRunning as exc:
+        return CheckResult(item.group, item.name, "fail", _ms(started), exc.message, "unreachable")
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return CheckResult(item.group, item.name, "fail", _ms(started), f"Redis: {exc}", "unreachable")
+    except CheckFailed as exc:
+        return CheckResult(item.group, item.name, "fail", _ms(started), str(exc))
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        return CheckResult(item.group, item.name, "fail", _ms(started), reason, traceback.format_exc())
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def expect(condition: bool, reason: str) -> None:
+    """Fail the running check with ``reason`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckFailed(reason)

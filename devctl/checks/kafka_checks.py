@@ -1,0 +1,143 @@
+"""Kafka checks: metadata, configured topics, produce/consume round trips, group resume."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from devctl.checks import CheckContext, CheckFailed, check, expect
+from devctl.clients.kafka_client import consumer_conf, fetch_metadata, kafka_reason, producer_conf
+
+# Every record a check writes carries this header, so consumers can skip it.
+CHECK_HEADER = "devctl-check"
+
+
+@check("kafka", "metadata", gate=True)
+def metadata(ctx: CheckContext) -> str:
+    meta, latency = fetch_metadata(ctx.admin, ctx.endpoints, ctx.timeout)
+    return f"{len(meta.brokers)} broker(s), {len(meta.topics)} topics, {latency:.1f} ms"
+
+
+@check("kafka", "configured topics exist")
+def topics_exist(ctx: CheckContext) -> str:
+    meta, _ = fetch_metadata(ctx.admin, ctx.endpoints, ctx.timeout)
+    missing = [t.name for t in ctx.settings.topics if t.name not in meta.topics]
+    expect(not missing, f"missing: {', '.join(missing)} (run `devctl topics apply`)")
+    fewer = [
+        f"{t.name} has {len(meta.topics[t.name].partitions)} partitions, config says {t.partitions}"
+        for t in ctx.settings.topics
+        if len(meta.topics[t.name].partitions) != t.partitions
+    ]
+    expect(not fewer, "; ".join(fewer))
+    return f"{len(ctx.settings.topics)} topics"
+
+
+@check("kafka", "produce -> consume on every topic")
+def round_trip(ctx: CheckContext) -> str:
+    """Produce one marked record per configured topic, then read each back at its offset."""
+    producer = Producer(producer_conf(ctx.endpoints, ctx.settings, **{"linger.ms": 0}))
+    delivered: dict[str, tuple[int, int]] = {}
+    errors: list[str] = []
+
+    def report(err: KafkaError | None, msg: object) -> None:
+        topic = msg.topic()  # type: ignore[attr-defined]
+        if err is not None:
+            errors.append(f"{topic}: {err.str()}")
+        else:
+            delivered[topic] = (msg.partition(), msg.offset())  # type: ignore[attr-defined]
+
+    topics = [t.name for t in ctx.settings.topics]
+    for topic in topics:
+        producer.produce(
+            topic,
+            key=ctx.run_id.encode(),
+            value=f"{ctx.run_id}:{topic}".encode(),
+            headers=[(CHECK_HEADER, b"1"), ("marker", ctx.run_id.encode())],
+            on_delivery=report,
+        )
+    remaining = producer.flush(ctx.timeout * 2)
+    expect(not errors, "delivery failed: " + "; ".join(errors))
+    expect(remaining == 0, f"{remaining} records not delivered within {ctx.timeout * 2:g}s")
+
+    consumer = Consumer(consumer_conf(ctx.endpoints, ctx.settings, group_id=f"{ctx.run_id}-reader"))
+    try:
+        consumer.assign([TopicPartition(t, p, o) for t, (p, o) in delivered.items()])
+        pending = set(delivered)
+        deadline = time.monotonic() + ctx.timeout * 2
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is None or msg.error() is not None:
+                continue
+            topic = msg.topic()
+            if topic not in pending or msg.offset() != delivered[topic][1]:
+                continue
+            headers = dict(msg.headers() or [])
+            if msg.key() != ctx.run_id.encode():
+                raise CheckFailed(f"{topic}: key {msg.key()!r}, expected {ctx.run_id!r}")
+            if msg.value() != f"{ctx.run_id}:{topic}".encode():
+                raise CheckFailed(f"{topic}: value {msg.value()!r} is not the marker")
+            if headers.get("marker") != ctx.run_id.encode() or headers.get(CHECK_HEADER) != b"1":
+                raise CheckFailed(f"{topic}: headers {headers} lack the marker")
+            pending.discard(topic)
+        expect(not pending, f"not read back within {ctx.timeout * 2:g}s: {', '.join(sorted(pending))}")
+    finally:
+        consumer.close()
+    return f"{len(topics)} topics"
+
+
+@check("kafka", "consumer group commit and resume")
+def group_resume(ctx: CheckContext) -> str:
+    """Commit after two of four records; a new consumer of the group resumes at the third."""
+    topic = f"{ctx.run_id}-group"
+    group = f"{ctx.run_id}-group"
+    futures = ctx.admin.create_topics([NewTopic(topic, 1, 1)], request_timeout=ctx.timeout)
+    futures[topic].result(timeout=ctx.timeout)
+    ctx.defer(lambda: ctx.admin.delete_topics([topic])[topic].result(timeout=ctx.timeout))
+
+    producer = Producer(producer_conf(ctx.endpoints, ctx.settings))
+    for index in range(4):
+        producer.produce(topic, key=b"k", value=f"record-{index}".encode(), partition=0)
+    expect(producer.flush(ctx.timeout) == 0, "records not delivered")
+
+    def read(consumer: Consumer, count: int) -> list[bytes]:
+        values: list[bytes] = []
+        deadline = time.monotonic() + ctx.timeout * 2
+        while len(values) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                values.append(msg.value())
+        return values
+
+    # Partitions are assigned (not subscribed) so the check does not wait for a
+    # group join; the committed offsets still live in the group.
+    first = Consumer(consumer_conf(ctx.endpoints, ctx.settings, group_id=group))
+    ctx.defer(lambda: _delete_group(ctx, group))
+    try:
+        first.assign([TopicPartition(topic, 0, 0)])
+        got = read(first, 2)
+        expect(got == [b"record-0", b"record-1"], f"first consumer read {got}")
+        first.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    finally:
+        first.close()
+
+    second = Consumer(consumer_conf(ctx.endpoints, ctx.settings, group_id=group))
+    try:
+        committed = second.committed([TopicPartition(topic, 0)], timeout=ctx.timeout)[0].offset
+        expect(committed == 2, f"committed offset is {committed}, expected 2")
+        second.assign([TopicPartition(topic, 0, OFFSET_STORED)])
+        got = read(second, 2)
+        expect(got == [b"record-2", b"record-3"], f"resumed consumer read {got}, expected records 2 and 3")
+    finally:
+        second.close()
+    return "resumed at offset 2"
+
+
+def _delete_group(ctx: CheckContext, group: str) -> None:
+    try:
+        ctx.admin.delete_consumer_groups([group], request_timeout=ctx.timeout)[group].result(
+            timeout=ctx.timeout
+        )
+    except Exception as exc:
+        raise RuntimeError(f"could not delete consumer group {group}: {kafka_reason(exc)}") from exc

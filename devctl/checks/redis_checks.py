@@ -1,0 +1,76 @@
+"""Redis checks: connection, round trip, TTL, pipeline, pub/sub."""
+
+from __future__ import annotations
+
+import time
+
+from devctl.checks import CheckContext, check, expect
+from devctl.clients.redis_client import ping
+
+
+@check("redis", "connection", gate=True)
+def connection(ctx: CheckContext) -> str:
+    latency = ping(ctx.redis, ctx.endpoints.redis_url)
+    info = ctx.redis.info("server")
+    version = info.get("valkey_version") or info.get("redis_version")
+    return f"PING {latency:.1f} ms, server {version}"
+
+
+@check("redis", "SET/GET round trip")
+def set_get(ctx: CheckContext) -> None:
+    key = ctx.key("roundtrip")
+    value = f"{ctx.run_id}-é-✓"  # non-ASCII: the round trip must be byte-exact
+    expect(ctx.redis.set(key, value) is True, "SET did not answer OK")
+    got = ctx.redis.get(key)
+    expect(got == value, f"GET returned {got!r}, expected {value!r}")
+
+
+@check("redis", "TTL honoured")
+def ttl(ctx: CheckContext) -> str:
+    key = ctx.key("ttl")
+    ctx.redis.set(key, "x", px=200)
+    remaining = ctx.redis.pttl(key)
+    expect(0 < remaining <= 200, f"PTTL right after SET PX 200 was {remaining}")
+    deadline = time.monotonic() + 2.0
+    while ctx.redis.exists(key):
+        expect(time.monotonic() < deadline, "key still exists 2 s after its 200 ms TTL")
+        time.sleep(0.02)
+    return f"expired after its 200 ms TTL (PTTL was {remaining})"
+
+
+@check("redis", "pipeline (MULTI/EXEC)")
+def pipeline(ctx: CheckContext) -> None:
+    key = ctx.key("pipeline")
+    with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key).incr(key).incrby(key, 40).expire(key, 60).get(key)
+        results = pipe.execute()
+    expect(results[:3] == [1, 2, 42], f"INCR results were {results[:3]}, expected [1, 2, 42]")
+    expect(results[4] == "42", f"GET in the pipeline returned {results[4]!r}")
+
+
+@check("redis", "pub/sub round trip")
+def pubsub(ctx: CheckContext) -> str:
+    channel = f"{ctx.settings.redis.key_prefix}{ctx.run_id}:channel"
+    pubsub = ctx.redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(channel)
+        # Wait for the subscription to be active before publishing.
+        deadline = time.monotonic() + 2.0
+        while ctx.redis.pubsub_numsub(channel)[0][1] < 1:
+            expect(time.monotonic() < deadline, "subscription did not become active within 2 s")
+            time.sleep(0.01)
+        started = time.perf_counter()
+        receivers = ctx.redis.publish(channel, ctx.run_id)
+        expect(receivers >= 1, f"PUBLISH reached {receivers} subscribers")
+        message = None
+        deadline = time.monotonic() + 2.0
+        while message is None and time.monotonic() < deadline:
+            # None also comes back for the skipped subscribe confirmation.
+            message = pubsub.get_message(timeout=0.1)
+        expect(message is not None, "no message within 2 s")
+        assert message is not None
+        expect(message["data"] == ctx.run_id, f"received {message['data']!r}")
+        return f"delivered in {(time.perf_counter() - started) * 1000:.1f} ms"
+    finally:
+        pubsub.close()
+

@@ -1,0 +1,71 @@
+"""devctl config show / validate."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+
+from devctl.cli.app import get_app
+from devctl.cli.options import JsonOption
+from devctl.cli.output import print_json, table
+
+config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+
+
+@config_app.command("show")
+def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Print every setting, its value (secrets masked) and where it came from.
+
+    Example: devctl config show --json | jq '."redis.port"'
+    """
+    settings = get_app(ctx).settings()
+    values = settings.redacted()
+    topics = [
+        {
+            "name": t.name,
+            "partitions": t.partitions,
+            "replication_factor": t.replication_factor,
+            "config": t.config,
+            "key": t.key,
+            "dead_letter_of": t.dead_letter_of,
+        }
+        for t in settings.topics
+    ]
+    if json_output:
+        print_json(
+            {
+                "config_file": str(settings.config_file) if settings.config_file else None,
+                "settings": values,
+                "topics": {"source": settings.topics_source, "items": topics},
+            }
+        )
+        return
+    console = get_app(ctx).console
+    where = settings.config_file or "none (packaged defaults)"
+    console.print(f"config file: {where}", highlight=False)
+    rows = [(key, escape(repr(item["value"])), item["source"]) for key, item in values.items()]
+    console.print(table(None, ["key", "value", "source"], rows))
+    topic_rows = [
+        (t["name"], t["partitions"], t["replication_factor"], t["dead_letter_of"] or "", t["config"] or "")
+        for t in topics
+    ]
+    console.print(
+        table(f"topics (from {settings.topics_source})", ["name", "partitions", "replicas", "dead letters of", "config"], topic_rows)
+    )
+
+
+@config_app.command("validate")
+def validate(ctx: typer.Context) -> None:
+    """Check the config file, .env and environment; exit 2 with file, key and line on error.
+
+    Example: devctl --config config/devctl.yaml config validate
+    """
+    settings = get_app(ctx).settings()
+    where = settings.config_file or "packaged defaults (no config file found)"
+    get_app(ctx).console.print(
+        f"[green]✔[/green] configuration is valid: {where}; {len(settings.topics)} topics", highlight=False
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config", rich_help_panel="Configuration")

@@ -1,0 +1,257 @@
+"""Stack life cycle: up, down, status, logs, doctor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from devctl.cli.app import get_app
+from devctl.cli.options import DataDirOption, EngineOption, JsonOption, YesOption, data_dir_flag
+from devctl.cli.output import confirm, duration, millis, print_json, table
+from devctl.errors import EXIT_FAILED, UsageError
+
+
+def _flags(
+    data_dir: Path | None,
+    engine: str | None = None,
+    redis_port: int | None = None,
+    kafka_port: int | None = None,
+) -> dict[str, tuple[Any, str]]:
+    flags: dict[str, tuple[Any, str]] = data_dir_flag(data_dir)
+    flags["engine"] = (engine, "--engine")
+    flags["redis.port"] = (redis_port, "--redis-port")
+    flags["kafka.port"] = (kafka_port, "--kafka-port")
+    return flags
+
+
+def up(
+    ctx: typer.Context,
+    engine: EngineOption = None,
+    redis_port: Annotated[int | None, typer.Option(help="Port for Redis (local engine; 0 = any free port).")] = None,
+    kafka_port: Annotated[int | None, typer.Option(help="Port for Kafka (local engine; 0 = any free port).")] = None,
+    data_dir: DataDirOption = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave a started service running if the other fails.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Start the stack (or verify it, for external), apply the topics, print the endpoints.
+
+    Example: devctl up --redis-port 6380
+    """
+    from devctl.streams.topics import TopicAdmin
+
+    app = get_app(ctx)
+    settings = app.settings(_flags(data_dir, engine, redis_port, kafka_port))
+    chosen = app.engine()
+    with app.err.status(f"bringing the {chosen.name} stack up...") as spinner:
+        result = chosen.up(keep=keep, progress=lambda msg: spinner.update(msg))
+        spinner.update("applying topics")
+        admin = TopicAdmin(result.endpoints, settings)
+        applied = admin.apply(admin.plan(settings.topics))
+    for note in result.notes:
+        app.info(f"note: {note}")
+    failed = [row for row in applied if row.result.startswith("failed")]
+    created = [row.topic for row in applied if row.result.startswith("created")]
+    if json_output:
+        print_json(
+            {
+                "engine": chosen.name,
+                "endpoints": result.endpoints.as_env(),
+                "started": result.started,
+                "already_running": result.already_running,
+                "topics_created": created,
+                "topics_failed": {row.topic: row.result for row in failed},
+                "seconds": round(result.seconds, 3),
+                "notes": result.notes,
+            }
+        )
+    else:
+        if result.started:
+            state = f"started {', '.join(result.started)}"
+        else:
+            state = "already running"
+        app.console.print(
+            f"[green]✔[/green] {chosen.name} stack {state} in {result.seconds:.2f}s; "
+            f"topics: {len(created)} created, {len(applied) - len(created) - len(failed)} already there",
+            highlight=False,
+        )
+        endpoints = result.endpoints.as_env()
+        app.console.print(table(None, ["variable", "value"], endpoints.items()))
+        app.console.print(f"[dim]data dir: {settings.data_dir}[/dim]", highlight=False)
+    if failed:
+        for row in failed:
+            app.info(f"[red]topic {row.topic}: {escape(row.result)}[/red]")
+        raise typer.Exit(EXIT_FAILED)
+
+
+def down(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the data dir (Redis data, logs).")] = False,
+    yes: YesOption = False,
+) -> None:
+    """Stop the stack (SIGTERM, then SIGKILL after local.stop_timeout).
+
+    Example: devctl down --purge --yes
+    """
+    app = get_app(ctx)
+    settings = app.settings(data_dir_flag(data_dir))
+    chosen = app.engine()
+    if purge:
+        confirm(app.err, f"Delete all data in {settings.data_dir} (Redis data, logs)?", yes)
+    for line in chosen.down(purge=purge):
+        app.console.print(line, highlight=False)
+
+
+def status(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+    """Show each service: engine, pid, address, version, uptime, health, latency.
+
+    Exit 0 when every service is healthy, 3 when the stack is not running, 1 otherwise.
+
+    Example: devctl status --json | jq '.[0].health'
+    """
+    from devctl.errors import EXIT_NOT_RUNNING
+
+    app = get_app(ctx)
+    app.settings(data_dir_flag(data_dir))
+    statuses = app.engine().status()
+    if json_output:
+        print_json([s.to_json() for s in statuses])
+    else:
+        colours = {"ok": "green", "unreachable": "red", "stopped": "yellow"}
+        rows = [
+            (
+                s.service,
+                s.engine,
+                s.pid,
+                s.address,
+                s.version,
+                duration(s.uptime_s),
+                f"[{colours[s.health]}]{s.health}[/]",
+                millis(s.latency_ms),
+            )
+            for s in statuses
+        ]
+        app.console.print(
+            table(None, ["service", "engine", "pid", "address", "version", "uptime", "health", "latency"], rows)
+        )
+        for s in statuses:
+            if s.detail:
+                app.info(f"{s.service}: {escape(s.detail)}")
+    if all(not s.running for s in statuses):
+        raise typer.Exit(EXIT_NOT_RUNNING)
+    if any(s.health != "ok" for s in statuses):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def logs(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="redis or kafka.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many last lines to show.")] = 50,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print a service's log (local engine).
+
+    Example: devctl logs kafka -f -n 20
+    """
+    from devctl.engines.base import SERVICES
+
+    if service not in SERVICES:
+        raise UsageError(f"unknown service '{service}'", hint=f"choose one of: {', '.join(SERVICES)}")
+    app = get_app(ctx)
+    app.settings(data_dir_flag(data_dir))
+    chosen = app.engine()
+    if not follow:
+        for line in chosen.log_lines(service, lines):
+            typer.echo(line)
+        return
+    try:
+        for line in chosen.follow_log(service, lines):
+            typer.echo(line)
+    except KeyboardInterrupt:
+        return
+
+
+def doctor(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+    """Check binaries, ports, data dir, config and Docker; print a fix for each failure.
+
+    Example: devctl doctor
+    """
+    from devctl.engines.base import DoctorCheck
+    from devctl.engines.local import LocalEngine
+    from devctl.errors import ConfigError
+
+    app = get_app(ctx)
+    checks: list[DoctorCheck] = []
+    try:
+        settings = app.settings(data_dir_flag(data_dir))
+        where = str(settings.config_file) if settings.config_file else "no config file (packaged defaults)"
+        checks.append(DoctorCheck("config", True, f"valid: {where}"))
+    except ConfigError as exc:
+        checks.append(DoctorCheck("config", False, exc.message, exc.hint or "fix the file, then `devctl config validate`"))
+        settings = None
+    if settings is not None:
+        chosen = app.engine()
+        # The local engine's checks matter even when the configured engine is another.
+        checks += chosen.doctor() if chosen.name == "local" else chosen.doctor() + LocalEngine(settings).doctor()
+    checks.append(_docker_check())
+    if json_output:
+        print_json([c.__dict__ for c in checks])
+    else:
+        rows = [
+            (
+                ("[green]ok[/]" if c.ok else ("[red]FAIL[/]" if c.required else "[yellow]warn[/]")),
+                c.name,
+                escape(c.detail),
+                escape(c.fix or ""),
+            )
+            for c in checks
+        ]
+        app.console.print(table(None, ["", "check", "detail", "fix"], rows))
+    if any(not c.ok and c.required for c in checks):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _docker_check() -> Any:
+    """Docker is optional: only the docker engine needs it, so a miss is a warning."""
+    import shutil
+    import subprocess
+
+    from devctl.engines.base import DoctorCheck
+
+    docker = shutil.which("docker")
+    if docker is None:
+        return DoctorCheck(
+            "docker engine", False, "no docker client on PATH", "only needed for the docker engine", required=False
+        )
+    try:
+        out = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return DoctorCheck("docker engine", False, f"docker info failed: {exc}", None, required=False)
+    if out.returncode == 0 and out.stdout.strip():
+        return DoctorCheck("docker engine", True, f"reachable, server {out.stdout.strip()}", required=False)
+    reason = (out.stderr.strip().splitlines() or ["no answer"])[-1]
+    return DoctorCheck(
+        "docker engine",
+        False,
+        f"not reachable: {reason}",
+        "start Docker if you want the docker engine; local and external work without it",
+        required=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Stack")(up)
+    app.command(rich_help_panel="Stack")(down)
+    app.command(rich_help_panel="Stack")(status)
+    app.command(rich_help_panel="Stack")(logs)
+    app.command(rich_help_panel="Stack")(doctor)

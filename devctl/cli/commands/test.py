@@ -1,0 +1,121 @@
+"""devctl test: integration checks against the running stack, whatever its engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from devctl.cli.app import get_app
+from devctl.cli.options import DataDirOption, JsonOption, data_dir_flag
+from devctl.cli.output import print_json
+from devctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING
+
+
+def test(
+    ctx: typer.Context,
+    json_output: JsonOption = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write a JUnit XML report here.")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Only these check groups (repeatable).")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run the integration checks; exit 0 all pass, 1 any failure, 3 stack not reachable.
+
+    Example: devctl test --junit report.xml
+    """
+    from devctl.checks import all_checks, run_checks
+
+    app = get_app(ctx)
+    settings = app.settings(data_dir_flag(data_dir))
+    endpoints = app.endpoints()
+    known = sorted({c.group for c in all_checks()})
+    unknown = [g for g in group or [] if g not in known]
+    if unknown:
+        from devctl.errors import UsageError
+
+        raise UsageError(f"unknown check group {', '.join(unknown)}", hint=f"groups: {', '.join(known)}")
+
+    marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
+
+    def show(result):  # type: ignore[no-untyped-def]
+        if not json_output:
+            app.console.print(
+                f"{marks[result.status]} {result.group:<8} {escape(result.name):<40} "
+                f"{result.millis:8.1f} ms  {escape(result.reason)}",
+                highlight=False,
+            )
+            if result.detail and result.detail != "unreachable" and app.verbose:
+                app.err.print(escape(result.detail), highlight=False)
+
+    report = run_checks(settings, endpoints, groups=group, on_result=show)
+    if junit is not None:
+        write_junit(report, junit)
+    passed = sum(r.passed for r in report.results)
+    failed = sum(r.status == "fail" for r in report.results)
+    skipped = sum(r.status == "skip" for r in report.results)
+    if json_output:
+        print_json(
+            {
+                "engine": endpoints.engine,
+                "ok": report.ok,
+                "seconds": round(report.seconds, 3),
+                "unreachable": report.unreachable,
+                "cleanup_problems": report.cleanup_problems,
+                "checks": [
+                    {
+                        "group": r.group,
+                        "name": r.name,
+                        "status": r.status,
+                        "ms": round(r.millis, 1),
+                        "reason": r.reason,
+                    }
+                    for r in report.results
+                ],
+            }
+        )
+    else:
+        for problem in report.cleanup_problems:
+            app.info(f"[red]clean-up failed:[/red] {escape(problem)}")
+        colour = "green" if report.ok else "red"
+        app.console.print(
+            f"[{colour}]{passed} passed, {failed} failed, {skipped} skipped[/] in {report.seconds:.2f}s",
+            highlight=False,
+        )
+    if report.unreachable:
+        app.info(
+            f"[red]not reachable: {', '.join(report.unreachable)}[/red] — is the stack up? run `devctl up`"
+        )
+        raise typer.Exit(EXIT_NOT_RUNNING)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def write_junit(report, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element(
+        "testsuite",
+        name="devctl",
+        tests=str(len(report.results)),
+        failures=str(sum(r.status == "fail" for r in report.results)),
+        skipped=str(sum(r.status == "skip" for r in report.results)),
+        time=f"{report.seconds:.3f}",
+    )
+    for result in report.results:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"devctl.{result.group}", name=result.name, time=f"{result.millis / 1000:.3f}"
+        )
+        if result.status == "fail":
+            ET.SubElement(case, "failure", message=result.reason).text = result.detail or result.reason
+        elif result.status == "skip":
+            ET.SubElement(case, "skipped", message=result.reason)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Checks")(test)

@@ -1,0 +1,58 @@
+"""Rendering helpers: JSON, tables, durations. The domain never prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from devctl.errors import UsageError
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout, unstyled, so it pipes into jq."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    out = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    for row in rows:
+        out.add_row(*["-" if cell is None else str(cell) for cell in row])
+    return out
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def millis(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def confirm(console: Console, question: str, yes: bool) -> None:
+    """Ask before something destructive; without a terminal, demand --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} Refusing without confirmation.", hint="pass --yes to confirm")
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(1)

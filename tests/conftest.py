@@ -1,0 +1,76 @@
+"""Shared fixtures: one real local stack (Valkey + Tansu) for the whole test session.
+
+The stack runs on free ports in a temporary data dir and is always stopped, even
+when tests fail or the run is interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from devctl.clients.endpoints import Endpoints
+from devctl.clients.redis_client import make_redis
+from devctl.config.loader import Settings, load_settings
+from devctl.engines.local import LocalEngine
+from devctl.engines.processes import free_port
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    endpoints: Endpoints
+    engine: LocalEngine
+    data_dir: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment that points a `devctl` subprocess at this stack."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))}
+        env.update(
+            DEVCTL_DATA_DIR=str(self.data_dir),
+            DEVCTL_REDIS_PORT=str(self.settings.values["redis.port"]),
+            DEVCTL_KAFKA_PORT=str(self.settings.values["kafka.port"]),
+        )
+        return env
+
+    def redis(self, decode: bool = True) -> redis.Redis:
+        return make_redis(self.endpoints, self.settings, decode=decode)
+
+
+def stack_settings(data_dir: Path, cwd: Path, **extra: object) -> Settings:
+    flags = {
+        "data_dir": (str(data_dir), "--data-dir"),
+        "redis.port": (free_port(), "--redis-port"),
+        "kafka.port": (free_port(), "--kafka-port"),
+    }
+    flags.update({k: (v, k) for k, v in extra.items()})
+    return load_settings(flags=flags, cwd=cwd, environ={})
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    settings = stack_settings(root / "data", root)
+    engine = LocalEngine(settings)
+    try:
+        result = engine.up()
+        from devctl.streams.topics import TopicAdmin
+
+        admin = TopicAdmin(result.endpoints, settings)
+        admin.apply(admin.plan(settings.topics))
+        yield Stack(settings, result.endpoints, engine, root / "data")
+    finally:
+        engine.down()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name for keys, topics and groups of one test."""
+    return uuid.uuid4().hex[:10]
