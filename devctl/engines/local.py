@@ -199,17 +199,27 @@ class LocalEngine(Engine):
         }
 
         launched: dict[str, PidRecord] = {}
+        failures: dict[str, ServiceStartError] = {}
+        completed = False
         try:
             for service in to_start:
                 say(f"starting {service} on 127.0.0.1:{ports[service]}")
                 launched[service] = self._launch(service, binaries[service], ports[service])
-            self._wait_healthy(launched, say)
-        except BaseException:
-            if not keep:
-                for service, record in launched.items():
+            failures = self._wait_healthy(launched, say)
+            completed = True
+        finally:
+            # A failed service is always stopped; the healthy ones too unless --keep.
+            # (Also on Ctrl-C or any other error: never leave half a stack unrecorded.)
+            for service, record in launched.items():
+                if not completed or service in failures or (failures and not keep):
                     processes.stop(record, self.settings.local.stop_timeout)
                     self.pidfile(service).unlink(missing_ok=True)
-            raise
+        if failures:
+            message = "; ".join(f.message for f in failures.values())
+            if keep:
+                kept = [s for s in launched if s not in failures]
+                message += f" (kept running: {', '.join(kept)})" if kept else ""
+            raise ServiceStartError(message, hint=next(iter(failures.values())).hint)
 
         result.started = list(launched)
         result.endpoints = self._endpoints_for(ports)
@@ -297,26 +307,24 @@ class LocalEngine(Engine):
             handle.write("\n".join(lines) + "\n")
         return path
 
-    def _wait_healthy(self, launched: dict[str, PidRecord], say: Progress) -> None:
+    def _wait_healthy(self, launched: dict[str, PidRecord], say: Progress) -> dict[str, ServiceStartError]:
+        """Wait for every launched service in parallel; return the ones that failed."""
+        failures: dict[str, ServiceStartError] = {}
         if not launched:
-            return
+            return failures
         deadline = time.monotonic() + self.settings.local.start_timeout
         with ThreadPoolExecutor(max_workers=len(launched)) as pool:
             futures = {
                 service: pool.submit(self._wait_one, service, record, deadline)
                 for service, record in launched.items()
             }
-            failures = []
             for service, future in futures.items():
                 try:
                     future.result()
                     say(f"{service} is healthy")
                 except ServiceStartError as exc:
-                    failures.append(exc)
-        if failures:
-            first = failures[0]
-            message = "; ".join(f.message for f in failures)
-            raise ServiceStartError(message, hint=first.hint, details=first.details)
+                    failures[service] = exc
+        return failures
 
     def _wait_one(self, service: str, record: PidRecord, deadline: float) -> None:
         address = self._address(service, record.port)
