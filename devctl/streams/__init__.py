@@ -1,0 +1,1 @@
+"""Kafka-side domain: offsets, topics, consumer groups."""
