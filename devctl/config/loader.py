@@ -23,6 +23,7 @@ from devctl.config.schema import (
     FIELDS,
     SECTIONS,
     TOPIC_KEYS,
+    EventsSettings,
     Field,
     KafkaSettings,
     LocalSettings,
@@ -84,6 +85,10 @@ class Settings:
     def state(self) -> StateSettings:
         return StateSettings(**self._section("state"))
 
+    @property
+    def events(self) -> EventsSettings:
+        return EventsSettings(**self._section("events"))
+
     def redacted(self) -> dict[str, dict[str, Any]]:
         """Every key with its value (secrets masked) and its source."""
         out: dict[str, dict[str, Any]] = {}
@@ -125,7 +130,9 @@ def load_settings(
         file_values, raw_topics = _flatten_file(data, lines, str(config_file))
         for key, value in file_values.items():
             values[key] = value
-            sources[key] = f"{config_file}:{lines.get(key, 0)}" if lines.get(key) else str(config_file)
+            sources[key] = (
+                f"{config_file}:{lines.get(key, 0)}" if lines.get(key) else str(config_file)
+            )
         if raw_topics is not None:
             topics_source = str(config_file)
             topics_lines = {k: v for k, v in lines.items() if k.startswith("topics")}
@@ -145,7 +152,12 @@ def load_settings(
     dotenv_path = cwd / ".env"
     if dotenv_path.is_file():
         dotenv = _read_dotenv(dotenv_path)
-        _apply_env(values, sources, {k: v for k, (v, _) in dotenv.items()}, lambda n: f".env:{dotenv[n][1]} ({n})")
+        _apply_env(
+            values,
+            sources,
+            {k: v for k, (v, _) in dotenv.items()},
+            lambda n: f".env:{dotenv[n][1]} ({n})",
+        )
     _apply_env(values, sources, environ, lambda n: f"env {n}")
 
     # 4. flags
@@ -248,10 +260,15 @@ def _flatten_file(data: Any, lines: dict[str, int], source: str) -> tuple[dict[s
                         key=key,
                         line=lines.get(key),
                     )
-                values[key] = _check_value(key, FIELDS[key], subvalue, source=source, line=lines.get(key))
+                values[key] = _check_value(
+                    key, FIELDS[key], subvalue, source=source, line=lines.get(key)
+                )
         else:
             raise ConfigError(
-                "unknown key" + _suggest(top, known_top), source=source, key=top, line=lines.get(top)
+                "unknown key" + _suggest(top, known_top),
+                source=source,
+                key=top,
+                line=lines.get(top),
             )
     return values, topics
 
@@ -372,7 +389,9 @@ def _build_topics(
     if raw is None:
         raw = list(DEFAULT_TOPICS)
     if not isinstance(raw, list):
-        raise ConfigError("must be a list of topics", source=source, key="topics", line=lines.get("topics"))
+        raise ConfigError(
+            "must be a list of topics", source=source, key="topics", line=lines.get("topics")
+        )
     specs: list[TopicSpec] = []
     seen: set[str] = set()
     for index, item in enumerate(raw):
@@ -401,7 +420,9 @@ def _build_topics(
             raise ConfigError(f"topic '{name}' listed twice", source=source, key=where, line=line)
         seen.add(name)
         partitions = _topic_int(entry, "partitions", partitions_default, source, where, lines)
-        replication = _topic_int(entry, "replication_factor", replication_default, source, where, lines)
+        replication = _topic_int(
+            entry, "replication_factor", replication_default, source, where, lines
+        )
         config = entry.get("config") or {}
         if not isinstance(config, dict):
             raise ConfigError(

@@ -72,9 +72,40 @@ FIELDS: dict[str, Field] = {
     "state.presence_instance_ttl": Field(
         "int", 15, "Seconds an API instance stays alive without a heartbeat", minimum=1
     ),
-    "state.message_cache_size": Field("int", 50, "Recent messages kept per conversation", minimum=1),
+    "state.message_cache_size": Field(
+        "int", 50, "Recent messages kept per conversation", minimum=1
+    ),
     "state.message_cache_ttl": Field("int", 3600, "Message cache TTL in seconds", minimum=1),
     "state.rate_limits": Field("mapping", None, "Rate-limit policies", optional=True),
+    # Events: envelope, producer, consumer runtime (docs/events.md)
+    "events.source": Field("str", "/devconnect/devctl", "CloudEvents 'source' of published events"),
+    "events.producer_queue_size": Field(
+        "int", 100000, "Events the producer may hold locally before the queue is full", minimum=1
+    ),
+    "events.producer_queue_full": Field(
+        "choice",
+        "error",
+        "When the queue is full: error (raise at once) or block",
+        choices=("error", "block"),
+    ),
+    "events.producer_block_timeout": Field(
+        "float", 5.0, "Seconds 'block' waits for room before raising", minimum=0
+    ),
+    "events.delivery_timeout_ms": Field(
+        "int", 120000, "How long a queued event waits for the broker before it fails", minimum=1
+    ),
+    "events.linger_ms": Field("int", 5, "Producer linger.ms (batching delay)", minimum=0),
+    "events.consumer_batch_size": Field("int", 100, "Records a consumer takes per poll", minimum=1),
+    "events.consumer_max_retries": Field(
+        "int", 3, "Retries of a failing handler before DLQ", minimum=0
+    ),
+    "events.consumer_backoff_ms": Field(
+        "int", 200, "First retry delay (doubles each retry)", minimum=0
+    ),
+    "events.consumer_backoff_max_ms": Field("int", 5000, "Longest retry delay", minimum=0),
+    "events.idempotency_ttl": Field(
+        "int", 604800, "Seconds a handled event id is remembered per group", minimum=1
+    ),
 }
 
 SECTIONS = sorted({k.split(".", 1)[0] for k in FIELDS if "." in k})
@@ -143,3 +174,18 @@ class StateSettings:
     message_cache_size: int
     message_cache_ttl: int
     rate_limits: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    source: str
+    producer_queue_size: int
+    producer_queue_full: str
+    producer_block_timeout: float
+    delivery_timeout_ms: int
+    linger_ms: int
+    consumer_batch_size: int
+    consumer_max_retries: int
+    consumer_backoff_ms: int
+    consumer_backoff_max_ms: int
+    idempotency_ttl: int
