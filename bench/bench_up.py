@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_description, replace_section  # noqa: E402
+from _report import machine_description, replace_section
 
-from devctl.engines.local import find_binary  # noqa: E402
-from devctl.engines.processes import free_port  # noqa: E402
+from devctl.engines.local import find_binary
+from devctl.engines.processes import free_port
 
 SECTION = "Stack start-up (devctl up, devctl test)"
 
@@ -59,13 +59,31 @@ def raw_start(work: Path) -> float:
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [valkey, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(work), "--appendonly", "yes"],
+            [
+                valkey,
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(work),
+                "--appendonly",
+                "yes",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
-            [tansu, "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-             "--storage-engine", "memory://tansu/"],
+            [
+                tansu,
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),
@@ -92,7 +110,9 @@ def main() -> None:
     devctl = [sys.executable, "-m", "devctl"]
     with tempfile.TemporaryDirectory(prefix="devctl-bench-") as tmp:
         work = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))
+        }
         env.update(
             DEVCTL_DATA_DIR=str(work / "data"),
             DEVCTL_REDIS_PORT=str(free_port()),
@@ -107,8 +127,14 @@ def main() -> None:
                 up.append(run([*devctl, "up"], env, work))
                 test.append(run([*devctl, "test"], env, work))
                 if index == 0:
-                    report = subprocess.run([*devctl, "test", "--json"], env=env, cwd=work,
-                                            capture_output=True, text=True, check=False)
+                    report = subprocess.run(
+                        [*devctl, "test", "--json"],
+                        env=env,
+                        cwd=work,
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    )
                     checks = len(json.loads(report.stdout)["checks"])
                 down.append(run([*devctl, "down", "--purge", "--yes"], env, work))
                 print(
@@ -120,7 +146,12 @@ def main() -> None:
 
     med = statistics.median
     rows = [
-        ("`python -c pass` (interpreter floor)", med(interpreter), min(interpreter), max(interpreter)),
+        (
+            "`python -c pass` (interpreter floor)",
+            med(interpreter),
+            min(interpreter),
+            max(interpreter),
+        ),
         ("`devctl --version` (CLI start-up floor)", med(cli), min(cli), max(cli)),
         ("raw start: both binaries, until their ports accept", med(raw), min(raw), max(raw)),
         ("`devctl up` (start, PING + metadata, 10 topics applied)", med(up), min(up), max(up)),

@@ -32,7 +32,9 @@ class Stack:
     @property
     def env(self) -> dict[str, str]:
         """Environment that points a `devctl` subprocess at this stack."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))
+        }
         env.update(
             DEVCTL_DATA_DIR=str(self.data_dir),
             DEVCTL_REDIS_PORT=str(self.settings.values["redis.port"]),

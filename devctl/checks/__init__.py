@@ -161,7 +161,9 @@ def run_checks(
             if groups and item.group not in groups:
                 continue
             if item.group in unreachable:
-                result = CheckResult(item.group, item.name, "skip", 0.0, f"{item.group} not reachable")
+                result = CheckResult(
+                    item.group, item.name, "skip", 0.0, f"{item.group} not reachable"
+                )
             else:
                 result = _run_one(item, ctx)
                 if item.gate and result.status == "fail" and result.detail == "unreachable":
@@ -182,12 +184,16 @@ def _run_one(item: Check, ctx: CheckContext) -> CheckResult:
     except StackNotRunning as exc:
         return CheckResult(item.group, item.name, "fail", _ms(started), exc.message, "unreachable")
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        return CheckResult(item.group, item.name, "fail", _ms(started), f"Redis: {exc}", "unreachable")
+        return CheckResult(
+            item.group, item.name, "fail", _ms(started), f"Redis: {exc}", "unreachable"
+        )
     except CheckFailed as exc:
         return CheckResult(item.group, item.name, "fail", _ms(started), str(exc))
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
-        return CheckResult(item.group, item.name, "fail", _ms(started), reason, traceback.format_exc())
+        return CheckResult(
+            item.group, item.name, "fail", _ms(started), reason, traceback.format_exc()
+        )
 
 
 def _ms(started: float) -> float:

@@ -81,7 +81,9 @@ def round_trip(ctx: CheckContext) -> str:
             if headers.get("marker") != ctx.run_id.encode() or headers.get(CHECK_HEADER) != b"1":
                 raise CheckFailed(f"{topic}: headers {headers} lack the marker")
             pending.discard(topic)
-        expect(not pending, f"not read back within {ctx.timeout * 2:g}s: {', '.join(sorted(pending))}")
+        expect(
+            not pending, f"not read back within {ctx.timeout * 2:g}s: {', '.join(sorted(pending))}"
+        )
     finally:
         consumer.close()
     return f"{len(topics)} topics"
@@ -128,7 +130,10 @@ def group_resume(ctx: CheckContext) -> str:
         expect(committed == 2, f"committed offset is {committed}, expected 2")
         second.assign([TopicPartition(topic, 0, OFFSET_STORED)])
         got = read(second, 2)
-        expect(got == [b"record-2", b"record-3"], f"resumed consumer read {got}, expected records 2 and 3")
+        expect(
+            got == [b"record-2", b"record-3"],
+            f"resumed consumer read {got}, expected records 2 and 3",
+        )
     finally:
         second.close()
     return "resumed at offset 2"

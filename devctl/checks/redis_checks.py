@@ -73,4 +73,3 @@ def pubsub(ctx: CheckContext) -> str:
         return f"delivered in {(time.perf_counter() - started) * 1000:.1f} ms"
     finally:
         pubsub.close()
-

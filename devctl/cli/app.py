@@ -88,12 +88,18 @@ def root(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Config file (default: ./devctl.yaml or ./config/devctl.yaml)."),
+        typer.Option(
+            "--config", "-c", help="Config file (default: ./devctl.yaml or ./config/devctl.yaml)."
+        ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show details of errors.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show details of errors.")
+    ] = False,
     version: Annotated[
         bool | None,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
     ] = None,
 ) -> None:
     """DevConnect's ops and dev toolkit."""

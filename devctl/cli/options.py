@@ -11,11 +11,20 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="State directory (default .devctl; env DEVCTL_DATA_DIR).", show_default=False),
+    typer.Option(
+        "--data-dir",
+        help="State directory (default .devctl; env DEVCTL_DATA_DIR).",
+        show_default=False,
+    ),
 ]
 EngineOption = Annotated[
     str | None,
-    typer.Option("--engine", "-e", help="local (embedded servers) or external (existing servers).", show_default=False),
+    typer.Option(
+        "--engine",
+        "-e",
+        help="local (embedded servers) or external (existing servers).",
+        show_default=False,
+    ),
 ]
 
 

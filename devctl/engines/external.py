@@ -19,7 +19,11 @@ class ExternalEngine(Engine):
     def endpoints(self) -> Endpoints:
         redis_url = self.settings.redis.url
         brokers = self.settings.kafka.brokers
-        missing = [name for name, value in (("REDIS_URL", redis_url), ("KAFKA_BROKERS", brokers)) if not value]
+        missing = [
+            name
+            for name, value in (("REDIS_URL", redis_url), ("KAFKA_BROKERS", brokers))
+            if not value
+        ]
         if missing:
             raise ConfigError(
                 f"the external engine needs {' and '.join(missing)}",

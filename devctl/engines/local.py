@@ -307,7 +307,9 @@ class LocalEngine(Engine):
             handle.write("\n".join(lines) + "\n")
         return path
 
-    def _wait_healthy(self, launched: dict[str, PidRecord], say: Progress) -> dict[str, ServiceStartError]:
+    def _wait_healthy(
+        self, launched: dict[str, PidRecord], say: Progress
+    ) -> dict[str, ServiceStartError]:
         """Wait for every launched service in parallel; return the ones that failed."""
         failures: dict[str, ServiceStartError] = {}
         if not launched:
@@ -385,7 +387,11 @@ class LocalEngine(Engine):
         return f"redis://127.0.0.1:{port}/0" if service == "redis" else f"127.0.0.1:{port}"
 
     def _endpoints_for(self, ports: dict[str, int]) -> Endpoints:
-        return Endpoints(self.name, self._address("redis", ports["redis"]), self._address("kafka", ports["kafka"]))
+        return Endpoints(
+            self.name,
+            self._address("redis", ports["redis"]),
+            self._address("kafka", ports["kafka"]),
+        )
 
     def endpoints(self) -> Endpoints:
         records = {s: processes.live_record(self.pidfile(s))[0] for s in SERVICES}
@@ -450,7 +456,11 @@ class LocalEngine(Engine):
             port = self.wanted_port(service)
             if record is not None:
                 checks.append(
-                    DoctorCheck(f"{service} port", True, f"{record.port}: used by devctl's own {service} (pid {record.pid})")
+                    DoctorCheck(
+                        f"{service} port",
+                        True,
+                        f"{record.port}: used by devctl's own {service} (pid {record.pid})",
+                    )
                 )
             elif port == 0 or processes.port_is_free(port):
                 checks.append(DoctorCheck(f"{service} port", True, f"{port or 'any'}: free"))

@@ -44,7 +44,9 @@ def probe_kafka(brokers: str, settings: Settings, timeout: float | None = None) 
     return ProbeResult(latency, f"{len(metadata.brokers)} broker(s), cluster {metadata.cluster_id}")
 
 
-def probe(service: str, address: str, settings: Settings, timeout: float | None = None) -> ProbeResult:
+def probe(
+    service: str, address: str, settings: Settings, timeout: float | None = None
+) -> ProbeResult:
     if service == "redis":
         return probe_redis(address, settings, timeout)
     return probe_kafka(address, settings, timeout)

@@ -97,9 +97,7 @@ def _end_offsets(
     # Only a non-empty partition can hide records behind its reported end.
     pending = {key for key, (low, high) in reported.items() if high > low}
     if pending:
-        consumer.assign(
-            [TopicPartition(t, p, reported[(t, p)][1] - 1) for t, p in sorted(pending)]
-        )
+        consumer.assign([TopicPartition(t, p, reported[(t, p)][1] - 1) for t, p in sorted(pending)])
         try:
             while pending and time.monotonic() < deadline:
                 message = consumer.poll(0.05)

@@ -137,7 +137,9 @@ class TopicAdmin:
                     hint="`devctl topics describe` shows it; `devctl topics apply` reconciles it",
                 ) from exc
             if kafka_code(exc) in (KafkaError.INVALID_CONFIG, KafkaError.INVALID_REQUEST):
-                raise UsageError(f"broker refused topic '{spec.name}': {kafka_reason(exc)}") from exc
+                raise UsageError(
+                    f"broker refused topic '{spec.name}': {kafka_reason(exc)}"
+                ) from exc
             raise OperationFailed(f"cannot create '{spec.name}': {kafka_reason(exc)}") from exc
 
     def delete(self, name: str) -> None:
@@ -168,11 +170,15 @@ class TopicAdmin:
             for key, value in config.items()
         ]
         resource = ConfigResource("topic", name, incremental_configs=entries)
-        future = self.admin.incremental_alter_configs([resource], request_timeout=self.timeout)[resource]
+        future = self.admin.incremental_alter_configs([resource], request_timeout=self.timeout)[
+            resource
+        ]
         try:
             future.result(timeout=self.timeout * 2)
         except KafkaException as exc:
-            raise OperationFailed(f"cannot change configs of '{name}': {kafka_reason(exc)}") from exc
+            raise OperationFailed(
+                f"cannot change configs of '{name}': {kafka_reason(exc)}"
+            ) from exc
 
     # --- reconcile -----------------------------------------------------------
 
@@ -190,7 +196,9 @@ class TopicAdmin:
             if spec.config:
                 current = self.configs(spec.name)
                 changed = {k: v for k, v in spec.config.items() if current.get(k) != v}
-                differences += [f"{k}: {current.get(k, 'default')} -> {v}" for k, v in changed.items()]
+                differences += [
+                    f"{k}: {current.get(k, 'default')} -> {v}" for k, v in changed.items()
+                ]
             if have > spec.partitions:
                 rows.append(
                     PlanRow(
@@ -211,8 +219,12 @@ class TopicAdmin:
                     )
                 )
             elif have < spec.partitions or differences:
-                detail = ([f"partitions {have} -> {spec.partitions}"] if have < spec.partitions else [])
-                rows.append(PlanRow(spec.name, "differs", "; ".join(detail + differences), spec=spec))
+                detail = (
+                    [f"partitions {have} -> {spec.partitions}"] if have < spec.partitions else []
+                )
+                rows.append(
+                    PlanRow(spec.name, "differs", "; ".join(detail + differences), spec=spec)
+                )
             else:
                 rows.append(PlanRow(spec.name, "unchanged", f"{have} partitions", spec=spec))
         return rows

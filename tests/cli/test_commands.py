@@ -13,7 +13,9 @@ from devctl import __version__
 from devctl.errors import EXIT_FAILED, EXIT_USAGE
 
 
-def devctl(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def devctl(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "devctl", *args],
         capture_output=True,
@@ -26,9 +28,9 @@ def devctl(*args: str, env: dict[str, str] | None = None, cwd: Path | None = Non
 
 
 def _leaf_commands() -> list[list[str]]:
-    from devctl.cli.app import app
-
     import typer.main
+
+    from devctl.cli.app import app
 
     root = typer.main.get_command(app)
     out: list[list[str]] = []
@@ -61,8 +63,19 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
 def test_core_commands_exist() -> None:
     names = {" ".join(c) for c in _leaf_commands()}
     assert {
-        "up", "down", "status", "logs", "doctor", "test", "config show", "config validate",
-        "topics list", "topics describe", "topics create", "topics delete", "topics apply",
+        "up",
+        "down",
+        "status",
+        "logs",
+        "doctor",
+        "test",
+        "config show",
+        "config validate",
+        "topics list",
+        "topics describe",
+        "topics create",
+        "topics delete",
+        "topics apply",
     } <= names
 
 
@@ -73,12 +86,19 @@ def test_unknown_flag_is_a_usage_error() -> None:
 
 
 def test_config_show_redacts_secrets(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "DEVCTL_REDIS_PASSWORD": "hunter2", "REDIS_URL": "redis://u:s3cret@h:1/0"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DEVCTL_REDIS_PASSWORD": "hunter2",
+        "REDIS_URL": "redis://u:s3cret@h:1/0",
+    }
     result = devctl("config", "show", "--json", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout and "s3cret" not in result.stdout
     shown = json.loads(result.stdout)
-    assert shown["settings"]["redis.password"] == {"value": "********", "source": "env DEVCTL_REDIS_PASSWORD"}
+    assert shown["settings"]["redis.password"] == {
+        "value": "********",
+        "source": "env DEVCTL_REDIS_PASSWORD",
+    }
     assert shown["settings"]["redis.url"]["value"] == "redis://u:********@h:1/0"
     table = devctl("config", "show", env=env, cwd=tmp_path)
     assert "hunter2" not in table.stdout and "s3cret" not in table.stdout
@@ -87,7 +107,9 @@ def test_config_show_redacts_secrets(tmp_path: Path) -> None:
 def test_topics_commands(stack, unique) -> None:  # type: ignore[no-untyped-def]
     env = stack.env
     name = f"cli-{unique}"
-    created = devctl("topics", "create", name, "--partitions", "2", "--config", "retention.ms=5000", env=env)
+    created = devctl(
+        "topics", "create", name, "--partitions", "2", "--config", "retention.ms=5000", env=env
+    )
     assert created.returncode == 0, created.stderr
     again = devctl("topics", "create", name, env=env)
     assert again.returncode == EXIT_FAILED and "already exists" in again.stderr
@@ -114,9 +136,13 @@ def test_topics_commands(stack, unique) -> None:  # type: ignore[no-untyped-def]
 
 def test_topics_apply_reports_unsupported_growth(stack, unique, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     name = f"grow-{unique}"
-    (tmp_path / "devctl.yaml").write_text(f"topics:\n  - name: {name}\n    partitions: 1\n    dead_letter: false\n")
+    (tmp_path / "devctl.yaml").write_text(
+        f"topics:\n  - name: {name}\n    partitions: 1\n    dead_letter: false\n"
+    )
     assert devctl("topics", "apply", env=stack.env, cwd=tmp_path).returncode == 0
-    (tmp_path / "devctl.yaml").write_text(f"topics:\n  - name: {name}\n    partitions: 4\n    dead_letter: false\n")
+    (tmp_path / "devctl.yaml").write_text(
+        f"topics:\n  - name: {name}\n    partitions: 4\n    dead_letter: false\n"
+    )
     result = devctl("topics", "apply", "--json", env=stack.env, cwd=tmp_path)
     assert result.returncode == EXIT_FAILED
     [row] = json.loads(result.stdout)
@@ -125,7 +151,9 @@ def test_topics_apply_reports_unsupported_growth(stack, unique, tmp_path: Path) 
 
 
 def test_test_command_fails_on_a_missing_topic(stack, unique, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "devctl.yaml").write_text(f"topics:\n  - name: absent-{unique}\n    dead_letter: false\n")
+    (tmp_path / "devctl.yaml").write_text(
+        f"topics:\n  - name: absent-{unique}\n    dead_letter: false\n"
+    )
     result = devctl("test", "--json", "--group", "kafka", env=stack.env, cwd=tmp_path)
     assert result.returncode == EXIT_FAILED
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}

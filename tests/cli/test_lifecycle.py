@@ -114,7 +114,8 @@ def test_stale_pidfile_is_cleaned_and_never_kills_a_stranger(cli) -> None:  # ty
         )
         # And one naming a process that no longer exists.
         write_pidfile(
-            cli.data_dir / "run" / "kafka.pid", PidRecord(2**22 + 7, 0.0, "/usr/bin/tansu", 1, "x", [])
+            cli.data_dir / "run" / "kafka.pid",
+            PidRecord(2**22 + 7, 0.0, "/usr/bin/tansu", 1, "x", []),
         )
         up = cli.run("up")
         assert up.returncode == 0, up.stderr

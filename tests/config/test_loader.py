@@ -32,8 +32,14 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
 
 
 def test_precedence_flag_env_dotenv_file_default(tmp_path: Path) -> None:
-    write(tmp_path / "config/devctl.yaml", "redis:\n  port: 7001\nkafka:\n  port: 9301\n  client_id: from-file\n")
-    write(tmp_path / ".env", "DEVCTL_REDIS_PORT=7002\nKAFKA_CLIENT_ID=from-dotenv\nexport KAFKA_GROUP_ID='g-dotenv'\n")
+    write(
+        tmp_path / "config/devctl.yaml",
+        "redis:\n  port: 7001\nkafka:\n  port: 9301\n  client_id: from-file\n",
+    )
+    write(
+        tmp_path / ".env",
+        "DEVCTL_REDIS_PORT=7002\nKAFKA_CLIENT_ID=from-dotenv\nexport KAFKA_GROUP_ID='g-dotenv'\n",
+    )
     env = {"DEVCTL_REDIS_PORT": "7003"}
     settings = load_settings(cwd=tmp_path, environ=env)
     assert settings.redis.port == 7003
@@ -61,12 +67,18 @@ def test_devctl_name_beats_devconnect_name(tmp_path: Path) -> None:
     [
         ("redis:\n  port: [1, 2\n", "invalid YAML"),
         ("redis:\n  prot: 7000\n", "key 'redis.prot': unknown key (did you mean 'redis.port'?)"),
-        ("kafka:\n  client_id: x\n  port: nine\n", "key 'kafka.port': expected an integer, got a string 'nine'"),
+        (
+            "kafka:\n  client_id: x\n  port: nine\n",
+            "key 'kafka.port': expected an integer, got a string 'nine'",
+        ),
         ("engine: podman\n", "key 'engine': expected one of local, external"),
         ("bogus: 1\n", "key 'bogus': unknown key"),
         ("redis: 5\n", "key 'redis': must be a mapping"),
         ("topics:\n  - name: ok\n  - name: 'bad name!'\n", "key 'topics[1].name'"),
-        ("topics:\n  - name: t\n    partitions: 0\n", "key 'topics[0].partitions': expected a positive integer"),
+        (
+            "topics:\n  - name: t\n    partitions: 0\n",
+            "key 'topics[0].partitions': expected a positive integer",
+        ),
     ],
 )
 def test_bad_config_names_file_key_and_line(tmp_path: Path, text: str, expected: str) -> None:
@@ -80,7 +92,9 @@ def test_bad_config_names_file_key_and_line(tmp_path: Path, text: str, expected:
 
 
 def test_line_numbers_point_at_the_key(tmp_path: Path) -> None:
-    write(tmp_path / "devctl.yaml", "# comment\nengine: local\nredis:\n  key_prefix: p\n  port: -1\n")
+    write(
+        tmp_path / "devctl.yaml", "# comment\nengine: local\nredis:\n  key_prefix: p\n  port: -1\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_settings(cwd=tmp_path, environ={})
     assert info.value.line == 5

@@ -28,7 +28,9 @@ def test_true_end_after_multi_record_batches(stack, unique) -> None:  # type: ig
     key = (topic, 0)
     consumer = offsets_consumer(stack.endpoints, stack.settings)
     try:
-        raw = lambda: consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=5, cached=False)  # noqa: E731
+        raw = lambda: consumer.get_watermark_offsets(
+            TopicPartition(topic, 0), timeout=5, cached=False
+        )
 
         assert end_offsets(stack.endpoints, stack.settings, [key])[key].high == 0
         _batch(stack, topic, 10)
@@ -43,7 +45,9 @@ def test_true_end_after_multi_record_batches(stack, unique) -> None:  # type: ig
         _batch(stack, topic, 1)
         assert end_offsets(stack.endpoints, stack.settings, [key])[key].high == 21
         _batch(stack, topic, 5)
-        assert end_offsets(stack.endpoints, stack.settings, [key], consumer=consumer)[key].high == 26
+        assert (
+            end_offsets(stack.endpoints, stack.settings, [key], consumer=consumer)[key].high == 26
+        )
     finally:
         consumer.close()
 

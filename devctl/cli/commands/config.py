@@ -46,11 +46,21 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     rows = [(key, escape(repr(item["value"])), item["source"]) for key, item in values.items()]
     console.print(table(None, ["key", "value", "source"], rows))
     topic_rows = [
-        (t["name"], t["partitions"], t["replication_factor"], t["dead_letter_of"] or "", t["config"] or "")
+        (
+            t["name"],
+            t["partitions"],
+            t["replication_factor"],
+            t["dead_letter_of"] or "",
+            t["config"] or "",
+        )
         for t in topics
     ]
     console.print(
-        table(f"topics (from {settings.topics_source})", ["name", "partitions", "replicas", "dead letters of", "config"], topic_rows)
+        table(
+            f"topics (from {settings.topics_source})",
+            ["name", "partitions", "replicas", "dead letters of", "config"],
+            topic_rows,
+        )
     )
 
 
@@ -63,7 +73,8 @@ def validate(ctx: typer.Context) -> None:
     settings = get_app(ctx).settings()
     where = settings.config_file or "packaged defaults (no config file found)"
     get_app(ctx).console.print(
-        f"[green]✔[/green] configuration is valid: {where}; {len(settings.topics)} topics", highlight=False
+        f"[green]✔[/green] configuration is valid: {where}; {len(settings.topics)} topics",
+        highlight=False,
     )
 
 

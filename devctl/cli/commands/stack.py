@@ -30,19 +30,25 @@ def _flags(
 def up(
     ctx: typer.Context,
     engine: EngineOption = None,
-    redis_port: Annotated[int | None, typer.Option(help="Port for Redis (local engine; 0 = any free port).")] = None,
-    kafka_port: Annotated[int | None, typer.Option(help="Port for Kafka (local engine; 0 = any free port).")] = None,
+    redis_port: Annotated[
+        int | None, typer.Option(help="Port for Redis (local engine; 0 = any free port).")
+    ] = None,
+    kafka_port: Annotated[
+        int | None, typer.Option(help="Port for Kafka (local engine; 0 = any free port).")
+    ] = None,
     data_dir: DataDirOption = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Leave a started service running if the other fails.")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave a started service running if the other fails.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Start the stack (or verify it, for external), apply the topics, print the endpoints.
 
     Example: devctl up --redis-port 6380
     """
-    from devctl.streams.topics import TopicAdmin
-
     import time
+
+    from devctl.streams.topics import TopicAdmin
 
     started = time.perf_counter()
     app = get_app(ctx)
@@ -93,7 +99,9 @@ def up(
 def down(
     ctx: typer.Context,
     data_dir: DataDirOption = None,
-    purge: Annotated[bool, typer.Option("--purge", help="Also delete the data dir (Redis data, logs).")] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the data dir (Redis data, logs).")
+    ] = False,
     yes: YesOption = False,
 ) -> None:
     """Stop the stack (SIGTERM, then SIGKILL after local.stop_timeout).
@@ -109,7 +117,9 @@ def down(
         app.console.print(line, highlight=False)
 
 
-def status(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+def status(
+    ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False
+) -> None:
     """Show each service: engine, pid, address, version, uptime, health, latency.
 
     Exit 0 when every service is healthy, 3 when the stack is not running, 1 otherwise.
@@ -139,7 +149,11 @@ def status(ctx: typer.Context, data_dir: DataDirOption = None, json_output: Json
             for s in statuses
         ]
         app.console.print(
-            table(None, ["service", "engine", "pid", "address", "version", "uptime", "health", "latency"], rows)
+            table(
+                None,
+                ["service", "engine", "pid", "address", "version", "uptime", "health", "latency"],
+                rows,
+            )
         )
         for s in statuses:
             if s.detail:
@@ -153,8 +167,12 @@ def status(ctx: typer.Context, data_dir: DataDirOption = None, json_output: Json
 def logs(
     ctx: typer.Context,
     service: Annotated[str, typer.Argument(help="redis or kafka.")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many last lines to show.")] = 50,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, help="How many last lines to show.")
+    ] = 50,
     data_dir: DataDirOption = None,
 ) -> None:
     """Print a service's log (local engine).
@@ -164,7 +182,9 @@ def logs(
     from devctl.engines.base import SERVICES
 
     if service not in SERVICES:
-        raise UsageError(f"unknown service '{service}'", hint=f"choose one of: {', '.join(SERVICES)}")
+        raise UsageError(
+            f"unknown service '{service}'", hint=f"choose one of: {', '.join(SERVICES)}"
+        )
     app = get_app(ctx)
     app.settings(data_dir_flag(data_dir))
     chosen = app.engine()
@@ -179,7 +199,9 @@ def logs(
         return
 
 
-def doctor(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+def doctor(
+    ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False
+) -> None:
     """Check binaries, ports, data dir, config and Docker; print a fix for each failure.
 
     Example: devctl doctor
@@ -192,15 +214,30 @@ def doctor(ctx: typer.Context, data_dir: DataDirOption = None, json_output: Json
     checks: list[DoctorCheck] = []
     try:
         settings = app.settings(data_dir_flag(data_dir))
-        where = str(settings.config_file) if settings.config_file else "no config file (packaged defaults)"
+        where = (
+            str(settings.config_file)
+            if settings.config_file
+            else "no config file (packaged defaults)"
+        )
         checks.append(DoctorCheck("config", True, f"valid: {where}"))
     except ConfigError as exc:
-        checks.append(DoctorCheck("config", False, exc.message, exc.hint or "fix the file, then `devctl config validate`"))
+        checks.append(
+            DoctorCheck(
+                "config",
+                False,
+                exc.message,
+                exc.hint or "fix the file, then `devctl config validate`",
+            )
+        )
         settings = None
     if settings is not None:
         chosen = app.engine()
         # The local engine's checks matter even when the configured engine is another.
-        checks += chosen.doctor() if chosen.name == "local" else chosen.doctor() + LocalEngine(settings).doctor()
+        checks += (
+            chosen.doctor()
+            if chosen.name == "local"
+            else chosen.doctor() + LocalEngine(settings).doctor()
+        )
     checks.append(_docker_check())
     if json_output:
         print_json([c.__dict__ for c in checks])
@@ -229,7 +266,11 @@ def _docker_check() -> Any:
     docker = shutil.which("docker")
     if docker is None:
         return DoctorCheck(
-            "docker engine", False, "no docker client on PATH", "only needed for the docker engine", required=False
+            "docker engine",
+            False,
+            "no docker client on PATH",
+            "only needed for the docker engine",
+            required=False,
         )
     try:
         out = subprocess.run(
@@ -240,9 +281,13 @@ def _docker_check() -> Any:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return DoctorCheck("docker engine", False, f"docker info failed: {exc}", None, required=False)
+        return DoctorCheck(
+            "docker engine", False, f"docker info failed: {exc}", None, required=False
+        )
     if out.returncode == 0 and out.stdout.strip():
-        return DoctorCheck("docker engine", True, f"reachable, server {out.stdout.strip()}", required=False)
+        return DoctorCheck(
+            "docker engine", True, f"reachable, server {out.stdout.strip()}", required=False
+        )
     reason = (out.stderr.strip().splitlines() or ["no answer"])[-1]
     return DoctorCheck(
         "docker engine",

@@ -17,9 +17,12 @@ from devctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING
 def test(
     ctx: typer.Context,
     json_output: JsonOption = False,
-    junit: Annotated[Path | None, typer.Option("--junit", help="Also write a JUnit XML report here.")] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write a JUnit XML report here.")
+    ] = None,
     group: Annotated[
-        list[str] | None, typer.Option("--group", "-g", help="Only these check groups (repeatable).")
+        list[str] | None,
+        typer.Option("--group", "-g", help="Only these check groups (repeatable)."),
     ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -37,7 +40,9 @@ def test(
     if unknown:
         from devctl.errors import UsageError
 
-        raise UsageError(f"unknown check group {', '.join(unknown)}", hint=f"groups: {', '.join(known)}")
+        raise UsageError(
+            f"unknown check group {', '.join(unknown)}", hint=f"groups: {', '.join(known)}"
+        )
 
     marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
 
@@ -107,10 +112,16 @@ def write_junit(report, path: Path) -> None:  # type: ignore[no-untyped-def]
     )
     for result in report.results:
         case = ET.SubElement(
-            suite, "testcase", classname=f"devctl.{result.group}", name=result.name, time=f"{result.millis / 1000:.3f}"
+            suite,
+            "testcase",
+            classname=f"devctl.{result.group}",
+            name=result.name,
+            time=f"{result.millis / 1000:.3f}",
         )
         if result.status == "fail":
-            ET.SubElement(case, "failure", message=result.reason).text = result.detail or result.reason
+            ET.SubElement(case, "failure", message=result.reason).text = (
+                result.detail or result.reason
+            )
         elif result.status == "skip":
             ET.SubElement(case, "skipped", message=result.reason)
     path.parent.mkdir(parents=True, exist_ok=True)

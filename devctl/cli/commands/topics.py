@@ -24,7 +24,9 @@ def _admin(ctx: typer.Context, data_dir: DataDirOption):  # type: ignore[no-unty
 
 
 @topics_app.command("list")
-def list_topics(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+def list_topics(
+    ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False
+) -> None:
     """List topics with partitions and total messages (true end offsets minus low offsets).
 
     Example: devctl topics list --json
@@ -71,11 +73,26 @@ def describe(
         return
     console = get_app(ctx).console
     rows = [
-        (p.partition, p.low, p.high, p.messages, desc.leaders[p.partition], ",".join(map(str, desc.replicas[p.partition])))
+        (
+            p.partition,
+            p.low,
+            p.high,
+            p.messages,
+            desc.leaders[p.partition],
+            ",".join(map(str, desc.replicas[p.partition])),
+        )
         for p in desc.partitions
     ]
-    console.print(table(f"topic {desc.name}", ["partition", "low", "high", "messages", "leader", "replicas"], rows))
-    console.print(table("configs", ["key", "value"], sorted(desc.configs.items()) or [("(none set)", "")]))
+    console.print(
+        table(
+            f"topic {desc.name}",
+            ["partition", "low", "high", "messages", "leader", "replicas"],
+            rows,
+        )
+    )
+    console.print(
+        table("configs", ["key", "value"], sorted(desc.configs.items()) or [("(none set)", "")])
+    )
 
 
 def _parse_configs(pairs: list[str]) -> dict[str, str]:
@@ -83,7 +100,10 @@ def _parse_configs(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--config expects key=value, got '{pair}'", hint="e.g. --config retention.ms=86400000")
+            raise UsageError(
+                f"--config expects key=value, got '{pair}'",
+                hint="e.g. --config retention.ms=86400000",
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -92,8 +112,12 @@ def _parse_configs(pairs: list[str]) -> dict[str, str]:
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Topic name.")],
-    partitions: Annotated[int, typer.Option("--partitions", "-p", min=1, help="Partition count.")] = 3,
-    config: Annotated[list[str] | None, typer.Option("--config", help="Topic config key=value (repeatable).")] = None,
+    partitions: Annotated[
+        int, typer.Option("--partitions", "-p", min=1, help="Partition count.")
+    ] = 3,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", help="Topic config key=value (repeatable).")
+    ] = None,
     replication_factor: Annotated[int, typer.Option(min=1, help="Replication factor.")] = 1,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -106,10 +130,14 @@ def create(
     from devctl.config.schema import TopicSpec
 
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", name):
-        raise UsageError(f"invalid topic name '{name}'", hint="use 1-249 letters, digits, '.', '_' or '-'")
+        raise UsageError(
+            f"invalid topic name '{name}'", hint="use 1-249 letters, digits, '.', '_' or '-'"
+        )
     spec = TopicSpec(name, partitions, replication_factor, _parse_configs(config or []))
     _admin(ctx, data_dir).create(spec)
-    get_app(ctx).console.print(f"[green]✔[/green] created {name} ({partitions} partitions)", highlight=False)
+    get_app(ctx).console.print(
+        f"[green]✔[/green] created {name} ({partitions} partitions)", highlight=False
+    )
 
 
 @topics_app.command("delete")
@@ -149,7 +177,12 @@ def apply(
     if not dry_run:
         rows = admin.apply(rows)
     if json_output:
-        print_json([{"topic": r.topic, "action": r.action, "detail": r.detail, "result": r.result} for r in rows])
+        print_json(
+            [
+                {"topic": r.topic, "action": r.action, "detail": r.detail, "result": r.result}
+                for r in rows
+            ]
+        )
     else:
         colours = {"create": "green", "unchanged": "dim", "differs": "yellow", "unsupported": "red"}
         columns = ["topic", "action", "detail"] + ([] if dry_run else ["result"])
