@@ -70,7 +70,7 @@ def round_trip(ctx: CheckContext) -> str:
             msg = consumer.poll(0.1)
             if msg is None or msg.error() is not None:
                 continue
-            topic = msg.topic()
+            topic = str(msg.topic())
             if topic not in pending or msg.offset() != delivered[topic][1]:
                 continue
             headers = dict(msg.headers() or [])
@@ -109,7 +109,7 @@ def group_resume(ctx: CheckContext) -> str:
         while len(values) < count and time.monotonic() < deadline:
             msg = consumer.poll(0.1)
             if msg is not None and msg.error() is None:
-                values.append(msg.value())
+                values.append(msg.value() or b"")
         return values
 
     # Partitions are assigned (not subscribed) so the check does not wait for a

@@ -42,7 +42,11 @@ def ttl(ctx: CheckContext) -> str:
 def pipeline(ctx: CheckContext) -> None:
     key = ctx.key("pipeline")
     with ctx.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key).incr(key).incrby(key, 40).expire(key, 60).get(key)
+        pipe.incr(key)
+        pipe.incr(key)
+        pipe.incrby(key, 40)
+        pipe.expire(key, 60)
+        pipe.get(key)
         results = pipe.execute()
     expect(results[:3] == [1, 2, 42], f"INCR results were {results[:3]}, expected [1, 2, 42]")
     expect(results[4] == "42", f"GET in the pipeline returned {results[4]!r}")
@@ -51,7 +55,7 @@ def pipeline(ctx: CheckContext) -> None:
 @check("redis", "pub/sub round trip")
 def pubsub(ctx: CheckContext) -> str:
     channel = f"{ctx.settings.redis.key_prefix}{ctx.run_id}:channel"
-    pubsub = ctx.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub = ctx.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     try:
         pubsub.subscribe(channel)
         # Wait for the subscription to be active before publishing.

@@ -103,12 +103,14 @@ def _end_offsets(
                 message = consumer.poll(0.05)
                 if message is None:
                     continue
-                key = (message.topic(), message.partition())
+                key = (str(message.topic()), int(message.partition() or 0))
+                offset = int(message.offset() or 0)
                 error = message.error()
                 if error is None:
-                    true_end[key] = max(true_end[key], message.offset() + 1)
+                    true_end[key] = max(true_end[key], offset + 1)
                 elif error.code() == KafkaError._PARTITION_EOF:
-                    true_end[key] = max(true_end[key], message.offset())
+                    # The end-of-partition event carries the offset it stopped at.
+                    true_end[key] = max(true_end[key], offset)
                     pending.discard(key)
         finally:
             consumer.unassign()

@@ -73,7 +73,7 @@ class TopicAdmin:
             if not name.startswith("__")
         }
 
-    def list(self) -> list[TopicSummary]:
+    def summaries(self) -> list[TopicSummary]:
         counts = self.partition_counts()
         configured = {spec.name for spec in self.settings.topics}
         offsets = end_offsets(

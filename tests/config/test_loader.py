@@ -102,7 +102,7 @@ def test_line_numbers_point_at_the_key(tmp_path: Path) -> None:
 
 
 def test_bad_environment_value_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="env DEVCTL_KAFKA_PORT, key 'kafka.port'"):
+    with pytest.raises(ConfigError, match=r"env DEVCTL_KAFKA_PORT, key 'kafka\.port'"):
         load_settings(cwd=tmp_path, environ={"DEVCTL_KAFKA_PORT": "abc"})
 
 

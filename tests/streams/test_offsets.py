@@ -28,9 +28,9 @@ def test_true_end_after_multi_record_batches(stack, unique) -> None:  # type: ig
     key = (topic, 0)
     consumer = offsets_consumer(stack.endpoints, stack.settings)
     try:
-        raw = lambda: consumer.get_watermark_offsets(
-            TopicPartition(topic, 0), timeout=5, cached=False
-        )
+
+        def raw() -> tuple[int, int]:
+            return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=5, cached=False)
 
         assert end_offsets(stack.endpoints, stack.settings, [key])[key].high == 0
         _batch(stack, topic, 10)

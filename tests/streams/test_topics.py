@@ -70,8 +70,8 @@ def test_list_counts_messages_with_true_end_offsets(stack, unique) -> None:  # t
     for index in range(25):
         producer.produce(name, value=str(index).encode(), partition=0)
     assert producer.flush(10) == 0
-    summary = {s.name: s for s in admin.list()}[name]
+    summary = {s.name: s for s in admin.summaries()}[name]
     assert summary.messages == 25
     assert not summary.configured
-    assert {s.name for s in admin.list() if s.configured} >= {"user-events", "user-events.dlq"}
+    assert {s.name for s in admin.summaries() if s.configured} >= {"user-events", "user-events.dlq"}
     admin.delete(name)

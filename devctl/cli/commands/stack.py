@@ -78,10 +78,7 @@ def up(
             }
         )
     else:
-        if result.started:
-            state = f"started {', '.join(result.started)}"
-        else:
-            state = "already running"
+        state = f"started {', '.join(result.started)}" if result.started else "already running"
         app.console.print(
             f"[green]✔[/green] {chosen.name} stack {state} in {seconds:.2f}s; "
             f"topics: {len(created)} created, {len(applied) - len(created) - len(failed)} already there",

@@ -31,7 +31,7 @@ def list_topics(
 
     Example: devctl topics list --json
     """
-    summaries = _admin(ctx, data_dir).list()
+    summaries = _admin(ctx, data_dir).summaries()
     if json_output:
         print_json([s.__dict__ for s in summaries])
         return
