@@ -179,3 +179,42 @@ def test_logs_show_the_servers_output(cli) -> None:  # type: ignore[no-untyped-d
     assert "tansu" in cli.run("logs", "kafka", "-n", "50").stdout
     bad = cli.run("logs", "zookeeper")
     assert bad.returncode == EXIT_USAGE and "redis, kafka" in bad.stderr
+
+
+def test_servers_listen_on_loopback_only(cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli.run("up").returncode == 0
+    for service, pid in cli.pids().items():
+        listening = [c.laddr for c in psutil.Process(pid).net_connections() if c.status == psutil.CONN_LISTEN]
+        assert listening, f"{service} listens nowhere"
+        assert {addr.ip for addr in listening} == {"127.0.0.1"}, f"{service}: {listening}"
+
+
+def test_logs_follow_stops_cleanly_on_ctrl_c(cli) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import sys
+
+    assert cli.run("up").returncode == 0
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "devctl", "logs", "redis", "-f", "-n", "2"],
+        cwd=cli.cwd,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        follower.send_signal(signal.SIGINT)
+        out, err = follower.communicate(timeout=10)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert len(out.splitlines()) >= 1
+    assert "Traceback" not in err
+
+
+def test_shell_completion_script(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli.run("--show-completion", "bash")
+    assert result.returncode == 0
+    assert "complete" in result.stdout and "devctl" in result.stdout
