@@ -10,6 +10,7 @@ Layout of the data directory:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import os
 import re
@@ -29,6 +30,7 @@ from devctl.engines.processes import PidRecord
 from devctl.errors import (
     BinaryNotFound,
     DevctlError,
+    OperationFailed,
     PortInUse,
     ServiceStartError,
     StackNotRunning,
@@ -36,6 +38,7 @@ from devctl.errors import (
 )
 
 LOG_TAIL_ON_FAILURE = 15
+LOCK_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -162,10 +165,35 @@ class LocalEngine(Engine):
 
     # --- life cycle -------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise up/down on one data dir: two concurrent `up`s would race for pidfiles."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "lock", "w") as handle:
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise OperationFailed(
+                            f"another devctl up/down holds {self.run_dir / 'lock'}",
+                            hint="wait for it to finish, then retry",
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def up(self, *, keep: bool = False, progress: Progress | None = None) -> UpResult:
-        say = progress or (lambda _msg: None)
-        started_at = time.perf_counter()
         self._prepare_data_dir()
+        with self._exclusive():
+            return self._up(keep, progress or (lambda _msg: None))
+
+    def _up(self, keep: bool, say: Progress) -> UpResult:
+        started_at = time.perf_counter()
         result = UpResult(endpoints=Endpoints(self.name, "", ""))
 
         running: dict[str, PidRecord] = {}
@@ -356,6 +384,12 @@ class LocalEngine(Engine):
         )
 
     def down(self, *, purge: bool = False) -> list[str]:
+        if not self.data_dir.exists():
+            return [f"{service}: not running" for service in SERVICES]
+        with self._exclusive():
+            return self._down(purge)
+
+    def _down(self, purge: bool) -> list[str]:
         done = []
         for service in SERVICES:
             path = self.pidfile(service)

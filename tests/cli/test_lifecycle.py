@@ -184,7 +184,9 @@ def test_logs_show_the_servers_output(cli) -> None:  # type: ignore[no-untyped-d
 def test_servers_listen_on_loopback_only(cli) -> None:  # type: ignore[no-untyped-def]
     assert cli.run("up").returncode == 0
     for service, pid in cli.pids().items():
-        listening = [c.laddr for c in psutil.Process(pid).net_connections() if c.status == psutil.CONN_LISTEN]
+        listening = [
+            c.laddr for c in psutil.Process(pid).net_connections() if c.status == psutil.CONN_LISTEN
+        ]
         assert listening, f"{service} listens nowhere"
         assert {addr.ip for addr in listening} == {"127.0.0.1"}, f"{service}: {listening}"
 
@@ -218,3 +220,32 @@ def test_shell_completion_script(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli.run("--show-completion", "bash")
     assert result.returncode == 0
     assert "complete" in result.stdout and "devctl" in result.stdout
+
+
+def test_concurrent_ups_start_one_stack(cli) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    ups = [
+        subprocess.Popen(
+            [sys.executable, "-m", "devctl", "up", "--json"],
+            cwd=cli.cwd,
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    reports = []
+    for proc in ups:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    assert sorted(len(r["started"]) for r in reports) == [0, 0, 2]
+    assert len({json.dumps(r["endpoints"]) for r in reports}) == 1
+    servers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(cli.env["DEVCTL_KAFKA_PORT"] in part for part in (p.info["cmdline"] or []))
+    ]
+    assert len(servers) == 1
