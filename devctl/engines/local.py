@@ -508,9 +508,20 @@ class LocalEngine(Engine):
                         f"`devctl up {spec.flag} PORT` or {spec.env_port}=PORT",
                     )
                 )
-        try:
-            self._prepare_data_dir()
-            checks.append(DoctorCheck("data dir", True, f"{self.data_dir}: writable"))
-        except UsageError as exc:
-            checks.append(DoctorCheck("data dir", False, exc.message, exc.hint))
+        # Look without creating anything: the nearest existing ancestor must be writable.
+        existing = self.data_dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+            state = "writable" if existing == self.data_dir else f"can be created in {existing}"
+            checks.append(DoctorCheck("data dir", True, f"{self.data_dir}: {state}"))
+        else:
+            checks.append(
+                DoctorCheck(
+                    "data dir",
+                    False,
+                    f"{self.data_dir}: {existing} is not a writable directory",
+                    "pass --data-dir or set DEVCTL_DATA_DIR to a writable directory",
+                )
+            )
         return checks

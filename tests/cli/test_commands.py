@@ -182,3 +182,19 @@ def test_doctor_reports_checks(stack) -> None:  # type: ignore[no-untyped-def]
     assert checks["config"]["ok"] and checks["data dir"]["ok"]
     assert "docker engine" in checks
     assert result.returncode == 0, result.stdout
+
+
+def test_doctor_flags_an_unwritable_data_dir_without_creating_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DEVCTL_DATA_DIR": str(blocker / "data"),
+        "DEVCTL_REDIS_PORT": "0",
+        "DEVCTL_KAFKA_PORT": "0",
+    }
+    result = devctl("doctor", "--json", env=env, cwd=tmp_path)
+    assert result.returncode == EXIT_FAILED
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert not checks["data dir"]["ok"] and "DEVCTL_DATA_DIR" in checks["data dir"]["fix"]
+    assert not (tmp_path / ".devctl").exists()
