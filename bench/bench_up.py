@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, replace_section
 
-from devctl.engines.local import find_binary
+from devctl.engines.local import find_binary, tansu_argv
 from devctl.engines.processes import free_port
 
 SECTION = "Stack start-up (devctl up, devctl test)"
@@ -55,7 +55,6 @@ def raw_start(work: Path) -> float:
     redis_port, kafka_port = free_port(), free_port()
     valkey = find_binary("redis", None).path
     tansu = find_binary("kafka", None).path
-    listener = f"tcp://127.0.0.1:{kafka_port}"
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -74,16 +73,7 @@ def raw_start(work: Path) -> float:
             stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
-            [
-                tansu,
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            tansu_argv(tansu, kafka_port),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),

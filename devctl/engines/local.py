@@ -139,6 +139,21 @@ def binary_version(binary: str) -> str:
     return f"{match.group(1).lower()} {match.group(2)}" if match else text[0]
 
 
+def tansu_argv(binary: str, port: int) -> list[str]:
+    """Tansu on loopback, advertising the same address, keeping data in memory."""
+    listener = f"tcp://127.0.0.1:{port}"
+    return [
+        binary,
+        "broker",
+        "--listener-url",
+        listener,
+        "--advertised-listener-url",
+        listener,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+
+
 class LocalEngine(Engine):
     name = "local"
 
@@ -298,17 +313,7 @@ class LocalEngine(Engine):
 
     def _argv(self, service: str, binary: str, port: int) -> list[str]:
         if service == "kafka":
-            listener = f"tcp://127.0.0.1:{port}"
-            return [
-                binary,
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ]
+            return tansu_argv(binary, port)
         return [binary, str(self._write_redis_conf(port))]
 
     def _write_redis_conf(self, port: int) -> Path:
