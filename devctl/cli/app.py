@@ -114,6 +114,10 @@ COMMAND_MODULES = (
     "devctl.cli.commands.config",
     "devctl.cli.commands.topics",
     "devctl.cli.commands.test",
+    "devctl.cli.commands.events",
+    "devctl.cli.commands.tail",
+    "devctl.cli.commands.publish",
+    "devctl.cli.commands.groups",
 )
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,311 @@
+"""devctl tail TOPIC...: follow events, filtered, decoded, optionally enriched with live state."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
+
+import typer
+
+from devctl.cli.app import get_app
+from devctl.cli.options import DataDirOption, data_dir_flag
+from devctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from devctl.events.tail import TailRecord
+
+
+class Output(StrEnum):
+    pretty = "pretty"
+    json = "json"
+    raw = "raw"
+
+
+def tail(
+    ctx: typer.Context,
+    topics: Annotated[list[str], typer.Argument(help="Topics to read.", show_default=False)],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the oldest record.")
+    ] = False,
+    last: Annotated[
+        int | None,
+        typer.Option("--last", min=1, help="Start N records before the end of each partition."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Start at a time: 10m, 2h, 1d ago or an ISO-8601 time."),
+    ] = None,
+    offset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--offset",
+            help="Read only this partition from this offset: P:O or TOPIC:P:O (repeatable).",
+        ),
+    ] = None,
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option("--type", "-t", help="Only these event types; globs allowed (repeatable)."),
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", "-k", help="Only records with this key (repeatable)."),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", help="Only records with header NAME=VALUE (repeatable)."),
+    ] = None,
+    grep: Annotated[
+        str | None, typer.Option("--grep", "-g", help="Only values matching this regex.")
+    ] = None,
+    enrich: Annotated[
+        bool,
+        typer.Option(
+            "--enrich", help="Add the subject's live state from Redis (online, sessions)."
+        ),
+    ] = False,
+    count: Annotated[
+        int | None, typer.Option("--count", "-n", min=1, help="Exit after N events.")
+    ] = None,
+    output: Annotated[
+        Output, typer.Option("--output", "-o", help="pretty, json (NDJSON) or raw values.")
+    ] = Output.pretty,
+    full: Annotated[
+        bool, typer.Option("--full", help="pretty: print the whole data as indented JSON.")
+    ] = False,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="Read as this consumer group and commit (default: none)."),
+    ] = None,
+    no_follow: Annotated[
+        bool,
+        typer.Option("--no-follow", help="Stop at the end offsets taken when tail started."),
+    ] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Follow events on topics: decoded, filtered, with partition:offset; Ctrl-C prints a summary.
+
+    Reads with assigned partitions and commits nothing unless --group is given.
+
+    Example: devctl tail user-events message-events --type 'devconnect.user.*' --last 5
+    """
+    from devctl.events.positions import parse_partition_offset, parse_time
+    from devctl.events.tail import Filters, Start, Tail, parse_header_filter
+
+    app = get_app(ctx)
+    settings = app.settings(data_dir_flag(data_dir))
+    chosen = [
+        name
+        for name, given in (
+            ("--from-beginning", from_beginning),
+            ("--last", last is not None),
+            ("--since", since is not None),
+            ("--offset", bool(offset)),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one start position, not {' and '.join(chosen)}")
+    if full and output is not Output.pretty:
+        raise UsageError("--full applies to --output pretty")
+    if from_beginning:
+        start = Start("beginning")
+    elif last is not None:
+        start = Start("last", last=last)
+    elif since is not None:
+        start = Start("since", since_ms=parse_time(since))
+    elif offset:
+        start = Start("offsets", offsets=tuple(parse_partition_offset(o) for o in offset))
+    else:
+        start = Start("end")
+    try:
+        pattern = re.compile(grep) if grep is not None else None
+    except re.error as exc:
+        raise UsageError(f"--grep: invalid regular expression: {exc}") from None
+    filters = Filters(
+        types=tuple(event_type or ()),
+        keys=tuple(key or ()),
+        headers=tuple(parse_header_filter(h) for h in header or ()),
+        grep=pattern,
+    )
+    reader = Tail(
+        app.endpoints(),
+        settings,
+        topics,
+        start=start,
+        filters=filters,
+        follow=not no_follow,
+        count=count,
+        group=group,
+    )
+    enricher = _enricher(app) if enrich else None
+    render = _renderer(output, app.console, full)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    out = sys.stdout
+    try:
+        for batch in reader.batches():
+            extra = enricher(batch) if enricher is not None and batch else None
+            for record in batch:
+                render(record, extra, out)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): stop quietly.
+        sys.stdout = None  # type: ignore[assignment]
+        return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        reader.close()
+    app.err.print(f"tail: {reader.stats.summary()}", highlight=False)
+
+
+Renderer = Callable[["TailRecord", "dict[str, dict[str, Any]] | None", TextIO], None]
+
+
+def _renderer(output: Output, console: Console, full: bool) -> Renderer:
+    if output is Output.json:
+        return _json_line
+    if output is Output.raw:
+        return _raw_line
+    return lambda record, extra, _out: _pretty(console, record, extra, full)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def json_line(record: TailRecord, enrichment: dict[str, Any] | None = None) -> str:
+    """The NDJSON line of one record (the format documented in docs/events.md)."""
+    from devctl.events.envelope import iso_millis
+
+    head: dict[str, Any] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": iso_millis(record.timestamp_ms),
+        "key": None if record.key is None else record.key.decode("utf-8", "replace"),
+        "headers": {
+            name: (value.decode("utf-8", "replace") if value is not None else None)
+            for name, value in record.headers or ()
+        },
+    }
+    if enrichment is not None:
+        head["enrich"] = enrichment
+    value = record.value
+    if record.event is not None and value is not None and b"\n" not in value and b"\r" not in value:
+        # The value was just parsed as a valid event: splice its bytes in, unchanged.
+        return f'{_dumps(head)[:-1]},"event":{value.decode()}}}'
+    if record.event is not None:
+        head["event"] = record.event
+        return _dumps(head)
+    head["event"] = None
+    head["raw"] = None if value is None else value.decode("utf-8", "backslashreplace")
+    head["warning"] = record.problem
+    return _dumps(head)
+
+
+def _json_line(record: TailRecord, extra: dict[str, dict[str, Any]] | None, out: TextIO) -> None:
+    out.write(json_line(record, _enrichment_of(record, extra)) + "\n")
+
+
+def _raw_line(record: TailRecord, _extra: dict[str, dict[str, Any]] | None, out: TextIO) -> None:
+    if record.problem is not None:
+        sys.stderr.write(
+            f"warning: {record.topic} {record.partition}:{record.offset} is not a valid event: "
+            f"{record.problem}\n"
+        )
+    out.flush()
+    out.buffer.write((record.value or b"") + b"\n")
+
+
+def _enrichment_of(
+    record: TailRecord, extra: dict[str, dict[str, Any]] | None
+) -> dict[str, Any] | None:
+    if extra is None:
+        return None
+    subject = record.event.get("subject") if record.event is not None else None
+    if not isinstance(subject, str):
+        return {}
+    return extra.get(subject, {})
+
+
+def _pretty(
+    console: Console,
+    record: TailRecord,
+    extra: dict[str, dict[str, Any]] | None,
+    full: bool,
+) -> None:
+    from rich.json import JSON
+    from rich.text import Text
+
+    from devctl.events.envelope import iso_millis
+
+    line = Text.assemble(
+        (iso_millis(record.timestamp_ms), "dim"),
+        " ",
+        (record.topic, "cyan"),
+        " ",
+        (f"{record.partition}:{record.offset}", "dim"),
+        " ",
+    )
+    event = record.event
+    if event is None:
+        raw = repr(record.value)[:200] if record.value is not None else "(no value)"
+        line.append(f"⚠ not a valid event ({record.problem}) ", style="yellow")
+        line.append(raw)
+        console.print(line, soft_wrap=True, highlight=False)
+        return
+    subject = event.get("subject")
+    line.append(str(event.get("type")), style="bold magenta")
+    line.append(" ")
+    line.append(str(subject) if subject is not None else "-", style="green")
+    enrichment = _enrichment_of(record, extra)
+    if enrichment is not None:
+        line.append(" ")
+        line.append(_state_text(enrichment), style="blue")
+    if not full:
+        data = _dumps(event.get("data"))
+        room = max(console.width - line.cell_len - 1, 40)
+        if len(data) > room:
+            data = data[: room - 1] + "…"
+        line.append(" ")
+        line.append(data)
+        console.print(line, soft_wrap=True, highlight=False)
+        return
+    console.print(line, soft_wrap=True, highlight=False)
+    console.print(JSON.from_data(event.get("data"), indent=2))
+
+
+def _state_text(state: dict[str, Any]) -> str:
+    if not state:
+        return "[no live state]"
+    if state.get("online"):
+        text = f"[online, {state.get('connections', 0)} conn"
+    else:
+        seen = state.get("last_seen")
+        text = "[offline" + (f", last seen {seen}" if seen else "")
+    sessions = state.get("sessions")
+    if sessions is not None:
+        text += f", {sessions} session{'s' if sessions != 1 else ''}"
+    return text + "]"
+
+
+def _enricher(app: Any) -> Callable[[list[TailRecord]], dict[str, dict[str, Any]]]:
+    from devctl.events.enrich import StateEnricher
+
+    return StateEnricher.from_settings(app.settings(), app.endpoints())
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Kafka")(tail)

@@ -1,0 +1,200 @@
+"""The CloudEvents 1.0 envelope in structured JSON mode, and the Kafka record around it.
+
+A record's value is the whole event as JSON::
+
+    {"specversion": "1.0", "id": "<uuidv7>", "source": "/devconnect/api",
+     "type": "devconnect.user.login", "time": "2026-11-25T18:06:09.123Z",
+     "subject": "<user id>", "datacontenttype": "application/json",
+     "dataschema": "urn:devconnect:schema:devconnect.user.login:1",
+     "partitionkey": "<record key>", "data": {...}}
+
+``partitionkey`` is the CloudEvents partitioning extension: the record key, kept
+inside the event so a dead-lettered or replayed copy still says where it belongs.
+Headers repeat ``ce_type`` and ``ce_id`` (filters need not parse the value) and
+set ``content-type`` to the structured-mode media type.
+"""
+
+from __future__ import annotations
+
+import json
+import time as _time
+from dataclasses import dataclass
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
+
+from devctl.events.errors import InvalidEvent
+from devctl.events.ids import uuid7_parts
+from devctl.events.registry import REGISTRY, EventType
+
+SPECVERSION = "1.0"
+DATA_CONTENT_TYPE = "application/json"
+CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"
+HEADER_TYPE = "ce_type"
+HEADER_ID = "ce_id"
+HEADER_CONTENT_TYPE = "content-type"
+REQUIRED = ("id", "source", "type")
+
+_CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
+_quote = encode_basestring
+
+
+@dataclass(slots=True)
+class Event:
+    """A decoded event. ``payload`` is the typed data once validated against the registry."""
+
+    id: str
+    source: str
+    type: str
+    time: str | None
+    subject: str | None
+    data: Any
+    dataschema: str | None = None
+    partitionkey: str | None = None
+    datacontenttype: str = DATA_CONTENT_TYPE
+    specversion: str = SPECVERSION
+    payload: BaseModel | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+        }
+        for name in ("time", "subject", "datacontenttype", "dataschema", "partitionkey"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out["data"] = self.data
+        return out
+
+
+class EncodedEvent(NamedTuple):
+    """Everything the producer hands to Kafka for one event."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    id: str
+    type: str
+    subject: str
+
+
+_last_second = -1
+_last_prefix = ""
+
+
+def iso_millis(ms: int) -> str:
+    """UTC RFC 3339 time with milliseconds: 2026-11-25T18:06:09.123Z."""
+    global _last_second, _last_prefix
+    second, millis = divmod(ms, 1000)
+    if second != _last_second:
+        _last_prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
+        _last_second = second
+    return f"{_last_prefix}.{millis:03d}Z"
+
+
+def encode_event(
+    event_type: str | EventType,
+    data: Any,
+    *,
+    source: str,
+    key: str | None = None,
+    subject: str | None = None,
+) -> EncodedEvent:
+    """Validate ``data`` against the type's schema and build the record; raises before anything is sent."""
+    if isinstance(event_type, EventType):
+        spec = event_type
+    else:
+        spec = REGISTRY.get_fast(event_type) or REGISTRY[event_type]
+    payload = spec.validate(data)
+    event_id, ms = uuid7_parts()
+    key = key if key is not None else spec.key(payload)
+    subject = subject if subject is not None else spec.subject(payload)
+    # Assembled by hand: a third of the cost of json.dumps on a dict. Ids, the
+    # type, the time and the schema URN never need escaping; the rest is quoted.
+    head = (
+        f'{{"specversion":"1.0","id":"{event_id}","source":{_quote(source)},'
+        f'"type":"{spec.name}","time":"{iso_millis(ms)}","subject":{_quote(subject)},'
+        f'"datacontenttype":"application/json","dataschema":"{spec.dataschema}",'
+        f'"partitionkey":{_quote(key)},"data":'
+    ).encode()
+    value = b"".join((head, spec.to_json(payload), b"}"))
+    return EncodedEvent(
+        topic=spec.topic,
+        key=key.encode(),
+        value=value,
+        headers=event_headers(spec.name, event_id),
+        id=event_id,
+        type=spec.name,
+        subject=subject,
+    )
+
+
+def event_headers(event_type: str, event_id: str) -> list[tuple[str, bytes]]:
+    return [
+        (HEADER_TYPE, event_type.encode()),
+        (HEADER_ID, event_id.encode()),
+        (HEADER_CONTENT_TYPE, _CONTENT_TYPE_BYTES),
+    ]
+
+
+def envelope_problem(obj: Any) -> str | None:
+    """Why a parsed JSON value is not a CloudEvents 1.0 event, or None if it is one."""
+    if not isinstance(obj, dict):
+        return f"not a JSON object (got {type(obj).__name__})"
+    if obj.get("specversion") != SPECVERSION:
+        return f"specversion is {obj.get('specversion')!r}, expected '1.0'"
+    for name in REQUIRED:
+        value = obj.get(name)
+        if not isinstance(value, str) or not value:
+            return f"attribute '{name}' is missing or not a non-empty string"
+    for name in ("time", "subject", "dataschema", "partitionkey", "datacontenttype"):
+        if name in obj and not isinstance(obj[name], str):
+            return f"attribute '{name}' is not a string"
+    if "data" not in obj:
+        return "attribute 'data' is missing"
+    return None
+
+
+def parse_json(value: bytes | None) -> Any:
+    if value is None:
+        raise InvalidEvent("empty value (a tombstone), not an event")
+    try:
+        return json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent(f"value is not JSON: {exc}") from None
+
+
+def decode_event(value: bytes | None, *, validate: bool = True) -> Event:
+    """Parse a record value; with ``validate``, check the type and data against the registry.
+
+    Raises InvalidEvent (bad envelope), UnknownEventType or InvalidEventData.
+    """
+    obj = parse_json(value)
+    problem = envelope_problem(obj)
+    if problem is not None:
+        raise InvalidEvent(f"not a CloudEvent: {problem}")
+    event = Event(
+        id=obj["id"],
+        source=obj["source"],
+        type=obj["type"],
+        time=obj.get("time"),
+        subject=obj.get("subject"),
+        data=obj["data"],
+        dataschema=obj.get("dataschema"),
+        partitionkey=obj.get("partitionkey"),
+        datacontenttype=obj.get("datacontenttype", DATA_CONTENT_TYPE),
+    )
+    if validate:
+        spec = REGISTRY[event.type]
+        if event.dataschema is not None and event.dataschema != spec.dataschema:
+            raise InvalidEvent(
+                f"{event.type}: dataschema {event.dataschema} is not the registered "
+                f"{spec.dataschema}"
+            )
+        event.payload = spec.validate(event.data)
+    return event

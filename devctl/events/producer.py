@@ -1,0 +1,488 @@
+"""The event producer: idempotent, acks=all, never blocking the caller on the network.
+
+``publish`` validates and encodes the event, hands it to librdkafka's local
+queue and returns at once with a ``DeliveryFuture`` that resolves to a
+``Delivery`` (or raises ``DeliveryFailed``) when the broker answers. A background
+thread serves delivery reports, so futures resolve without the caller polling;
+``publish_async`` (or ``await future.wait_async()``) awaits it from asyncio code.
+
+The local queue is bounded (``events.producer_queue_size``). When it is full the
+policy ``events.producer_queue_full`` applies: ``error`` (default) raises
+``ProducerQueueFull`` at once and nothing is queued; ``block`` waits up to
+``events.producer_block_timeout`` seconds for room, then raises.
+
+No failure is silent: a failed delivery is logged, counted in ``stats.failed``,
+passed to the caller's callback and set on the future. Events still queued when
+the producer closes are purged and reported as failed the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from devctl.clients.endpoints import Endpoints
+from devctl.clients.kafka_client import kafka_reason, producer_conf
+from devctl.config.loader import Settings
+from devctl.errors import UsageError
+from devctl.events.envelope import EncodedEvent, encode_event
+from devctl.events.errors import DeliveryFailed, ProducerQueueFull
+from devctl.events.registry import EventType
+
+log = logging.getLogger("devctl.events.producer")
+
+QUEUE_FULL_POLICIES = ("error", "block")
+
+
+class Delivery(NamedTuple):
+    """What the broker said about one event."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    event_id: str | None
+    type: str | None
+    error: str | None = None
+    error_code: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+DeliveryCallback = Callable[[Delivery], None]
+ErrorCallback = Callable[[str], None]
+
+
+@dataclass
+class ProducerStats:
+    queued: int = 0  # accepted into the local queue
+    delivered: int = 0
+    failed: int = 0  # delivery reports with an error (incl. purged at close)
+    rejected: int = 0  # refused because the local queue was full
+    errors: int = 0  # client-level errors (e.g. all brokers down)
+
+    @property
+    def in_flight(self) -> int:
+        return self.queued - self.delivered - self.failed
+
+
+_UNSET: Any = object()
+_future_lock = threading.Lock()
+
+
+class DeliveryFuture:
+    """The outcome of one publish: ``result(timeout)``, ``add_done_callback``, ``wait_async``.
+
+    A lean future: concurrent.futures.Future builds a Condition per instance, which
+    cost more than the whole publish path; this one makes a waiter only when a
+    caller actually waits.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_exception",
+        "_on_delivery",
+        "_owner",
+        "_result",
+        "_waiter",
+        "event_id",
+        "type",
+    )
+
+    def __init__(
+        self,
+        owner: EventProducer | None = None,
+        event_id: str | None = None,
+        event_type: str | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        self._result: Any = _UNSET
+        self._exception: BaseException | None = None
+        self._waiter: threading.Event | None = None
+        self._callbacks: list[Callable[[DeliveryFuture], None]] | None = None
+        self._owner = owner
+        self._on_delivery = on_delivery
+        self.event_id = event_id
+        self.type = event_type
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's delivery report for this event (served by the producer's thread)."""
+        if self._owner is not None:
+            self._owner._report(self, err, msg)
+
+    def done(self) -> bool:
+        return self._result is not _UNSET or self._exception is not None
+
+    def _finish(self, result: Any, exception: BaseException | None) -> None:
+        with _future_lock:
+            self._result = result
+            self._exception = exception
+            waiter, callbacks = self._waiter, self._callbacks
+            self._callbacks = None
+        if waiter is None and callbacks is None:
+            return
+        if waiter is not None:
+            waiter.set()
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                log.exception("future callback raised")
+
+    def _wait(self, timeout: float | None) -> None:
+        with _future_lock:
+            if self.done():
+                return
+            if self._waiter is None:
+                self._waiter = threading.Event()
+            waiter = self._waiter
+        if not waiter.wait(timeout):
+            raise TimeoutError(f"no delivery report within {timeout:g}s")
+
+    def result(self, timeout: float | None = None) -> Delivery:
+        """The Delivery; raises DeliveryFailed if the broker refused, TimeoutError on timeout."""
+        self._wait(timeout)
+        if self._exception is not None:
+            raise self._exception
+        return self._delivery()
+
+    def _delivery(self) -> Delivery:
+        # Delivery reports store the librdkafka message; it becomes a Delivery on demand.
+        result = self._result
+        if not isinstance(result, Delivery):
+            result = self._result = _delivery_of(result, self.event_id, self.type, None)
+        return result  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._exception
+
+    def add_done_callback(self, callback: Callable[[DeliveryFuture], None]) -> None:
+        """Call ``callback(future)`` when done (at once, in this thread, if already done)."""
+        with _future_lock:
+            if not self.done():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    async def wait_async(self) -> Delivery:
+        """Await the delivery from asyncio code without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Delivery] = loop.create_future()
+
+        def relay(done: DeliveryFuture) -> None:
+            loop.call_soon_threadsafe(_settle, waiter, done)
+
+        self.add_done_callback(relay)
+        return await waiter
+
+
+def _settle(waiter: asyncio.Future[Delivery], done: DeliveryFuture) -> None:
+    if waiter.cancelled():
+        return
+    if done._exception is not None:
+        waiter.set_exception(done._exception)
+    else:
+        waiter.set_result(done._delivery())
+
+
+def _delivery_of(
+    msg: Message, event_id: str | None, event_type: str | None, err: KafkaError | None
+) -> Delivery:
+    key = msg.key()
+    partition = msg.partition()
+    offset = msg.offset()
+    return Delivery(
+        msg.topic() or "",
+        -1 if partition is None else partition,
+        -1 if offset is None else offset,
+        key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+        event_id,
+        event_type,
+        None if err is None else err.str(),
+        None if err is None else err.code(),
+    )
+
+
+class EventProducer:
+    """Publish DevConnect events (or raw records) to Kafka.
+
+    Use as a context manager, or call ``close()``: it flushes what is queued.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        settings: Settings,
+        *,
+        source: str | None = None,
+        on_delivery: DeliveryCallback | None = None,
+        on_error: ErrorCallback | None = None,
+        queue_full: str | None = None,
+        block_timeout: float | None = None,
+        **overrides: Any,
+    ):
+        events = settings.events
+        self.source = source or events.source
+        self.queue_full = queue_full or events.producer_queue_full
+        if self.queue_full not in QUEUE_FULL_POLICIES:
+            raise UsageError(
+                f"queue-full policy must be one of {', '.join(QUEUE_FULL_POLICIES)}, "
+                f"got {self.queue_full!r}"
+            )
+        self.block_timeout = (
+            events.producer_block_timeout if block_timeout is None else block_timeout
+        )
+        self.queue_size = int(
+            overrides.pop("queue.buffering.max.messages", events.producer_queue_size)
+        )
+        self.stats = ProducerStats()
+        self._on_delivery = on_delivery
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        conf = producer_conf(
+            endpoints,
+            settings,
+            **{
+                "linger.ms": events.linger_ms,
+                "message.timeout.ms": events.delivery_timeout_ms,
+                "queue.buffering.max.messages": self.queue_size,
+                "error_cb": self._client_error,
+            },
+        )
+        conf.update(overrides)
+        self.brokers = endpoints.kafka_brokers
+        self._producer = Producer(conf)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, name="devctl-producer-deliveries", daemon=True
+        )
+        self._thread.start()
+
+    # --- publishing ---------------------------------------------------------
+
+    def encode(
+        self,
+        event_type: str | EventType,
+        data: Any,
+        *,
+        key: str | None = None,
+        subject: str | None = None,
+    ) -> EncodedEvent:
+        """Validate and encode without sending (raises UnknownEventType / InvalidEventData)."""
+        return encode_event(event_type, data, source=self.source, key=key, subject=subject)
+
+    def publish(
+        self,
+        event_type: str | EventType,
+        data: Any,
+        *,
+        key: str | None = None,
+        subject: str | None = None,
+        topic: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> DeliveryFuture:
+        """Queue one event; returns at once. ``topic`` overrides the registry's (tests, checks)."""
+        encoded = encode_event(event_type, data, source=self.source, key=key, subject=subject)
+        return self._produce(
+            topic or encoded.topic,
+            encoded.value,
+            encoded.key,
+            encoded.headers + headers if headers else encoded.headers,
+            None,
+            encoded.id,
+            encoded.type,
+            on_delivery,
+        )
+
+    def publish_encoded(
+        self,
+        encoded: EncodedEvent,
+        *,
+        topic: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> DeliveryFuture:
+        all_headers = encoded.headers + headers if headers else encoded.headers
+        return self._produce(
+            topic or encoded.topic,
+            encoded.value,
+            encoded.key,
+            all_headers,
+            None,
+            encoded.id,
+            encoded.type,
+            on_delivery,
+        )
+
+    def publish_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> DeliveryFuture:
+        """Queue a record as-is (no envelope, no validation): --raw publishing and dead letters."""
+        return self._produce(topic, value, key, headers, partition, None, None, on_delivery)
+
+    async def publish_async(
+        self, event_type: str | EventType, data: Any, **kwargs: Any
+    ) -> Delivery:
+        """Publish from asyncio code: queues without blocking, then awaits the delivery."""
+        return await self.publish(event_type, data, **kwargs).wait_async()
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        partition: int | None,
+        event_id: str | None,
+        event_type: str | None,
+        callback: DeliveryCallback | None,
+    ) -> DeliveryFuture:
+        if self._closed.is_set():
+            raise DeliveryFailed("the producer is closed")
+        future = DeliveryFuture(self, event_id, event_type, callback)
+        try:
+            if partition is None:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=future)
+            else:
+                self._producer.produce(
+                    topic, value, key, partition, headers=headers, on_delivery=future
+                )
+        except BufferError:
+            kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": future}
+            if partition is not None:
+                kwargs["partition"] = partition
+            self._wait_for_room(topic, value, kwargs)
+        except KafkaException as exc:
+            # Invalid arguments or a fatal producer state: nothing was queued.
+            raise DeliveryFailed(f"cannot queue an event for {topic}: {kafka_reason(exc)}") from exc
+        with self._lock:
+            self.stats.queued += 1
+        return future
+
+    def _wait_for_room(self, topic: str, value: bytes | None, kwargs: dict[str, Any]) -> None:
+        if self.queue_full == "block":
+            deadline = time.monotonic() + self.block_timeout
+            while time.monotonic() < deadline:
+                self._producer.poll(0.05)
+                try:
+                    self._producer.produce(topic, value, **kwargs)
+                    return
+                except BufferError:
+                    continue
+        with self._lock:
+            self.stats.rejected += 1
+            waiting = self.stats.in_flight
+        waited = f" after waiting {self.block_timeout:g}s" if self.queue_full == "block" else ""
+        raise ProducerQueueFull(
+            f"the producer's local queue is full ({waiting} events waiting for Kafka at "
+            f"{self.brokers}){waited}; this event was not queued",
+            hint="is the broker reachable? raise events.producer_queue_size, or use "
+            "events.producer_queue_full: block to wait for room",
+        )
+
+    # --- delivery reports ---------------------------------------------------
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.1)
+
+    def _report(self, pending: DeliveryFuture, err: KafkaError | None, msg: Message) -> None:
+        callbacks = (pending._on_delivery, self._on_delivery)
+        if err is None:
+            with self._lock:
+                self.stats.delivered += 1
+            if callbacks == (None, None):
+                pending._finish(msg, None)  # the hot path: no Delivery built until asked
+                return
+            delivery = _delivery_of(msg, pending.event_id, pending.type, None)
+            pending._finish(delivery, None)
+        else:
+            with self._lock:
+                self.stats.failed += 1
+            delivery = _delivery_of(msg, pending.event_id, pending.type, err)
+            log.error(
+                "delivery of %s %s to %s failed: %s",
+                pending.type or "record",
+                pending.event_id or f"(key {delivery.key})",
+                delivery.topic,
+                delivery.error,
+            )
+            pending._finish(
+                None,
+                DeliveryFailed(
+                    f"{pending.type or 'record'} {pending.event_id or ''} to {delivery.topic} "
+                    f"not delivered: {delivery.error}",
+                    code=delivery.error_code,
+                    retriable=bool(err.retriable()),
+                ),
+            )
+        for callback in callbacks:
+            if callback is not None:
+                try:
+                    callback(delivery)
+                except Exception:  # a caller's bug must not stop delivery reports
+                    log.exception("delivery callback raised")
+
+    def _client_error(self, err: KafkaError) -> None:
+        with self._lock:
+            self.stats.errors += 1
+        text = f"Kafka client error ({self.brokers}): {err.str()}"
+        if err.fatal():
+            log.critical("%s (fatal: the producer cannot continue)", text)
+        else:
+            log.warning("%s", text)
+        if self._on_error is not None:
+            try:
+                self._on_error(text)
+            except Exception:
+                log.exception("error callback raised")
+
+    # --- shutdown -----------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait up to ``timeout`` seconds for queued events; return how many are still queued."""
+        return int(self._producer.flush(timeout))
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush, then fail (and report) whatever is still queued; return that count."""
+        if self._closed.is_set():
+            return 0
+        remaining = self.flush(timeout)
+        if remaining:
+            log.error(
+                "%d events still queued for %s after %gs; reporting them as failed",
+                remaining,
+                self.brokers,
+                timeout,
+            )
+            self._producer.purge()
+            self._producer.flush(1.0)  # serves the purge reports
+        self._closed.set()
+        self._thread.join(timeout=1.0)
+        return remaining
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,141 @@
+"""Typed payloads (the CloudEvents ``data``) of every DevConnect event, version 1.
+
+Field names follow the DevConnect web client and backend (camelCase). Models forbid unknown
+fields, so a typo is an error at publish time rather than a silent loss.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+# Ids never contain ':' so that a conversation id (two user ids) is unambiguous.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+]
+Tier = Literal["free", "silver", "gold"]
+ProfileField = Literal["firstName", "lastName", "photoUrl", "gender", "age", "about", "skills"]
+
+
+def conversation_id(user_a: str, user_b: str) -> str:
+    """The direction-free id of a chat between two users: both ids, sorted, joined by ':'."""
+    return f"{user_a}:{user_b}" if user_a <= user_b else f"{user_b}:{user_a}"
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _TwoUsers(Payload):
+    fromUserId: Id
+    toUserId: Id
+
+    @model_validator(mode="after")
+    def _different_users(self) -> _TwoUsers:
+        if self.fromUserId == self.toUserId:
+            raise ValueError("fromUserId and toUserId must differ")
+        return self
+
+
+# --- user-events -------------------------------------------------------------
+
+
+class UserSignup(Payload):
+    userId: Id
+    firstName: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=50)]
+    lastName: Annotated[str, StringConstraints(strip_whitespace=True, max_length=50)] | None = None
+    emailId: Email
+    membershipTier: Tier = "free"
+
+
+class UserLogin(Payload):
+    userId: Id
+    userAgent: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+
+class UserLogout(Payload):
+    userId: Id
+    reason: Literal["user", "expired", "revoked"] = "user"
+
+
+class UserOnline(Payload):
+    userId: Id
+    connections: Annotated[int, Field(ge=1)] = 1
+
+
+class UserOffline(Payload):
+    userId: Id
+    lastSeen: AwareDatetime
+
+
+class ProfileUpdated(Payload):
+    userId: Id
+    changed: Annotated[list[ProfileField], Field(min_length=1)]
+
+
+# --- message-events ----------------------------------------------------------
+
+
+class MessageSent(_TwoUsers):
+    messageId: Id
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+    ts: AwareDatetime
+
+
+class MessageDelivered(_TwoUsers):
+    messageId: Id
+    deliveredAt: AwareDatetime
+
+
+class MessageRead(_TwoUsers):
+    messageId: Id
+    readAt: AwareDatetime
+
+
+# --- connection-events -------------------------------------------------------
+
+
+class ConnectionRequested(_TwoUsers):
+    requestId: Id
+    status: Literal["interested", "ignored"]
+
+
+class ConnectionReviewed(_TwoUsers):
+    """Accepted or rejected by toUserId (the recipient of the request)."""
+
+    requestId: Id
+
+
+# --- notification-events -----------------------------------------------------
+
+
+class NotificationCreated(Payload):
+    notificationId: Id
+    userId: Id  # the recipient
+    kind: Literal["connection_request", "connection_accepted", "message", "system"]
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    body: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    actorId: Id | None = None
+    refId: Id | None = None
+
+
+# --- analytics-events --------------------------------------------------------
+
+
+class UserActivity(Payload):
+    userId: Id
+    action: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
+    properties: Annotated[
+        dict[Annotated[str, StringConstraints(max_length=64)], str | int | float | bool | None],
+        Field(max_length=50),
+    ] = {}
