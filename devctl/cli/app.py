@@ -118,6 +118,11 @@ COMMAND_MODULES = (
     "devctl.cli.commands.tail",
     "devctl.cli.commands.publish",
     "devctl.cli.commands.groups",
+    "devctl.cli.commands.sessions",
+    "devctl.cli.commands.presence",
+    "devctl.cli.commands.ratelimit",
+    "devctl.cli.commands.cache",
+    "devctl.cli.commands.keys",
 )
 
 for _module in COMMAND_MODULES:

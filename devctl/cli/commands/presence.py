@@ -1,0 +1,227 @@
+"""devctl presence seed / list / show / watch."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from devctl.cli.app import get_app
+from devctl.cli.commands.keys import ago, open_state
+from devctl.cli.options import DataDirOption, JsonOption
+from devctl.cli.output import print_json, table
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from devctl.state.presence import PresenceStatus
+
+presence_app = typer.Typer(help="Seed and inspect who is online.", no_args_is_help=True)
+
+COLUMNS = ["user", "status", "connections", "instances", "last seen"]
+
+
+def _row(status: PresenceStatus) -> tuple[Any, ...]:
+    state = "[green]online[/]" if status.online else "[dim]offline[/]"
+    if status.stale_connections:
+        state += f" [yellow]({status.stale_connections} on dead instances)[/]"
+    return (
+        escape(status.user_id),
+        state,
+        status.connections,
+        escape(", ".join(status.instances)) or None,
+        ago(status.last_seen),
+    )
+
+
+@presence_app.command("seed")
+def seed(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option("--users", "-n", min=1, help="How many users to connect.")] = 10,
+    instances: Annotated[int, typer.Option("--instances", "-k", min=1, help="How many fake API instances.")] = 2,
+    ttl: Annotated[
+        float, typer.Option("--ttl", min=1, help="Seconds the fake instances stay alive (then a sweep drops them).")
+    ] = 600,
+    id_prefix: Annotated[str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")] = "seed-user-",
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Connect N users across K fake API instances (every third user has a second tab).
+
+    Example: devctl presence seed --users 100 --instances 3
+    """
+    from devctl.state.admin import seed_presence
+
+    with open_state(ctx, data_dir) as state:
+        seeded = seed_presence(state, users, instances, ttl=ttl, id_prefix=id_prefix)
+    if json_output:
+        print_json(
+            {
+                "users": len(seeded.users),
+                "instances": seeded.instances,
+                "connections": seeded.connections,
+                "went_online": seeded.went_online,
+                "instance_ttl": ttl,
+            }
+        )
+        return
+    get_app(ctx).console.print(
+        f"[green]✔[/green] {seeded.connections} connections of {len(seeded.users)} users on "
+        f"{len(seeded.instances)} instances ({seeded.went_online} went online); "
+        f"the instances stay alive for {ttl:g}s",
+        highlight=False,
+    )
+
+
+@presence_app.command("list")
+def list_presence(
+    ctx: typer.Context,
+    online: Annotated[bool, typer.Option("--online", help="Only users who are online.")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, help="At most this many users.")] = 100,
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List users with presence: status, connections, instances, last seen; and the instances.
+
+    Example: devctl presence list --online --json
+    """
+    with open_state(ctx, data_dir) as state:
+        users = state.presence.known_users(limit=100_000)
+        statuses = list(state.presence.bulk_status(users).values()) if users else []
+        instances = state.presence.instances()
+    if online:
+        statuses = [s for s in statuses if s.online]
+    statuses.sort(key=lambda s: (not s.online, -(s.last_seen or 0)))
+    statuses = statuses[:limit]
+    if json_output:
+        print_json(
+            {
+                "users": [s.to_json() for s in statuses],
+                "instances": [
+                    {"instance_id": i.instance_id, "alive": i.alive, "last_heartbeat": i.last_heartbeat}
+                    for i in instances
+                ],
+            }
+        )
+        return
+    console = get_app(ctx).console
+    console.print(table(f"presence ({len(statuses)} users)", COLUMNS, [_row(s) for s in statuses]))
+    console.print(
+        table(
+            "instances",
+            ["instance", "state", "last heartbeat"],
+            [
+                (escape(i.instance_id), "[green]alive[/]" if i.alive else "[red]dead (not swept)[/]",
+                 ago(i.last_heartbeat))
+                for i in instances
+            ],
+        )
+    )
+
+
+@presence_app.command("show")
+def show(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="User id.")],
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show one user's presence.
+
+    Example: devctl presence show 42
+    """
+    with open_state(ctx, data_dir) as state:
+        status = state.presence.status(user)
+    if json_output:
+        print_json(status.to_json())
+        return
+    get_app(ctx).console.print(table(None, COLUMNS, [_row(status)]))
+
+
+@presence_app.command("watch")
+def watch(
+    ctx: typer.Context,
+    count: Annotated[int | None, typer.Option("--count", min=1, help="Exit after this many changes.")] = None,
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Watch presence changes live (pub/sub); --json prints one JSON line per change. Ctrl-C exits.
+
+    Example: devctl presence watch
+    """
+    app = get_app(ctx)
+    seen = 0
+    with open_state(ctx, data_dir) as state:
+        rows: dict[str, PresenceStatus] = {}
+        events: list[str] = []
+
+        def reload() -> None:
+            users = state.presence.known_users(limit=200)
+            rows.clear()
+            rows.update(state.presence.bulk_status(users) if users else {})
+
+        channel = state.pubsub.presence_channel()
+        subscriber = state.pubsub.subscribe(
+            [channel], on_reconnect=None if json_output else reload
+        )
+        live = None
+        try:
+            if json_output:
+                print(json.dumps({"watching": channel.name}), file=sys.stderr, flush=True)
+            else:
+                from rich.live import Live
+
+                reload()
+                live = Live(_render(rows, events, subscriber.connected), console=app.console,
+                            auto_refresh=False, transient=False)
+                live.start()
+            while count is None or seen < count:
+                received = subscriber.get(timeout=0.5)
+                if received is None or received.message is None:
+                    if live is not None:
+                        live.update(_render(rows, events, subscriber.connected), refresh=True)
+                    continue
+                change = received.message
+                seen += 1
+                if json_output:
+                    sys.stdout.write(json.dumps(change.to_payload()) + "\n")
+                    sys.stdout.flush()
+                    continue
+                rows[change.user_id] = state.presence.status(change.user_id)
+                stamp = time.strftime("%H:%M:%S", time.localtime(change.ts or time.time()))
+                events.append(
+                    f"{stamp} {escape(change.user_id)} "
+                    + ("[green]online[/]" if change.online else "[red]offline[/]")
+                    + f" via {escape(change.instance)}"
+                )
+                del events[:-8]
+                if live is not None:
+                    live.update(_render(rows, events, subscriber.connected), refresh=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if live is not None:
+                live.stop()
+            subscriber.close()
+    app.info(f"{seen} presence changes seen")
+
+
+def _render(rows: dict[str, PresenceStatus], events: list[str], connected: bool) -> Table:
+    from rich.table import Table
+
+    ordered = sorted(rows.values(), key=lambda s: (not s.online, s.user_id))[:40]
+    online = sum(1 for s in rows.values() if s.online)
+    state = "" if connected else " [red]reconnecting to Redis...[/]"
+    grid = Table.grid()
+    grid.add_row(table(f"presence: {online} online of {len(rows)} shown{state}", COLUMNS,
+                       [_row(s) for s in ordered]))
+    grid.add_row("\n".join(events) or "[dim]waiting for changes (Ctrl-C to exit)[/]")
+    return grid
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(presence_app, name="presence", rich_help_panel="Redis")

@@ -1,0 +1,213 @@
+"""devctl sessions seed / list / show / revoke / count."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from devctl.cli.app import get_app
+from devctl.cli.commands.keys import ago, open_state
+from devctl.cli.options import DataDirOption, JsonOption, YesOption
+from devctl.cli.output import confirm, duration, print_json, table
+from devctl.errors import NotFound, UsageError
+
+sessions_app = typer.Typer(help="Seed, inspect and revoke sessions.", no_args_is_help=True)
+
+TokenArgument = Annotated[str, typer.Argument(help="A session token, or - to read it from stdin.")]
+
+
+def _token(value: str) -> str:
+    # Reading from stdin keeps the secret out of the shell history.
+    token = sys.stdin.readline().strip() if value == "-" else value.strip()
+    if not token:
+        raise UsageError("no token given")
+    return token
+
+
+def _row(info: Any) -> tuple[Any, ...]:
+    return (
+        info.user_id,
+        ago(info.created_at),
+        duration(info.expires_in),
+        info.ip,
+        info.user_agent,
+        f"{info.token_prefix}…",
+        info.session_id[:12],
+    )
+
+
+COLUMNS = ["user", "created", "expires in", "IP", "user agent", "token prefix", "session id"]
+
+
+@sessions_app.command("seed")
+def seed(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option("--users", "-n", min=1, help="How many users (one session each).")] = 10,
+    ttl: Annotated[
+        float | None, typer.Option("--ttl", min=1, help="Session lifetime in seconds (default state.session_ttl).")
+    ] = None,
+    show_tokens: Annotated[
+        bool, typer.Option("--show-tokens", help="Print the tokens (secrets: they log in as the user).")
+    ] = False,
+    id_prefix: Annotated[str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")] = "seed-user-",
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Cache N seeded users and create a session for each; tokens are shown only with --show-tokens.
+
+    Example: devctl sessions seed --users 50 --ttl 3600
+    """
+    from devctl.state.admin import seed_sessions
+
+    app = get_app(ctx)
+    with open_state(ctx, data_dir) as state:
+        seeded = seed_sessions(state, users, ttl=ttl, id_prefix=id_prefix)
+    if json_output:
+        print_json(
+            {
+                "users": len(seeded.users),
+                "sessions": [
+                    {**s.info.to_json(), **({"token": s.token} if show_tokens else {})}
+                    for s in seeded.sessions
+                ],
+            }
+        )
+        return
+    lifetime = seeded.sessions[0].info.ttl
+    app.console.print(
+        f"[green]✔[/green] seeded {len(seeded.users)} users with one session each "
+        f"(expire in {duration(lifetime)}); ids {escape(seeded.users[0])}..{escape(seeded.users[-1])}",
+        highlight=False,
+    )
+    if show_tokens:
+        app.console.print(table(None, ["user", "token"], [(s.info.user_id, s.token) for s in seeded.sessions]))
+    else:
+        app.info("tokens not shown (they are secrets); pass --show-tokens to print them")
+
+
+@sessions_app.command("list")
+def list_sessions(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's sessions.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, help="At most this many.")] = 50,
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List live sessions, newest first (token prefix only, never the token).
+
+    Example: devctl sessions list --user 42 --json
+    """
+    with open_state(ctx, data_dir) as state:
+        found = state.sessions.list_for_user(user)[:limit] if user else state.sessions.list_all(limit)
+    if json_output:
+        print_json([s.to_json() for s in found])
+        return
+    title = f"sessions of {user}" if user else "sessions"
+    get_app(ctx).console.print(table(f"{title} ({len(found)})", COLUMNS, [_row(s) for s in found]))
+
+
+@sessions_app.command("show")
+def show(
+    ctx: typer.Context,
+    token: TokenArgument,
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show the session and cached user of a token (does not extend it).
+
+    Example: echo "$TOKEN" | devctl sessions show -
+    """
+    secret = _token(token)
+    with open_state(ctx, data_dir) as state:
+        found = state.sessions.inspect(secret)
+    if found is None:
+        raise NotFound("no valid session for this token (expired, revoked or malformed)")
+    if json_output:
+        print_json({"session": found.session.to_json(), "user": found.user})
+        return
+    info = found.session
+    rows = [
+        ("user", info.user_id),
+        ("session id", info.session_id),
+        ("token prefix", f"{info.token_prefix}…"),
+        ("created", ago(info.created_at)),
+        ("expires in", duration(info.expires_in)),
+        ("lifetime", duration(info.ttl)),
+        ("IP", info.ip),
+        ("user agent", info.user_agent),
+        ("cached user", "yes" if found.user else "no (cache miss)"),
+    ]
+    if found.user:
+        name = f"{found.user.get('firstName', '')} {found.user.get('lastName', '')}".strip()
+        rows.append(("name", name or None))
+    get_app(ctx).console.print(table("session", ["field", "value"], rows))
+
+
+@sessions_app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    token: Annotated[str | None, typer.Argument(help="The token to revoke, or - for stdin.")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Revoke every session of this user.")] = None,
+    session_id: Annotated[
+        str | None, typer.Option("--id", help="Revoke one session by id (with --user), as shown by list.")
+    ] = None,
+    yes: YesOption = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke one session (TOKEN, or --user U --id ID) or all of a user's (--user U); asks first.
+
+    Example: devctl sessions revoke --user 42 --yes
+    """
+    app = get_app(ctx)
+    if token is not None and (user or session_id):
+        raise UsageError("give a TOKEN, or --user (with --id for one session), not both")
+    if token is None and user is None:
+        raise UsageError("give a TOKEN or --user", hint="devctl sessions revoke --user 42 --yes")
+    with open_state(ctx, data_dir) as state:
+        if token is not None:
+            secret = _token(token)
+            if state.sessions.inspect(secret) is None:
+                raise NotFound("no valid session for this token (expired, revoked or malformed)")
+            confirm(app.err, "Revoke this session?", yes)
+            state.sessions.revoke(secret)
+            app.console.print("[green]✔[/green] revoked 1 session", highlight=False)
+            return
+        assert user is not None
+        if session_id:
+            live = {s.session_id: s for s in state.sessions.list_for_user(user)}
+            matches = [sid for sid in live if sid.startswith(session_id)]
+            if len(matches) != 1:
+                raise NotFound(
+                    f"user {user} has {'no' if not matches else 'several'} live sessions matching id '{session_id}'"
+                )
+            confirm(app.err, f"Revoke session {matches[0][:12]} of user {user}?", yes)
+            state.sessions.revoke_id(user, matches[0])
+            app.console.print("[green]✔[/green] revoked 1 session", highlight=False)
+            return
+        live_count = len(state.sessions.list_for_user(user))
+        if live_count == 0:
+            raise NotFound(f"user {user} has no live sessions")
+        confirm(app.err, f"Revoke all {live_count} sessions of user {user}?", yes)
+        revoked = state.sessions.revoke_all(user)
+    app.console.print(f"[green]✔[/green] revoked {revoked} sessions of {escape(user)}", highlight=False)
+
+
+@sessions_app.command("count")
+def count(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+    """Count live sessions and the users holding them.
+
+    Example: devctl sessions count --json
+    """
+    with open_state(ctx, data_dir) as state:
+        sessions, users = state.sessions.count()
+    if json_output:
+        print_json({"sessions": sessions, "users": users})
+        return
+    get_app(ctx).console.print(f"{sessions} live sessions, {users} users", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sessions_app, name="sessions", rich_help_panel="Redis")

@@ -1,0 +1,111 @@
+"""The Redis-backed domain: key schema, sessions, user cache, presence, rate limits,
+message cache and pub/sub.
+
+    from devctl.state import from_settings
+    state = from_settings(settings, endpoints)
+    new = state.sessions.create("42", ip="1.2.3.4")
+    state.sessions.validate(new.token)
+
+Every operation raises ``devctl.errors.RedisUnavailable`` when Redis cannot be
+reached within the configured timeouts, and nothing else for that condition.
+See docs/state.md for the design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis
+
+from devctl.state.keys import KeySchema
+from devctl.state.messages import MessageCache
+from devctl.state.presence import Presence, PresenceStatus
+from devctl.state.pubsub import PubSub
+from devctl.state.ratelimit import RateLimiter, load_policies
+from devctl.state.sessions import SessionInfo, Sessions
+from devctl.state.user_cache import UserCache
+
+if TYPE_CHECKING:
+    from devctl.clients.endpoints import Endpoints
+    from devctl.config.loader import Settings
+    from devctl.config.schema import StateSettings
+
+__all__ = [
+    "KeySchema",
+    "MessageCache",
+    "Presence",
+    "PresenceStatus",
+    "PubSub",
+    "RateLimiter",
+    "SessionInfo",
+    "Sessions",
+    "StateServices",
+    "UserCache",
+    "build",
+    "from_settings",
+]
+
+
+@dataclass
+class StateServices:
+    client: redis.Redis
+    keys: KeySchema
+    sessions: Sessions
+    user_cache: UserCache
+    presence: Presence
+    ratelimits: RateLimiter
+    messages: MessageCache
+    pubsub: PubSub
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> StateServices:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build(
+    client: redis.Redis, state: StateSettings, *, prefix: str = "devconnect:", stats: bool = True
+) -> StateServices:
+    """Wire the services around an existing client (which must decode responses)."""
+    keys = KeySchema(prefix)
+    return StateServices(
+        client=client,
+        keys=keys,
+        sessions=Sessions(client, keys, ttl=state.session_ttl, sliding=state.session_sliding),
+        user_cache=UserCache(client, keys, ttl=state.user_cache_ttl, stats=stats),
+        presence=Presence(client, keys, instance_ttl=state.presence_instance_ttl),
+        ratelimits=RateLimiter(client, keys, load_policies(state.rate_limits)),
+        messages=MessageCache(
+            client, keys, size=state.message_cache_size, ttl=state.message_cache_ttl, stats=stats
+        ),
+        pubsub=PubSub(client, keys),
+    )
+
+
+def from_settings(
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    client: redis.Redis | None = None,
+    prefix: str | None = None,
+    stats: bool = True,
+) -> StateServices:
+    """The services for the configured stack (a client with the configured timeouts).
+
+    ``stats=False`` leaves the cache hit/miss counters alone (used by `devctl test`).
+    """
+    if client is None:
+        from devctl.clients.redis_client import make_redis
+
+        client = make_redis(endpoints, settings, decode=True)
+    return build(
+        client,
+        settings.state,
+        prefix=settings.redis.key_prefix if prefix is None else prefix,
+        stats=stats,
+    )

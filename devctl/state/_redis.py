@@ -1,0 +1,89 @@
+"""Shared plumbing of the Redis domain: error translation and Lua scripts.
+
+Every public operation of ``devctl.state`` goes through ``translate_errors`` so a
+caller only ever has to catch ``RedisUnavailable`` to degrade deliberately.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from redis.exceptions import NoScriptError
+
+from devctl.errors import RedisUnavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Errors meaning "Redis is not there": refused, reset, timed out, loading, auth.
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+
+
+@contextmanager
+def translate_errors(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.AuthenticationError as exc:
+        raise RedisUnavailable(
+            f"Redis refused the credentials ({operation})",
+            hint="set DEVCTL_REDIS_PASSWORD or put the password in REDIS_URL",
+        ) from exc
+    except _UNAVAILABLE as exc:
+        raise RedisUnavailable(f"Redis is not reachable ({operation}): {exc}") from exc
+
+
+def redis_operation(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a public method: Redis connection/timeout errors become RedisUnavailable."""
+    name = func.__qualname__
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with translate_errors(name):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+class Script:
+    """A Lua script run by EVALSHA, loaded on demand (again after a server restart).
+
+    Unlike redis-py's ``register_script`` inside a pipeline, queueing it in a
+    pipeline costs no extra SCRIPT EXISTS round trip.
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+    def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.source)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue on a pipeline; run it with ``execute_with_scripts``."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def execute_with_scripts(
+    client: redis.Redis, build: Callable[[Any], None], scripts: Sequence[Script]
+) -> list[Any]:
+    """Build and run a read-only pipeline; if Redis lost the scripts, load them and rerun once."""
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return list(pipe.execute())
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            for script in scripts:
+                client.script_load(script.source)
+    raise AssertionError("unreachable")

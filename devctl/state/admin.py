@@ -1,0 +1,194 @@
+"""Operator views over the Redis domain: key counts, cache statistics, flushing, seeding.
+
+Everything here walks the keyspace with SCAN (never KEYS), so it is safe on a
+live server but proportional to its size: these are ops tools, not request paths.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from devctl.state._redis import redis_operation
+from devctl.state.keys import KINDS
+
+if TYPE_CHECKING:
+    from devctl.state import StateServices
+    from devctl.state.sessions import NewSession
+
+# What `cache flush --kind` may delete: caches only, never sessions, presence or limits.
+CACHE_KINDS: dict[str, tuple[str, ...]] = {
+    "user": ("user", "user_lock"),
+    "email": ("email",),
+    "messages": ("messages",),
+}
+
+
+@dataclass
+class CacheStats:
+    counters: dict[str, dict[str, int]]  # kind -> lookups, hits, misses
+    keys: dict[str, int]  # key kind -> count
+    memory_used: int  # bytes, whole server
+    memory_human: str
+    keyspace_hits: int  # whole server
+    keyspace_misses: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "caches": self.counters,
+            "keys": self.keys,
+            "memory": {"used_bytes": self.memory_used, "used_human": self.memory_human},
+            "server": {"keyspace_hits": self.keyspace_hits, "keyspace_misses": self.keyspace_misses},
+        }
+
+
+def _count(services: StateServices, kind: str) -> int:
+    pattern = services.keys.scan_pattern(kind)
+    return sum(1 for _ in services.client.scan_iter(match=pattern, count=1000))
+
+
+@redis_operation
+def key_counts(services: StateServices) -> dict[str, int]:
+    """How many keys of each kind exist (SCAN)."""
+    return {kind: _count(services, kind) for kind in KINDS}
+
+
+@redis_operation
+def cache_stats(services: StateServices) -> CacheStats:
+    raw: dict[Any, Any] = services.client.hgetall(services.keys.cache_stats())
+    counters: dict[str, dict[str, int]] = {}
+    for kind in CACHE_KINDS:
+        lookups = int(raw.get(f"{kind}:lookups", 0))
+        misses = int(raw.get(f"{kind}:misses", 0))
+        counters[kind] = {"lookups": lookups, "hits": max(lookups - misses, 0), "misses": misses}
+    memory = services.client.info("memory")
+    stats = services.client.info("stats")
+    return CacheStats(
+        counters,
+        key_counts(services),
+        int(memory.get("used_memory", 0)),
+        str(memory.get("used_memory_human", "")),
+        int(stats.get("keyspace_hits", 0)),
+        int(stats.get("keyspace_misses", 0)),
+    )
+
+
+@redis_operation
+def flush_cache(services: StateServices, kinds: list[str] | None = None) -> dict[str, int]:
+    """Delete cache keys of the given kinds (default: every cache); return counts per kind.
+
+    Version counters are bumped for flushed users and conversations so no in-flight
+    fill can write back what was just flushed; the stats of flushed kinds are reset.
+    """
+    chosen = kinds or list(CACHE_KINDS)
+    deleted: dict[str, int] = {}
+    for kind in chosen:
+        total = 0
+        for key_kind in CACHE_KINDS[kind]:
+            batch: list[str] = []
+            for key in services.client.scan_iter(
+                match=services.keys.scan_pattern(key_kind), count=1000
+            ):
+                batch.append(key)
+                if len(batch) >= 500:
+                    total += _delete(services, batch, key_kind)
+                    batch = []
+            if batch:
+                total += _delete(services, batch, key_kind)
+        deleted[kind] = total
+        services.client.hdel(services.keys.cache_stats(), f"{kind}:lookups", f"{kind}:misses")
+    return deleted
+
+
+def _delete(services: StateServices, keys: list[str], key_kind: str) -> int:
+    pipe = services.client.pipeline(transaction=False)
+    for key in keys:
+        pipe.delete(key)
+        if key_kind in ("user", "messages"):
+            pipe.incr(services.keys.version_of(key))
+            pipe.expire(services.keys.version_of(key), 7200)
+    results = pipe.execute()
+    step = 3 if key_kind in ("user", "messages") else 1
+    return sum(int(r) for r in results[::step])
+
+
+# --- seeding (for demos and load tests) ------------------------------------
+
+
+def seed_user(user_id: str, n: int) -> dict[str, Any]:
+    """A plausible DevConnect user object (no password) for seeded data."""
+    tiers = ("free", "free", "free", "silver", "gold")
+    return {
+        "_id": user_id,
+        "firstName": "Seed",
+        "lastName": f"User{n}",
+        "emailId": f"{user_id}@seed.devconnect.test",
+        "age": 20 + n % 40,
+        "gender": ("male", "female", "others")[n % 3],
+        "photoUrl": "",
+        "about": "Seeded by devctl",
+        "skills": ["python", "redis"][: 1 + n % 2],
+        "isPremium": tiers[n % 5] != "free",
+        "membershipTier": tiers[n % 5],
+        "createdAt": time.time(),
+    }
+
+
+@dataclass
+class SeededSessions:
+    sessions: list[NewSession] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+
+
+@redis_operation
+def seed_sessions(
+    services: StateServices, users: int, *, ttl: float | None = None, id_prefix: str = "seed-user-"
+) -> SeededSessions:
+    """Cache ``users`` seeded users and create one session for each."""
+    out = SeededSessions()
+    for n in range(1, users + 1):
+        user_id = f"{id_prefix}{n:05d}"
+        services.user_cache.put(seed_user(user_id, n))
+        out.sessions.append(
+            services.sessions.create(
+                user_id, ttl=ttl, ip=f"10.0.{n // 256 % 256}.{n % 256}", user_agent="devctl-seed/1.0"
+            )
+        )
+        out.users.append(user_id)
+    return out
+
+
+@dataclass
+class SeededPresence:
+    instances: list[str]
+    users: list[str]
+    connections: int
+    went_online: int
+
+
+@redis_operation
+def seed_presence(
+    services: StateServices,
+    users: int,
+    instances: int,
+    *,
+    ttl: float = 600.0,
+    id_prefix: str = "seed-user-",
+) -> SeededPresence:
+    """Connect ``users`` users spread over ``instances`` instances that heartbeat for ``ttl`` s.
+
+    Every third user gets a second connection on another instance (a second tab).
+    """
+    names = [f"seed-instance-{k}" for k in range(1, instances + 1)]
+    for name in names:
+        services.presence.heartbeat(name, ttl=ttl)
+    ids = [f"{id_prefix}{n:05d}" for n in range(1, users + 1)]
+    connections = online = 0
+    for n, user_id in enumerate(ids):
+        online += services.presence.connect(user_id, f"seed-conn-{n}-a", names[n % instances])
+        connections += 1
+        if n % 3 == 0:
+            services.presence.connect(user_id, f"seed-conn-{n}-b", names[(n + 1) % instances])
+            connections += 1
+    return SeededPresence(names, ids, connections, online)

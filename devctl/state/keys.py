@@ -1,0 +1,280 @@
+"""The one module that owns every Redis key and channel name of DevConnect.
+
+Every name starts with the configured prefix (``redis.key_prefix``, default
+``devconnect:``). Keys that an atomic operation (a Lua script or a MULTI) touches
+together share a hash tag, so they land in one Redis Cluster slot:
+
+    {u:<user>}        a user's sessions, session index, cached profile, presence
+    {c:<a>:<b>}       one conversation's message cache and its version counter
+    {instances}       every API instance's heartbeat key and the instance registry
+    {i:<instance>}    one instance's connection index
+    {rl:<policy>:<subject>}  one rate-limit bucket (single key)
+
+Identifiers are escaped (``%7B`` for ``{`` and so on) so that an id can never
+close a hash tag early, inject a glob character into a SCAN pattern, or make two
+different (a, b) pairs collide in a conversation key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from devctl.config.schema import StateSettings
+
+# Characters that would break a hash tag, a SCAN glob or our ':' separators.
+_ESCAPED = frozenset("%{}:*?[]\\")
+
+
+def escape_id(value: str) -> str:
+    """Escape an id for use inside a key: reversible, and a no-op for ordinary ids."""
+    if not value:
+        raise ValueError("an id must not be empty")
+    out: list[str] = []
+    for char in value:
+        if char in _ESCAPED or char.isspace() or not char.isprintable():
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8"))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def unescape_id(value: str) -> str:
+    """Invert ``escape_id``."""
+    if "%" not in value:
+        return value
+    raw = bytearray()
+    i = 0
+    while i < len(value):
+        if value[i] == "%" and _is_hex(value[i + 1 : i + 3]):
+            raw.append(int(value[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(value[i].encode("utf-8"))
+            i += 1
+    return raw.decode("utf-8")
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so ``text`` matches literally in SCAN MATCH."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One row of `devctl keys`."""
+
+    kind: str
+    pattern: str
+    type: str
+    ttl: str
+    purpose: str
+    hash_tag: str
+
+
+class KeySchema:
+    """Builds every key and channel name; ``table()`` describes them all."""
+
+    def __init__(self, prefix: str = "devconnect:"):
+        self.prefix = prefix
+
+    # --- users: sessions, cache, presence (hash tag {u:<user>}) ------------
+
+    def _user(self, user_id: str) -> str:
+        return f"{self.prefix}{{u:{escape_id(user_id)}}}"
+
+    def session(self, user_id: str, session_id: str) -> str:
+        """HASH of one session, named by the SHA-256 of its token."""
+        return f"{self._user(user_id)}:session:{session_id}"
+
+    def sessions_index(self, user_id: str) -> str:
+        """ZSET of a user's session ids scored by expiry (epoch ms)."""
+        return f"{self._user(user_id)}:sessions"
+
+    def user(self, user_id: str) -> str:
+        """STRING: the cached user object (JSON)."""
+        return f"{self._user(user_id)}:user"
+
+    def user_version(self, user_id: str) -> str:
+        """STRING counter bumped by every invalidation; a fill that raced one is dropped."""
+        return self.version_of(self.user(user_id))
+
+    def user_lock(self, user_id: str) -> str:
+        """STRING single-flight lock held by the one caller refilling the user cache."""
+        return f"{self._user(user_id)}:user:lock"
+
+    def connections(self, user_id: str) -> str:
+        """HASH connection id -> instance id of a user's live connections."""
+        return f"{self._user(user_id)}:conns"
+
+    def last_seen(self, user_id: str) -> str:
+        """STRING epoch seconds of the user's last connect or disconnect."""
+        return f"{self._user(user_id)}:last_seen"
+
+    def email(self, email: str) -> str:
+        """STRING user id for a (lower-cased, trimmed) email."""
+        return f"{self.prefix}{{e:{escape_id(normalise_email(email))}}}:uid"
+
+    # --- API instances -----------------------------------------------------
+
+    def instance_alive(self, instance_id: str) -> str:
+        """STRING heartbeat of an API instance; its TTL is the instance's liveness."""
+        return f"{self.prefix}{{instances}}:alive:{escape_id(instance_id)}"
+
+    def instance_registry(self) -> str:
+        """HASH instance id -> epoch seconds of its last heartbeat (alive or dead)."""
+        return f"{self.prefix}{{instances}}:registry"
+
+    def instance_connections(self, instance_id: str) -> str:
+        """HASH connection id -> user id of the connections an instance holds."""
+        return f"{self.prefix}{{i:{escape_id(instance_id)}}}:conns"
+
+    # --- rate limits, messages, idempotency, stats -------------------------
+
+    def ratelimit(self, policy: str, subject: str) -> str:
+        """STRING: the GCRA theoretical arrival time of one (policy, subject) bucket."""
+        return f"{self.prefix}{{rl:{escape_id(policy)}:{escape_id(subject)}}}"
+
+    def conversation(self, user_a: str, user_b: str) -> str:
+        """LIST of a conversation's recent messages, oldest first; direction-independent."""
+        return f"{self._conversation(user_a, user_b)}:messages"
+
+    def conversation_version(self, user_a: str, user_b: str) -> str:
+        """STRING counter bumped by each append; a fill that raced an append is dropped."""
+        return self.version_of(self.conversation(user_a, user_b))
+
+    def _conversation(self, user_a: str, user_b: str) -> str:
+        low, high = sorted((escape_id(user_a), escape_id(user_b)))
+        return f"{self.prefix}{{c:{low}:{high}}}"
+
+    @staticmethod
+    def version_of(cache_key: str) -> str:
+        """The version counter beside a ``user`` or ``messages`` cache key."""
+        return f"{cache_key}:ver"
+
+    def idempotency(self, group: str, event_id: str) -> str:
+        """STRING marker (SET NX EX) that a consumer group already handled an event."""
+        return f"{self.prefix}idem:{escape_id(group)}:{escape_id(event_id)}"
+
+    def cache_stats(self) -> str:
+        """HASH of cache counters: <kind>:lookups, <kind>:misses."""
+        return f"{self.prefix}stats:cache"
+
+    # --- pub/sub channels (not keys: no slot, no TTL) -----------------------
+
+    def presence_channel(self) -> str:
+        return f"{self.prefix}presence"
+
+    def notification_channel(self, user_id: str) -> str:
+        return f"{self.prefix}notify:{escape_id(user_id)}"
+
+    def notification_pattern(self) -> str:
+        return f"{glob_escape(self.prefix)}notify:*"
+
+    # --- scanning ------------------------------------------------------------
+
+    def scan_pattern(self, kind: str) -> str:
+        """A SCAN MATCH glob for every key of one kind (see ``KINDS``)."""
+        try:
+            tail = _SCAN_TAILS[kind]
+        except KeyError:
+            raise ValueError(f"unknown key kind '{kind}'") from None
+        return glob_escape(self.prefix) + tail
+
+    def table(self, state: StateSettings | None = None) -> list[KeySpec]:
+        """Pattern, type, TTL and purpose of every key and channel, for `devctl keys`."""
+
+        def ttl(name: str, fallback: str) -> str:
+            if state is None:
+                return fallback
+            return f"{getattr(state, name)} s (state.{name})"
+
+        p = self.prefix
+        return [
+            KeySpec("session", f"{p}{{u:<user>}}:session:<sha256(token)>", "hash",
+                    ttl("session_ttl", "state.session_ttl"),
+                    "one session: user, created, expires, ip, user agent, token prefix", "{u:<user>}"),
+            KeySpec("sessions_index", f"{p}{{u:<user>}}:sessions", "zset",
+                    "latest session expiry",
+                    "a user's session ids scored by expiry (ms); pruned on create and list",
+                    "{u:<user>}"),
+            KeySpec("user", f"{p}{{u:<user>}}:user", "string",
+                    ttl("user_cache_ttl", "state.user_cache_ttl"),
+                    "cached user object (JSON, never the password)", "{u:<user>}"),
+            KeySpec("user_version", f"{p}{{u:<user>}}:user:ver", "string",
+                    "2 x user cache TTL",
+                    "bumped on invalidation; a cache fill that raced it is dropped", "{u:<user>}"),
+            KeySpec("user_lock", f"{p}{{u:<user>}}:user:lock", "string", "5 s",
+                    "single-flight lock: one caller reloads a missing user", "{u:<user>}"),
+            KeySpec("email", f"{p}{{e:<email>}}:uid", "string",
+                    ttl("user_cache_ttl", "state.user_cache_ttl"),
+                    "lower-cased email -> user id", "{e:<email>}"),
+            KeySpec("connections", f"{p}{{u:<user>}}:conns", "hash", "none (swept)",
+                    "connection id -> instance id; online iff a live instance holds one",
+                    "{u:<user>}"),
+            KeySpec("last_seen", f"{p}{{u:<user>}}:last_seen", "string", "30 days",
+                    "epoch seconds of the last connect/disconnect", "{u:<user>}"),
+            KeySpec("instance_alive", f"{p}{{instances}}:alive:<instance>", "string",
+                    ttl("presence_instance_ttl", "state.presence_instance_ttl"),
+                    "an API instance's heartbeat; gone = instance dead", "{instances}"),
+            KeySpec("instance_registry", f"{p}{{instances}}:registry", "hash", "none",
+                    "instance id -> last heartbeat (s); the sweep removes dead ones",
+                    "{instances}"),
+            KeySpec("instance_connections", f"{p}{{i:<instance>}}:conns", "hash", "none (swept)",
+                    "connection id -> user id held by one instance, for the sweep",
+                    "{i:<instance>}"),
+            KeySpec("ratelimit", f"{p}{{rl:<policy>:<subject>}}", "string",
+                    "until the bucket is full again",
+                    "GCRA theoretical arrival time (us) of one policy + subject",
+                    "{rl:<policy>:<subject>}"),
+            KeySpec("messages", f"{p}{{c:<low user>:<high user>}}:messages", "list",
+                    ttl("message_cache_ttl", "state.message_cache_ttl"),
+                    "last state.message_cache_size messages (JSON), oldest first",
+                    "{c:<low>:<high>}"),
+            KeySpec("messages_version", f"{p}{{c:<low user>:<high user>}}:messages:ver",
+                    "string", ttl("message_cache_ttl", "state.message_cache_ttl"),
+                    "bumped on append; a cache fill that raced it is dropped", "{c:<low>:<high>}"),
+            KeySpec("idempotency", f"{p}idem:<group>:<event id>", "string",
+                    "set by the consumer (SET NX EX)",
+                    "an event already handled by a consumer group", "-"),
+            KeySpec("stats", f"{p}stats:cache", "hash", "none",
+                    "cache counters <kind>:lookups and <kind>:misses", "-"),
+            KeySpec("channel:presence", f"{p}presence", "pub/sub", "-",
+                    "presence changes {type, userId, online, instance, ts}", "-"),
+            KeySpec("channel:notify", f"{p}notify:<user>", "pub/sub", "-",
+                    "notifications for one user {type, userId, kind, data, ts}", "-"),
+        ]
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+# SCAN globs (after the escaped prefix) for each kind of key.
+_SCAN_TAILS: dict[str, str] = {
+    "session": "{u:*}:session:*",
+    "sessions_index": "{u:*}:sessions",
+    "user": "{u:*}:user",
+    "user_version": "{u:*}:user:ver",
+    "user_lock": "{u:*}:user:lock",
+    "email": "{e:*}:uid",
+    "connections": "{u:*}:conns",
+    "last_seen": "{u:*}:last_seen",
+    "instance_alive": "{instances}:alive:*",
+    "instance_connections": "{i:*}:conns",
+    "ratelimit": "{rl:*}",
+    "messages": "{c:*}:messages",
+    "messages_version": "{c:*}:messages:ver",
+    "idempotency": "idem:*",
+}
+
+KINDS = tuple(_SCAN_TAILS)
+
+
+def user_from_key(key: str, prefix: str) -> str:
+    """The user id inside a ``{u:<user>}`` key."""
+    start = len(prefix) + len("{u:")
+    return unescape_id(key[start : key.index("}", start)])

@@ -1,0 +1,310 @@
+"""Sessions: opaque random tokens, hashed at rest, validated in one round trip.
+
+Token format: ``dc1.<secret>.<user>``, where ``secret`` is 32 random bytes
+(256 bits) and ``user`` the user id, both base64url without padding. The user id
+is not secret (it appears in URLs); it is in the token so that the session key,
+the session index and the cached user share the ``{u:<user>}`` hash tag and one
+Lua script can validate the session and return the cached user atomically, on
+one Cluster slot. Redis stores only SHA-256(token): a dump of Redis cannot be
+replayed as logins. Plain SHA-256 is enough because the token has 256 bits of
+entropy; a slow password hash would only slow down every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from devctl.state._redis import Script, redis_operation
+from devctl.state.keys import KeySchema, user_from_key
+
+TOKEN_VERSION = "dc1"
+PREFIX_CHARS = len(TOKEN_VERSION) + 1 + 8  # "dc1." + 8 chars (48 of 256 bits) of the secret
+
+_CREATE = Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local expires = now + ttl
+redis.call('HSET', KEYS[1], 'user', ARGV[2], 'created', now, 'expires', expires, 'ttl', ttl,
+           'ip', ARGV[3], 'ua', ARGV[4], 'prefix', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], expires, ARGV[6])
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return {now, expires}
+"""
+)
+
+# KEYS: session, cached user, session index. ARGV: sliding (0/1), session id.
+# An expired key is never returned by Redis, so expiry and revocation act at once.
+_VALIDATE = Script(
+    """
+local s = redis.call('HGETALL', KEYS[1])
+if #s == 0 then return false end
+if ARGV[1] == '1' then
+  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+  local t = redis.call('TIME')
+  local expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
+  redis.call('HSET', KEYS[1], 'expires', expires)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('ZADD', KEYS[3], expires, ARGV[2])
+  if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
+  s = redis.call('HGETALL', KEYS[1])
+end
+return {s, redis.call('GET', KEYS[2])}
+"""
+)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What Redis knows about a session. Never holds the token itself."""
+
+    session_id: str  # SHA-256 hex of the token
+    user_id: str
+    created_at: float  # epoch seconds
+    expires_at: float  # epoch seconds
+    ttl: float  # seconds; the sliding window when sliding expiry is on
+    ip: str | None
+    user_agent: str | None
+    token_prefix: str
+
+    @property
+    def expires_in(self) -> float:
+        return max(0.0, self.expires_at - time.time())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "expires_in": round(self.expires_in, 3),
+            "ttl": self.ttl,
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+            "token_prefix": self.token_prefix,
+        }
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A created session. ``token`` is the secret handed to the client, exactly once."""
+
+    token: str = field(repr=False)
+    info: SessionInfo
+
+
+@dataclass(frozen=True)
+class ValidSession:
+    session: SessionInfo
+    user: dict[str, Any] | None  # the cached user, or None on a cache miss
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_token(user_id: str) -> str:
+    return f"{TOKEN_VERSION}.{_b64(secrets.token_bytes(32))}.{_b64(user_id.encode('utf-8'))}"
+
+
+def session_id(token: str) -> str:
+    """The at-rest name of a token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def parse_token(token: str) -> str | None:
+    """The user id inside a well-formed token, else None (no Redis call needed)."""
+    parts = token.strip().split(".")
+    if len(parts) != 3 or parts[0] != TOKEN_VERSION or len(parts[1]) != 43 or not parts[2]:
+        return None
+    try:
+        user_id = _unb64(parts[2]).decode("utf-8")
+        _unb64(parts[1])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return user_id or None
+
+
+def _info(sid: str, raw: dict[str, str]) -> SessionInfo:
+    return SessionInfo(
+        session_id=sid,
+        user_id=raw["user"],
+        created_at=int(raw["created"]) / 1000,
+        expires_at=int(raw["expires"]) / 1000,
+        ttl=int(raw["ttl"]) / 1000,
+        ip=raw.get("ip") or None,
+        user_agent=raw.get("ua") or None,
+        token_prefix=raw.get("prefix", ""),
+    )
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class Sessions:
+    """Create, validate, list and revoke sessions."""
+
+    def __init__(self, client: redis.Redis, keys: KeySchema, *, ttl: float, sliding: bool):
+        self.client = client
+        self.keys = keys
+        self.ttl = ttl
+        self.sliding = sliding
+
+    @redis_operation
+    def create(
+        self,
+        user_id: str,
+        *,
+        ttl: float | None = None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> NewSession:
+        """Create a session; the returned token is the only copy of the secret."""
+        lifetime = self.ttl if ttl is None else ttl
+        ttl_ms = max(1, round(lifetime * 1000))
+        token = new_token(user_id)
+        sid = session_id(token)
+        now_ms, expires_ms = _CREATE(
+            self.client,
+            [self.keys.session(user_id, sid), self.keys.sessions_index(user_id)],
+            [ttl_ms, user_id, ip or "", user_agent or "", token[:PREFIX_CHARS], sid],
+        )
+        info = SessionInfo(
+            sid, user_id, now_ms / 1000, expires_ms / 1000, ttl_ms / 1000, ip or None,
+            user_agent or None, token[:PREFIX_CHARS],
+        )
+        return NewSession(token, info)
+
+    @redis_operation
+    def validate(self, token: str) -> ValidSession | None:
+        """The session and cached user for a token, in one round trip; None if invalid.
+
+        With sliding expiry on, a valid token's lifetime restarts.
+        """
+        return self._lookup(token, slide=self.sliding)
+
+    @redis_operation
+    def inspect(self, token: str) -> ValidSession | None:
+        """Like ``validate`` but never extends the session (for operators)."""
+        return self._lookup(token, slide=False)
+
+    def _lookup(self, token: str, *, slide: bool) -> ValidSession | None:
+        user_id = parse_token(token)
+        if user_id is None:
+            return None
+        sid = session_id(token.strip())
+        reply = _VALIDATE(
+            self.client,
+            [
+                self.keys.session(user_id, sid),
+                self.keys.user(user_id),
+                self.keys.sessions_index(user_id),
+            ],
+            ["1" if slide else "0", sid],
+        )
+        if not reply:
+            return None
+        raw = _pairs(reply[0])
+        if raw.get("user") != user_id:  # cannot happen unless keys were tampered with
+            return None
+        user = json.loads(reply[1]) if reply[1] else None
+        return ValidSession(_info(sid, raw), user)
+
+    @redis_operation
+    def revoke(self, token: str) -> bool:
+        """Revoke one session by token; True if it existed."""
+        user_id = parse_token(token)
+        if user_id is None:
+            return False
+        return self._revoke_id(user_id, session_id(token.strip()))
+
+    @redis_operation
+    def revoke_id(self, user_id: str, sid: str) -> bool:
+        """Revoke one session by its id (as shown by ``list_for_user``)."""
+        return self._revoke_id(user_id, sid)
+
+    def _revoke_id(self, user_id: str, sid: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.keys.session(user_id, sid))
+        pipe.zrem(self.keys.sessions_index(user_id), sid)
+        deleted, _ = pipe.execute()
+        return bool(deleted)
+
+    @redis_operation
+    def revoke_all(self, user_id: str) -> int:
+        """Revoke every session of a user atomically (WATCH/MULTI on one slot); return how many."""
+        index = self.keys.sessions_index(user_id)
+        revoked = 0
+
+        def revoke(pipe: Any) -> None:
+            nonlocal revoked
+            members: list[str] = pipe.zrange(index, 0, -1)
+            pipe.multi()
+            for sid in members:
+                pipe.delete(self.keys.session(user_id, sid))
+            pipe.delete(index)
+            revoked = len(members)
+
+        results: list[Any] = self.client.transaction(revoke, index)  # type: ignore[assignment]
+        # Count only sessions that still existed (expired ones were just index entries).
+        return sum(1 for r in results[:revoked] if r)
+
+    @redis_operation
+    def list_for_user(self, user_id: str) -> list[SessionInfo]:
+        """A user's live sessions, newest first; expired or revoked index entries are pruned."""
+        index = self.keys.sessions_index(user_id)
+        sids: list[Any] = self.client.zrange(index, 0, -1)
+        if not sids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for sid in sids:
+            pipe.hgetall(self.keys.session(user_id, sid))
+        found = pipe.execute()
+        gone = [sid for sid, raw in zip(sids, found, strict=True) if not raw]
+        if gone:
+            self.client.zrem(index, *gone)
+        infos = [_info(sid, raw) for sid, raw in zip(sids, found, strict=True) if raw]
+        return sorted(infos, key=lambda s: s.created_at, reverse=True)
+
+    @redis_operation
+    def list_all(self, limit: int = 50) -> list[SessionInfo]:
+        """Sessions of every user (SCAN; for operators), newest first, at most ``limit``."""
+        infos: list[SessionInfo] = []
+        keys = list(self.client.scan_iter(match=self.keys.scan_pattern("session"), count=1000))
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            pipe = self.client.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hgetall(key)
+            for key, raw in zip(chunk, pipe.execute(), strict=True):
+                if raw:
+                    infos.append(_info(key.rsplit(":", 1)[1], raw))
+        infos.sort(key=lambda s: s.created_at, reverse=True)
+        return infos[:limit]
+
+    @redis_operation
+    def count(self) -> tuple[int, int]:
+        """(live sessions, users with at least one), by SCAN."""
+        sessions = 0
+        users: set[str] = set()
+        for key in self.client.scan_iter(match=self.keys.scan_pattern("session"), count=1000):
+            sessions += 1
+            users.add(user_from_key(key, self.keys.prefix))
+        return sessions, len(users)
