@@ -28,6 +28,7 @@ from devctl.errors import StackNotRunning
 CHECK_MODULES = (
     "devctl.checks.redis_checks",
     "devctl.checks.kafka_checks",
+    "devctl.checks.event_checks",
     "devctl.checks.state_checks",
 )
 

@@ -48,6 +48,7 @@ from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, kafka_reason
 from devctl.config.loader import Settings
 from devctl.errors import UsageError
+from devctl.events._batches import next_batch
 from devctl.events.envelope import Event, decode_event, iso_millis
 from devctl.events.errors import InvalidEvent, PermanentError, UnknownEventType
 from devctl.events.producer import EventProducer
@@ -220,6 +221,7 @@ class ConsumerRuntime:
         skip_check_records: bool = True,
         poll_timeout: float = 0.5,
         lag_interval: float = 5.0,
+        producer: EventProducer | None = None,
         **overrides: Any,
     ):
         events = settings.events
@@ -247,7 +249,9 @@ class ConsumerRuntime:
         self._stop = threading.Event()
         self._force = False
         self._consumer: Consumer | None = None
-        self._producer: EventProducer | None = None
+        # Dead letters go through this producer (made on first use unless given).
+        self._producer = producer
+        self._own_producer = producer is None
         self._lag_consumer: Consumer | None = None
         self._own_redis = False
         if idempotency and redis_client is None:
@@ -318,7 +322,7 @@ class ConsumerRuntime:
         last_lag = 0.0
         try:
             while not self._stop.is_set():
-                messages = self._consumer.consume(self.batch_size, self.poll_timeout)
+                messages = next_batch(self._consumer, self.batch_size, self.poll_timeout)
                 now = time.monotonic()
                 if messages:
                     last_record = now
@@ -357,7 +361,7 @@ class ConsumerRuntime:
         if consumer is not None:
             with contextlib.suppress(KafkaException, RuntimeError):
                 consumer.close()  # leaves the group at once (no wait for the session timeout)
-        if self._producer is not None:
+        if self._producer is not None and self._own_producer:
             self._producer.close(5.0)
             self._producer = None
         if self._lag_consumer is not None:

@@ -26,6 +26,7 @@ from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, fetch_metadata, make_admin
 from devctl.config.loader import Settings
 from devctl.errors import NotFound, UsageError
+from devctl.events._batches import next_batch
 from devctl.events.envelope import HEADER_TYPE, envelope_problem
 from devctl.events.positions import offsets_for_time
 from devctl.streams.offsets import Partition, end_offsets
@@ -271,7 +272,7 @@ class Tail:
             if not self.follow and self._assigned == self._done:
                 return
             while True:
-                messages = consumer.consume(self.batch_size, self.poll_timeout)
+                messages = next_batch(consumer, self.batch_size, self.poll_timeout)
                 batch = self._select(messages)
                 if remaining is not None and len(batch) >= remaining:
                     batch = batch[:remaining]

@@ -185,7 +185,9 @@ class GroupAdmin:
                 for m in (getattr(info, "members", None) or [])
             ]
             committed = self.committed(name)
-            if state in ("DEAD", "UNKNOWN") and not committed and not members:
+            # Tansu answers EMPTY for a group it never heard of: no members and no
+            # committed offsets means there is nothing to describe either way.
+            if state in ("DEAD", "UNKNOWN", "EMPTY") and not committed and not members:
                 raise NotFound(
                     f"consumer group '{name}' does not exist (no members, no committed offsets)",
                     hint="see `devctl groups list`",
