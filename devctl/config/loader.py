@@ -30,12 +30,12 @@ from devctl.config.schema import (
     RedisSettings,
     StateSettings,
     TopicSpec,
+    topic_name_problem,
 )
 from devctl.errors import ConfigError
 
 CONFIG_CANDIDATES = ("devctl.yaml", "config/devctl.yaml")
 TOPICS_FILE = "topics.yaml"
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -167,7 +167,13 @@ def load_settings(
         values[key] = _check_value(key, FIELDS[key], value, source=f"flag {flag}", line=None)
         sources[key] = f"flag {flag}"
 
-    topics = _build_topics(raw_topics, values, topics_source, topics_lines)
+    topics = _build_topics(
+        raw_topics,
+        values,
+        topics_source,
+        topics_lines,
+        suffix_source=sources["topic_defaults.dead_letter_suffix"],
+    )
     return Settings(
         values=values,
         sources=sources,
@@ -197,10 +203,7 @@ def _find_config_file(
 
 
 def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    text = _read_text(path)
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text)
@@ -214,21 +217,43 @@ def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
         ) from exc
     lines: dict[str, int] = {}
     if node is not None:
-        _collect_lines(node, "", lines)
+        _collect_lines(node, "", lines, str(path))
     return ({} if data is None else data), lines
 
 
-def _collect_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start}): save the file as UTF-8", source=str(path)
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+
+
+def _collect_lines(node: yaml.Node, prefix: str, lines: dict[str, int], source: str = "") -> None:
+    """Line of every key; a key given twice is an error (YAML would keep the last silently)."""
     if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             path = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            lines[path] = key_node.start_mark.line + 1
-            _collect_lines(value_node, path, lines)
+            line = key_node.start_mark.line + 1
+            if path in seen:
+                raise ConfigError(
+                    f"duplicate key (first on line {lines[path]})",
+                    source=source,
+                    key=path,
+                    line=line,
+                )
+            seen.add(path)
+            lines[path] = line
+            _collect_lines(value_node, path, lines, source)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             path = f"{prefix}[{index}]"
             lines[path] = item.start_mark.line + 1
-            _collect_lines(item, path, lines)
+            _collect_lines(item, path, lines, source)
 
 
 def _flatten_file(data: Any, lines: dict[str, int], source: str) -> tuple[dict[str, Any], Any]:
@@ -244,6 +269,8 @@ def _flatten_file(data: Any, lines: dict[str, int], source: str) -> tuple[dict[s
         elif top in FIELDS:
             values[top] = _check_value(top, FIELDS[top], value, source=source, line=lines.get(top))
         elif top in SECTIONS:
+            if value is None:  # a section whose keys are all commented out
+                continue
             if not isinstance(value, dict):
                 raise ConfigError(
                     f"must be a mapping, got {_type_name(value)}",
@@ -259,6 +286,14 @@ def _flatten_file(data: Any, lines: dict[str, int], source: str) -> tuple[dict[s
                         source=source,
                         key=key,
                         line=lines.get(key),
+                    )
+                if FIELDS[key].secret:
+                    raise ConfigError(
+                        "secrets are not read from config files (they end up in repositories)",
+                        source=source,
+                        key=key,
+                        line=lines.get(key),
+                        hint=f"set {envvars.ENV_NAMES[key][0]} in the environment or in .env",
                     )
                 values[key] = _check_value(
                     key, FIELDS[key], subvalue, source=source, line=lines.get(key)
@@ -321,6 +356,10 @@ def _check_value(key: str, spec: Field, value: Any, *, source: str, line: int | 
         raise ConfigError(
             f"must be at least {spec.minimum:g}, got {value!r}", source=source, key=key, line=line
         )
+    if spec.maximum is not None and isinstance(value, int | float) and value > spec.maximum:
+        raise ConfigError(
+            f"must be at most {spec.maximum:g}, got {value!r}", source=source, key=key, line=line
+        )
     return value
 
 
@@ -353,6 +392,8 @@ def _apply_env(
     for key, names in envvars.ENV_NAMES.items():
         for name in names:
             if name in env:
+                if not env[name].strip() and not FIELDS[key].optional:
+                    continue  # NAME= with nothing after it means "not set"
                 source = describe(name)
                 values[key] = _coerce_text(key, FIELDS[key], env[name], source)
                 sources[key] = source
@@ -362,7 +403,7 @@ def _apply_env(
 def _read_dotenv(path: Path) -> dict[str, tuple[str, int]]:
     """Parse KEY=VALUE lines; '#' comments, 'export ' prefixes and quotes allowed."""
     out: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -380,7 +421,7 @@ def _read_dotenv(path: Path) -> dict[str, tuple[str, int]]:
 
 
 def _build_topics(
-    raw: Any, values: dict[str, Any], source: str, lines: dict[str, int]
+    raw: Any, values: dict[str, Any], source: str, lines: dict[str, int], *, suffix_source: str
 ) -> tuple[TopicSpec, ...]:
     partitions_default = int(values["topic_defaults.partitions"])
     replication_default = int(values["topic_defaults.replication_factor"])
@@ -394,6 +435,13 @@ def _build_topics(
         )
     specs: list[TopicSpec] = []
     seen: set[str] = set()
+    dead_letters: set[str] = set()
+    if not suffix or topic_name_problem("x" + suffix):
+        raise ConfigError(
+            f"dead-letter suffix {suffix!r} must be non-empty and valid in a topic name",
+            key="topic_defaults.dead_letter_suffix",
+            source=suffix_source,
+        )
     for index, item in enumerate(raw):
         where = f"topics[{index}]"
         line = lines.get(where)
@@ -409,16 +457,12 @@ def _build_topics(
                     line=lines.get(f"{where}.{key}", line),
                 )
         name = entry.get("name")
-        if not isinstance(name, str) or not _TOPIC_NAME.match(name):
+        problem = topic_name_problem(name) if isinstance(name, str) else "expected a string"
+        if problem:
             raise ConfigError(
-                "topic name must be 1-249 characters of letters, digits, '.', '_' or '-'",
-                source=source,
-                key=f"{where}.name",
-                line=lines.get(f"{where}.name", line),
+                problem, source=source, key=f"{where}.name", line=lines.get(f"{where}.name", line)
             )
-        if name in seen:
-            raise ConfigError(f"topic '{name}' listed twice", source=source, key=where, line=line)
-        seen.add(name)
+        assert isinstance(name, str)
         partitions = _topic_int(entry, "partitions", partitions_default, source, where, lines)
         replication = _topic_int(
             entry, "replication_factor", replication_default, source, where, lines
@@ -441,8 +485,24 @@ def _build_topics(
                 key=f"{where}.dead_letter",
                 line=lines.get(f"{where}.dead_letter", line),
             )
+        names = [name] + ([name + suffix] if dead_letter else [])
+        for final in names:
+            # Dead-letter names are checked too: the suffix could make them invalid or collide.
+            problem = topic_name_problem(final)
+            if problem or final in seen:
+                reason = problem or (
+                    f"topic '{final}' is listed twice"
+                    + (
+                        " (as a dead-letter topic too)"
+                        if final != name or final in dead_letters
+                        else ""
+                    )
+                )
+                raise ConfigError(reason, source=source, key=where, line=line)
+            seen.add(final)
         specs.append(TopicSpec(name, partitions, replication, config, key_doc))
         if dead_letter:
+            dead_letters.add(name + suffix)
             specs.append(
                 TopicSpec(name + suffix, partitions, replication, {}, key_doc, dead_letter_of=name)
             )

@@ -6,6 +6,7 @@ Keys are dotted (``redis.port``). The loader validates each layer against
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,20 +23,23 @@ class Field:
     optional: bool = False
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
 
 
 FIELDS: dict[str, Field] = {
     "engine": Field("choice", "local", "Which engine runs the stack", choices=ENGINES),
     "data_dir": Field("str", ".devctl", "State directory: pidfiles, logs, Redis data"),
     # Redis
-    "redis.port": Field("int", 6379, "Port of the local engine's Redis", minimum=0),
+    "redis.port": Field("int", 6379, "Port of the local engine's Redis", minimum=0, maximum=65535),
     "redis.url": Field("str", None, "Redis URL for the external engine", optional=True),
     "redis.password": Field("str", None, "Redis password (secret)", secret=True, optional=True),
     "redis.key_prefix": Field("str", "devconnect:", "Prefix of every DevConnect key"),
     "redis.connect_timeout": Field("float", 2.0, "Seconds to wait for a connection", minimum=0.01),
     "redis.socket_timeout": Field("float", 2.0, "Seconds to wait for a reply", minimum=0.01),
     # Kafka
-    "kafka.port": Field("int", 9092, "Port of the local engine's Kafka broker", minimum=0),
+    "kafka.port": Field(
+        "int", 9092, "Port of the local engine's Kafka broker", minimum=0, maximum=65535
+    ),
     "kafka.brokers": Field("str", None, "Bootstrap servers (comma-separated)", optional=True),
     "kafka.client_id": Field("str", "devconnect-app", "Kafka client.id"),
     "kafka.group_id": Field("str", "devconnect-group", "Default consumer group"),
@@ -189,3 +193,17 @@ class EventsSettings:
     consumer_backoff_ms: int
     consumer_backoff_max_ms: int
     idempotency_ttl: int
+
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why Kafka would refuse (or hide) a topic name, or None if it is fine."""
+    if not _TOPIC_NAME.match(name):
+        return "topic names are 1-249 characters of letters, digits, '.', '_' or '-'"
+    if name in (".", ".."):
+        return "'.' and '..' are not valid topic names"
+    if name.startswith("__"):
+        return "names starting with '__' are reserved for Kafka's internal topics"
+    return None

@@ -139,3 +139,42 @@ def test_secrets_have_no_default_and_are_redacted(tmp_path: Path) -> None:
 def test_redact_url_leaves_plain_urls_alone() -> None:
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert redact_url("redis://:pw@h:1") == "redis://:********@h:1"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("topics: [zz1, zz1.dlq]\n", "key 'topics[1]': topic 'zz1.dlq' is listed twice"),
+        ("topics: [a, a]\n", "topic 'a' is listed twice"),
+        ("topics: [__consumer_offsets]\n", "reserved for Kafka's internal topics"),
+        ("topics: ['..']\n", "not valid topic names"),
+        ("topic_defaults:\n  dead_letter_suffix: /x\n", "key 'topic_defaults.dead_letter_suffix'"),
+        ("topic_defaults:\n  dead_letter_suffix: ''\n", "must be non-empty"),
+        ("redis:\n  port: 70000\n", "must be at most 65535"),
+        ("redis:\n  port: 1\nredis:\n  port: 2\n", "key 'redis': duplicate key (first on line 1)"),
+        ("redis:\n  password: hunter2\n", "secrets are not read from config files"),
+    ],
+)
+def test_more_bad_configs(tmp_path: Path, text: str, expected: str) -> None:
+    write(tmp_path / "devctl.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cwd=tmp_path, environ={})
+    assert expected in info.value.message
+    assert "hunter2" not in info.value.message
+
+
+def test_commented_out_section_and_empty_env_values_mean_unset(tmp_path: Path) -> None:
+    write(tmp_path / "devctl.yaml", "kafka:\n  # port: 1\n")
+    write(tmp_path / ".env", "DEVCTL_REDIS_PORT=\n")
+    settings = load_settings(cwd=tmp_path, environ={})
+    assert settings.kafka.port == 9092 and settings.redis.port == 6379
+
+
+def test_non_utf8_files_are_config_errors(tmp_path: Path) -> None:
+    (tmp_path / "devctl.yaml").write_bytes(b"redis:\n  port: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(cwd=tmp_path, environ={})
+    (tmp_path / "devctl.yaml").unlink()
+    (tmp_path / ".env").write_bytes(b"KAFKA_CLIENT_ID=\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(cwd=tmp_path, environ={})

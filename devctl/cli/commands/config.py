@@ -16,7 +16,7 @@ config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is
 def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Print every setting, its value (secrets masked) and where it came from.
 
-    Example: devctl config show --json | jq '."redis.port"'
+    Example: devctl config show --json | jq '.settings."redis.port".value'
     """
     settings = get_app(ctx).settings()
     values = settings.redacted()

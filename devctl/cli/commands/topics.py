@@ -125,14 +125,11 @@ def create(
 
     Example: devctl topics create audit-events --partitions 6 --config retention.ms=604800000
     """
-    import re
+    from devctl.config.schema import TopicSpec, topic_name_problem
 
-    from devctl.config.schema import TopicSpec
-
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", name):
-        raise UsageError(
-            f"invalid topic name '{name}'", hint="use 1-249 letters, digits, '.', '_' or '-'"
-        )
+    problem = topic_name_problem(name)
+    if problem:
+        raise UsageError(f"invalid topic name '{name}': {problem}")
     spec = TopicSpec(name, partitions, replication_factor, _parse_configs(config or []))
     _admin(ctx, data_dir).create(spec)
     get_app(ctx).console.print(
