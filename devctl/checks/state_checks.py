@@ -59,8 +59,10 @@ def sessions_lifecycle(ctx: CheckContext) -> str:
     expect(valid is not None, "a fresh token did not validate")
     assert valid is not None
     expect(valid.session.user_id == user, f"session belongs to {valid.session.user_id}")
-    expect(valid.user is not None and valid.user.get("firstName") == "Alice",
-           f"cached user not returned with the session: {valid.user}")
+    expect(
+        valid.user is not None and valid.user.get("firstName") == "Alice",
+        f"cached user not returned with the session: {valid.user}",
+    )
     expect(valid.user is not None and "password" not in valid.user, "password was cached")
     expect(state.sessions.validate(new.token[:-2] + "xx") is None, "a tampered token validated")
     other = state.sessions.create(user, ttl=60)
@@ -99,8 +101,10 @@ def presence_two_instances(ctx: CheckContext) -> str:
         expect(state.presence.connect(user, "tab-2", inst_b) is False, "second tab reported online")
         status = state.presence.status(user)
         expect(status.online and status.connections == 2, f"with two tabs: {status}")
-        expect(state.presence.disconnect(user, "tab-1", inst_a) is False,
-               "closing one of two tabs reported offline")
+        expect(
+            state.presence.disconnect(user, "tab-1", inst_a) is False,
+            "closing one of two tabs reported offline",
+        )
         expect(state.presence.status(user).online, "offline while a tab is still open")
         expect(state.presence.disconnect(user, "tab-2", inst_b) is True, "last tab not offline")
         status = state.presence.status(user)
@@ -113,8 +117,10 @@ def presence_two_instances(ctx: CheckContext) -> str:
                 events.append(got.message.online)
         extra = sub.get(timeout=0.1)
     expect(events == [True, False], f"published {events}, expected one online then one offline")
-    expect(extra is None or getattr(extra.message, "user_id", None) != user,
-           "a third presence event was published")
+    expect(
+        extra is None or getattr(extra.message, "user_id", None) != user,
+        "a third presence event was published",
+    )
     return "one online and one offline event for two tabs on two instances"
 
 
@@ -128,8 +134,10 @@ def presence_sweep(ctx: CheckContext) -> str:
     state.presence.connect(only_doomed, "c1", doomed)
     state.presence.connect(both, "c2", doomed)
     state.presence.connect(both, "c3", healthy)
-    expect(_wait_until(lambda: not state.presence.status(only_doomed).online, 3.0),
-           "a user on a dead instance still reads as online")
+    expect(
+        _wait_until(lambda: not state.presence.status(only_doomed).online, 3.0),
+        "a user on a dead instance still reads as online",
+    )
     result = state.presence.sweep(only=[doomed])
     expect(result.dead_instances == [doomed], f"dead instances: {result.dead_instances}")
     expect(result.went_offline == [only_doomed], f"went offline: {result.went_offline}")
@@ -149,8 +157,10 @@ def ratelimit_boundary(ctx: CheckContext) -> str:
     subject = "203.0.113.9"
     remaining = [state.ratelimits.check(policy, subject) for _ in range(5)]
     expect(all(r.allowed for r in remaining), "one of the first 5 requests was refused")
-    expect([r.remaining for r in remaining] == [4, 3, 2, 1, 0],
-           f"remaining went {[r.remaining for r in remaining]}")
+    expect(
+        [r.remaining for r in remaining] == [4, 3, 2, 1, 0],
+        f"remaining went {[r.remaining for r in remaining]}",
+    )
     sixth = state.ratelimits.check(policy, subject)
     expect(not sixth.allowed, "the 6th request within the period was allowed")
     expect(0 < sixth.retry_after <= 0.2, f"retry_after {sixth.retry_after:.3f}s, expected (0, 0.2]")
@@ -177,10 +187,14 @@ def message_cache(ctx: CheckContext) -> str:
     first = cache.recent(bob, alice, loader=loader)
     expect([m["text"] for m in first] == ["m0", "m1", "m2"], f"filled {first}")
     for i, (sender, receiver) in enumerate([(bob, alice), (alice, bob), (bob, alice)], start=3):
-        cache.append(sender, receiver, {"fromUserId": sender, "toUserId": receiver, "text": f"m{i}", "ts": i})
+        cache.append(
+            sender, receiver, {"fromUserId": sender, "toUserId": receiver, "text": f"m{i}", "ts": i}
+        )
     forward = [m["text"] for m in cache.recent(alice, bob, loader=loader)]
     backward = [m["text"] for m in cache.recent(bob, alice, loader=loader)]
-    expect(forward == ["m2", "m3", "m4", "m5"], f"a->b read {forward}, expected the last 4 in order")
+    expect(
+        forward == ["m2", "m3", "m4", "m5"], f"a->b read {forward}, expected the last 4 in order"
+    )
     expect(backward == forward, f"b->a read {backward}, a->b read {forward}")
     expect(len(loads) == 1, f"the loader ran {len(loads)} times, expected once")
     return "one cache per conversation, trimmed to 4, oldest first"

@@ -39,7 +39,10 @@ class CacheStats:
             "caches": self.counters,
             "keys": self.keys,
             "memory": {"used_bytes": self.memory_used, "used_human": self.memory_human},
-            "server": {"keyspace_hits": self.keyspace_hits, "keyspace_misses": self.keyspace_misses},
+            "server": {
+                "keyspace_hits": self.keyspace_hits,
+                "keyspace_misses": self.keyspace_misses,
+            },
         }
 
 
@@ -152,7 +155,10 @@ def seed_sessions(
         services.user_cache.put(seed_user(user_id, n))
         out.sessions.append(
             services.sessions.create(
-                user_id, ttl=ttl, ip=f"10.0.{n // 256 % 256}.{n % 256}", user_agent="devctl-seed/1.0"
+                user_id,
+                ttl=ttl,
+                ip=f"10.0.{n // 256 % 256}.{n % 256}",
+                user_agent="devctl-seed/1.0",
             )
         )
         out.users.append(user_id)

@@ -66,12 +66,19 @@ class MessageCache:
         self.stats = stats
 
     def _keys(self, user_a: str, user_b: str) -> list[str]:
-        return [self.keys.conversation(user_a, user_b), self.keys.conversation_version(user_a, user_b)]
+        return [
+            self.keys.conversation(user_a, user_b),
+            self.keys.conversation_version(user_a, user_b),
+        ]
 
     @redis_operation
     def append(self, user_a: str, user_b: str, message: Mapping[str, Any]) -> bool:
         """Add a message to its conversation's cache; False if that cache is not filled yet."""
-        return bool(_APPEND(self.client, self._keys(user_a, user_b), [_encode(message), self.size, self.ttl]))
+        return bool(
+            _APPEND(
+                self.client, self._keys(user_a, user_b), [_encode(message), self.size, self.ttl]
+            )
+        )
 
     @redis_operation
     def recent(

@@ -191,8 +191,11 @@ class Presence:
         check_instance_id(instance_id)
         keys = [self.keys.connections(user_id), self.keys.last_seen(user_id)]
         args = [
-            connection_id, instance_id, self._event(user_id, True, instance_id),
-            self.keys.presence_channel(), LAST_SEEN_TTL_S,
+            connection_id,
+            instance_id,
+            self._event(user_id, True, instance_id),
+            self.keys.presence_channel(),
+            LAST_SEEN_TTL_S,
         ]
 
         def build(pipe: Any) -> None:
@@ -208,8 +211,10 @@ class Presence:
         check_instance_id(instance_id)
         keys = [self.keys.connections(user_id), self.keys.last_seen(user_id)]
         args = [
-            connection_id, self._event(user_id, False, instance_id),
-            self.keys.presence_channel(), LAST_SEEN_TTL_S,
+            connection_id,
+            self._event(user_id, False, instance_id),
+            self.keys.presence_channel(),
+            LAST_SEEN_TTL_S,
         ]
 
         def build(pipe: Any) -> None:
@@ -272,15 +277,22 @@ class Presence:
             users = sorted(set(held.values()))
             last = registry.get(instance_id, time.time())
 
-            def build(pipe: Any, users: list[str] = users, instance_id: str = instance_id,
-                      last: float = last) -> None:
+            def build(
+                pipe: Any,
+                users: list[str] = users,
+                instance_id: str = instance_id,
+                last: float = last,
+            ) -> None:
                 for user_id in users:
                     _SWEEP_USER.queue(
                         pipe,
                         [self.keys.connections(user_id), self.keys.last_seen(user_id)],
                         [
-                            instance_id, self._event(user_id, False, instance_id),
-                            self.keys.presence_channel(), LAST_SEEN_TTL_S, f"{last:.6f}",
+                            instance_id,
+                            self._event(user_id, False, instance_id),
+                            self.keys.presence_channel(),
+                            LAST_SEEN_TTL_S,
+                            f"{last:.6f}",
                         ],
                     )
 

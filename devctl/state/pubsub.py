@@ -44,8 +44,12 @@ class PresenceChange:
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> PresenceChange:
-        return cls(str(data["userId"]), bool(data["online"]), str(data.get("instance", "")),
-                   float(data.get("ts", 0)))
+        return cls(
+            str(data["userId"]),
+            bool(data["online"]),
+            str(data.get("instance", "")),
+            float(data.get("ts", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,22 @@ class Notification:
     ts: float = 0.0
 
     def to_payload(self) -> dict[str, Any]:
-        return {"type": "notification", "userId": self.user_id, "kind": self.kind,
-                "data": self.data, "ts": self.ts}
+        return {
+            "type": "notification",
+            "userId": self.user_id,
+            "kind": self.kind,
+            "data": self.data,
+            "ts": self.ts,
+        }
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> Notification:
-        return cls(str(data["userId"]), str(data["kind"]), dict(data.get("data") or {}),
-                   float(data.get("ts", 0)))
+        return cls(
+            str(data["userId"]),
+            str(data["kind"]),
+            dict(data.get("data") or {}),
+            float(data.get("ts", 0)),
+        )
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,12 @@ DEFAULT_POLICIES: dict[str, Policy] = {
     "login_email": Policy("login_email", 5, 900, "email"),
     "api_user": Policy("api_user", 600, 60, "user"),
     "connection_request": Policy(
-        "connection_request", None, 86400, "user",
-        tiers={"free": 10, "silver": 100, "gold": None}, default_tier="free",
+        "connection_request",
+        None,
+        86400,
+        "user",
+        tiers={"free": 10, "silver": 100, "gold": None},
+        default_tier="free",
     ),
     "chat_message": Policy("chat_message", 30, 60, "user"),
 }
@@ -116,7 +120,9 @@ def load_policies(config: Mapping[str, Any] | None) -> dict[str, Policy]:
         limit = _limit(entry.get("limit", base.limit), where)
         period = entry.get("period", base.period)
         if isinstance(period, bool) or not isinstance(period, int | float) or period <= 0:
-            raise ConfigError(f"period must be a positive number of seconds, got {period!r}", key=where)
+            raise ConfigError(
+                f"period must be a positive number of seconds, got {period!r}", key=where
+            )
         tiers_raw = entry.get("tiers", base.tiers)
         if not isinstance(tiers_raw, Mapping):
             raise ConfigError("tiers must map a tier name to a limit", key=where)
@@ -127,8 +133,12 @@ def load_policies(config: Mapping[str, Any] | None) -> dict[str, Policy]:
         if name not in DEFAULT_POLICIES and "limit" not in entry and not tiers:
             raise ConfigError("a new policy needs a limit (or tiers)", key=where)
         policies[str(name)] = Policy(
-            str(name), limit, float(period), str(entry.get("subject", base.subject)),
-            tiers, default_tier if tiers else None,
+            str(name),
+            limit,
+            float(period),
+            str(entry.get("subject", base.subject)),
+            tiers,
+            default_tier if tiers else None,
         )
     return policies
 
@@ -204,7 +214,9 @@ class RateLimiter:
         return self._run(self.policy(policy), subject, tier, cost)
 
     @redis_operation
-    def peek(self, policy: str | Policy, subject: str, *, tier: str | None = None) -> RateLimitResult:
+    def peek(
+        self, policy: str | Policy, subject: str, *, tier: str | None = None
+    ) -> RateLimitResult:
         """The bucket's state without consuming; ``allowed`` says whether one more would pass."""
         return self._run(self.policy(policy), subject, tier, 0)
 
@@ -230,9 +242,20 @@ class RateLimiter:
             # A peek: would one more request pass, and when?
             wait = max(0, int(tat_us) + interval - interval * limit)
             return RateLimitResult(
-                policy.name, subject, wait == 0, limit, int(remaining), wait / 1e6, int(tat_us) / 1e6
+                policy.name,
+                subject,
+                wait == 0,
+                limit,
+                int(remaining),
+                wait / 1e6,
+                int(tat_us) / 1e6,
             )
         return RateLimitResult(
-            policy.name, subject, bool(allowed), limit, int(remaining),
-            int(retry_us) / 1e6, int(tat_us) / 1e6,
+            policy.name,
+            subject,
+            bool(allowed),
+            limit,
+            int(remaining),
+            int(retry_us) / 1e6,
+            int(tat_us) / 1e6,
         )

@@ -187,8 +187,14 @@ class Sessions:
             [ttl_ms, user_id, ip or "", user_agent or "", token[:PREFIX_CHARS], sid],
         )
         info = SessionInfo(
-            sid, user_id, now_ms / 1000, expires_ms / 1000, ttl_ms / 1000, ip or None,
-            user_agent or None, token[:PREFIX_CHARS],
+            sid,
+            user_id,
+            now_ms / 1000,
+            expires_ms / 1000,
+            ttl_ms / 1000,
+            ip or None,
+            user_agent or None,
+            token[:PREFIX_CHARS],
         )
         return NewSession(token, info)
 

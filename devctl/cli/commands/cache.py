@@ -21,7 +21,9 @@ cache_app = typer.Typer(help="Cache statistics and flushing.", no_args_is_help=T
 
 
 @cache_app.command("stats")
-def stats(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+def stats(
+    ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False
+) -> None:
     """Show cache hits and misses by kind, keys by kind, and Redis memory.
 
     Example: devctl cache stats --json
@@ -57,7 +59,9 @@ def flush(
     ctx: typer.Context,
     kind: Annotated[
         list[str] | None,
-        typer.Option("--kind", "-k", help="user, email or messages (repeatable; default all caches)."),
+        typer.Option(
+            "--kind", "-k", help="user, email or messages (repeatable; default all caches)."
+        ),
     ] = None,
     yes: YesOption = False,
     data_dir: DataDirOption = None,
@@ -70,11 +74,15 @@ def flush(
 
     unknown = [k for k in kind or [] if k not in CACHE_KINDS]
     if unknown:
-        raise UsageError(f"unknown cache kind {', '.join(unknown)}", hint=f"kinds: {', '.join(CACHE_KINDS)}")
+        raise UsageError(
+            f"unknown cache kind {', '.join(unknown)}", hint=f"kinds: {', '.join(CACHE_KINDS)}"
+        )
     chosen = list(dict.fromkeys(kind or CACHE_KINDS))
     app = get_app(ctx)
     with open_state(ctx, data_dir) as state:
-        confirm(app.err, f"Flush the {', '.join(chosen)} cache{'s' if len(chosen) > 1 else ''}?", yes)
+        confirm(
+            app.err, f"Flush the {', '.join(chosen)} cache{'s' if len(chosen) > 1 else ''}?", yes
+        )
         deleted = flush_cache(state, chosen)
     summary = ", ".join(f"{n} {k}" for k, n in deleted.items())
     app.console.print(f"[green]✔[/green] flushed {summary} keys", highlight=False)

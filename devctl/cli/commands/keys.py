@@ -35,7 +35,8 @@ def ago(epoch: float | None) -> str:
 def keys(
     ctx: typer.Context,
     count: Annotated[
-        bool, typer.Option("--count", help="Also count the live keys of each kind (needs the stack).")
+        bool,
+        typer.Option("--count", help="Also count the live keys of each kind (needs the stack)."),
     ] = False,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
@@ -71,7 +72,9 @@ def keys(
             ]
         )
         return
-    columns = ["kind", "pattern", "type", "TTL", "purpose", "hash tag"] + (["keys"] if count else [])
+    columns = ["kind", "pattern", "type", "TTL", "purpose", "hash tag"] + (
+        ["keys"] if count else []
+    )
     rows = [
         (s.kind, s.pattern, s.type, s.ttl, s.purpose, s.hash_tag)
         + ((counts.get(s.kind, "-"),) if count else ())

@@ -41,12 +41,21 @@ def _row(status: PresenceStatus) -> tuple[Any, ...]:
 @presence_app.command("seed")
 def seed(
     ctx: typer.Context,
-    users: Annotated[int, typer.Option("--users", "-n", min=1, help="How many users to connect.")] = 10,
-    instances: Annotated[int, typer.Option("--instances", "-k", min=1, help="How many fake API instances.")] = 2,
+    users: Annotated[
+        int, typer.Option("--users", "-n", min=1, help="How many users to connect.")
+    ] = 10,
+    instances: Annotated[
+        int, typer.Option("--instances", "-k", min=1, help="How many fake API instances.")
+    ] = 2,
     ttl: Annotated[
-        float, typer.Option("--ttl", min=1, help="Seconds the fake instances stay alive (then a sweep drops them).")
+        float,
+        typer.Option(
+            "--ttl", min=1, help="Seconds the fake instances stay alive (then a sweep drops them)."
+        ),
     ] = 600,
-    id_prefix: Annotated[str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")] = "seed-user-",
+    id_prefix: Annotated[
+        str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")
+    ] = "seed-user-",
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -81,7 +90,9 @@ def seed(
 def list_presence(
     ctx: typer.Context,
     online: Annotated[bool, typer.Option("--online", help="Only users who are online.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, help="At most this many users.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", min=1, help="At most this many users.")
+    ] = 100,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -102,7 +113,11 @@ def list_presence(
             {
                 "users": [s.to_json() for s in statuses],
                 "instances": [
-                    {"instance_id": i.instance_id, "alive": i.alive, "last_heartbeat": i.last_heartbeat}
+                    {
+                        "instance_id": i.instance_id,
+                        "alive": i.alive,
+                        "last_heartbeat": i.last_heartbeat,
+                    }
                     for i in instances
                 ],
             }
@@ -115,8 +130,11 @@ def list_presence(
             "instances",
             ["instance", "state", "last heartbeat"],
             [
-                (escape(i.instance_id), "[green]alive[/]" if i.alive else "[red]dead (not swept)[/]",
-                 ago(i.last_heartbeat))
+                (
+                    escape(i.instance_id),
+                    "[green]alive[/]" if i.alive else "[red]dead (not swept)[/]",
+                    ago(i.last_heartbeat),
+                )
                 for i in instances
             ],
         )
@@ -145,7 +163,9 @@ def show(
 @presence_app.command("watch")
 def watch(
     ctx: typer.Context,
-    count: Annotated[int | None, typer.Option("--count", min=1, help="Exit after this many changes.")] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Exit after this many changes.")
+    ] = None,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -165,9 +185,7 @@ def watch(
             rows.update(state.presence.bulk_status(users) if users else {})
 
         channel = state.pubsub.presence_channel()
-        subscriber = state.pubsub.subscribe(
-            [channel], on_reconnect=None if json_output else reload
-        )
+        subscriber = state.pubsub.subscribe([channel], on_reconnect=None if json_output else reload)
         live = None
         try:
             if json_output:
@@ -176,8 +194,12 @@ def watch(
                 from rich.live import Live
 
                 reload()
-                live = Live(_render(rows, events, subscriber.connected), console=app.console,
-                            auto_refresh=False, transient=False)
+                live = Live(
+                    _render(rows, events, subscriber.connected),
+                    console=app.console,
+                    auto_refresh=False,
+                    transient=False,
+                )
                 live.start()
             while count is None or seen < count:
                 received = subscriber.get(timeout=0.5)
@@ -217,8 +239,13 @@ def _render(rows: dict[str, PresenceStatus], events: list[str], connected: bool)
     online = sum(1 for s in rows.values() if s.online)
     state = "" if connected else " [red]reconnecting to Redis...[/]"
     grid = Table.grid()
-    grid.add_row(table(f"presence: {online} online of {len(rows)} shown{state}", COLUMNS,
-                       [_row(s) for s in ordered]))
+    grid.add_row(
+        table(
+            f"presence: {online} online of {len(rows)} shown{state}",
+            COLUMNS,
+            [_row(s) for s in ordered],
+        )
+    )
     grid.add_row("\n".join(events) or "[dim]waiting for changes (Ctrl-C to exit)[/]")
     return grid
 

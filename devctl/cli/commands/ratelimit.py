@@ -14,15 +14,20 @@ from devctl.cli.output import confirm, duration, print_json, table
 
 ratelimit_app = typer.Typer(help="Inspect and reset rate limits.", no_args_is_help=True)
 
-PolicyArgument = Annotated[str, typer.Argument(help="Policy name (see `devctl ratelimit policies`).")]
+PolicyArgument = Annotated[
+    str, typer.Argument(help="Policy name (see `devctl ratelimit policies`).")
+]
 KeyArgument = Annotated[str, typer.Argument(help="The subject: an IP, an email or a user id.")]
 TierOption = Annotated[
-    str | None, typer.Option("--tier", help="Membership tier, for tiered policies (free, silver, gold).")
+    str | None,
+    typer.Option("--tier", help="Membership tier, for tiered policies (free, silver, gold)."),
 ]
 
 
 @ratelimit_app.command("policies")
-def policies(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+def policies(
+    ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False
+) -> None:
     """List the rate-limit policies in effect (defaults overridden by state.rate_limits).
 
     Example: devctl ratelimit policies
@@ -35,14 +40,22 @@ def policies(ctx: typer.Context, data_dir: DataDirOption = None, json_output: Js
     if json_output:
         print_json(
             [
-                {"name": p.name, "limit": p.limit, "period": p.period, "subject": p.subject,
-                 "tiers": dict(p.tiers) or None, "default_tier": p.default_tier}
+                {
+                    "name": p.name,
+                    "limit": p.limit,
+                    "period": p.period,
+                    "subject": p.subject,
+                    "tiers": dict(p.tiers) or None,
+                    "default_tier": p.default_tier,
+                }
                 for p in found.values()
             ]
         )
         return
     rows = [(p.name, p.subject, p.describe()) for p in found.values()]
-    get_app(ctx).console.print(table("rate-limit policies (GCRA)", ["policy", "keyed by", "limit"], rows))
+    get_app(ctx).console.print(
+        table("rate-limit policies (GCRA)", ["policy", "keyed by", "limit"], rows)
+    )
 
 
 @ratelimit_app.command("show")
@@ -70,8 +83,12 @@ def show(
         ("limit", "unlimited" if unlimited else result.limit),
         ("used", "-" if unlimited else result.used),
         ("remaining", "unlimited" if unlimited else result.remaining),
-        ("next request", "[green]allowed[/]" if result.allowed
-         else f"[red]limited[/] for {result.retry_after:.1f}s"),
+        (
+            "next request",
+            "[green]allowed[/]"
+            if result.allowed
+            else f"[red]limited[/] for {result.retry_after:.1f}s",
+        ),
         ("full again in", duration(result.reset_after) if result.reset_after else "now"),
     ]
     get_app(ctx).console.print(table(None, ["field", "value"], rows))

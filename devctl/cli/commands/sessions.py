@@ -45,14 +45,22 @@ COLUMNS = ["user", "created", "expires in", "IP", "user agent", "token prefix", 
 @sessions_app.command("seed")
 def seed(
     ctx: typer.Context,
-    users: Annotated[int, typer.Option("--users", "-n", min=1, help="How many users (one session each).")] = 10,
+    users: Annotated[
+        int, typer.Option("--users", "-n", min=1, help="How many users (one session each).")
+    ] = 10,
     ttl: Annotated[
-        float | None, typer.Option("--ttl", min=1, help="Session lifetime in seconds (default state.session_ttl).")
+        float | None,
+        typer.Option(
+            "--ttl", min=1, help="Session lifetime in seconds (default state.session_ttl)."
+        ),
     ] = None,
     show_tokens: Annotated[
-        bool, typer.Option("--show-tokens", help="Print the tokens (secrets: they log in as the user).")
+        bool,
+        typer.Option("--show-tokens", help="Print the tokens (secrets: they log in as the user)."),
     ] = False,
-    id_prefix: Annotated[str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")] = "seed-user-",
+    id_prefix: Annotated[
+        str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")
+    ] = "seed-user-",
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -83,7 +91,9 @@ def seed(
         highlight=False,
     )
     if show_tokens:
-        app.console.print(table(None, ["user", "token"], [(s.info.user_id, s.token) for s in seeded.sessions]))
+        app.console.print(
+            table(None, ["user", "token"], [(s.info.user_id, s.token) for s in seeded.sessions])
+        )
     else:
         app.info("tokens not shown (they are secrets); pass --show-tokens to print them")
 
@@ -91,7 +101,9 @@ def seed(
 @sessions_app.command("list")
 def list_sessions(
     ctx: typer.Context,
-    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's sessions.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Only this user's sessions.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, help="At most this many.")] = 50,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
@@ -101,7 +113,9 @@ def list_sessions(
     Example: devctl sessions list --user 42 --json
     """
     with open_state(ctx, data_dir) as state:
-        found = state.sessions.list_for_user(user)[:limit] if user else state.sessions.list_all(limit)
+        found = (
+            state.sessions.list_for_user(user)[:limit] if user else state.sessions.list_all(limit)
+        )
     if json_output:
         print_json([s.to_json() for s in found])
         return
@@ -149,10 +163,15 @@ def show(
 @sessions_app.command("revoke")
 def revoke(
     ctx: typer.Context,
-    token: Annotated[str | None, typer.Argument(help="The token to revoke, or - for stdin.")] = None,
-    user: Annotated[str | None, typer.Option("--user", "-u", help="Revoke every session of this user.")] = None,
+    token: Annotated[
+        str | None, typer.Argument(help="The token to revoke, or - for stdin.")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Revoke every session of this user.")
+    ] = None,
     session_id: Annotated[
-        str | None, typer.Option("--id", help="Revoke one session by id (with --user), as shown by list.")
+        str | None,
+        typer.Option("--id", help="Revoke one session by id (with --user), as shown by list."),
     ] = None,
     yes: YesOption = False,
     data_dir: DataDirOption = None,
@@ -192,11 +211,15 @@ def revoke(
             raise NotFound(f"user {user} has no live sessions")
         confirm(app.err, f"Revoke all {live_count} sessions of user {user}?", yes)
         revoked = state.sessions.revoke_all(user)
-    app.console.print(f"[green]✔[/green] revoked {revoked} sessions of {escape(user)}", highlight=False)
+    app.console.print(
+        f"[green]✔[/green] revoked {revoked} sessions of {escape(user)}", highlight=False
+    )
 
 
 @sessions_app.command("count")
-def count(ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False) -> None:
+def count(
+    ctx: typer.Context, data_dir: DataDirOption = None, json_output: JsonOption = False
+) -> None:
     """Count live sessions and the users holding them.
 
     Example: devctl sessions count --json
