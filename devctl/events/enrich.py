@@ -49,7 +49,7 @@ class StateEnricher:
             raise UnsupportedOperation(
                 "--enrich needs the Redis state domain (devctl.state), which this build lacks"
             ) from exc
-        return cls(from_settings(settings, endpoints))
+        return cls(from_settings(settings, endpoints, stats=False))
 
     def __call__(self, records: Sequence[_HasEvent]) -> dict[str, dict[str, Any]]:
         subjects = sorted(

@@ -14,11 +14,18 @@ policy ``events.producer_queue_full`` applies: ``error`` (default) raises
 No failure is silent: a failed delivery is logged, counted in ``stats.failed``,
 passed to the caller's callback and set on the future. Events still queued when
 the producer closes are purged and reported as failed the same way.
+
+A broker that loses its producer state (the embedded engine after a restart: its
+storage is memory) makes librdkafka's idempotent producer fail fatally. The
+producer then replaces its client and re-sends the events the broker refused or
+never saw (same event ids: consumers' idempotency guards absorb any copy);
+events whose fate is unknown (timed out) are reported as failed as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -39,6 +46,18 @@ from devctl.events.registry import EventType
 log = logging.getLogger("devctl.events.producer")
 
 QUEUE_FULL_POLICIES = ("error", "block")
+
+# Outcomes of a fatally failed client that mean "the broker did not store it":
+# such events are sent again through the replacement client.
+_SEND_AGAIN = frozenset(
+    {
+        KafkaError._PURGE_QUEUE,
+        KafkaError._FATAL,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+    }
+)
 
 
 class Delivery(NamedTuple):
@@ -69,6 +88,8 @@ class ProducerStats:
     failed: int = 0  # delivery reports with an error (incl. purged at close)
     rejected: int = 0  # refused because the local queue was full
     errors: int = 0  # client-level errors (e.g. all brokers down)
+    resent: int = 0  # refused by a broker that lost its producer state, sent again
+    rebuilds: int = 0  # clients replaced after a fatal error
 
     @property
     def in_flight(self) -> int:
@@ -90,8 +111,10 @@ class DeliveryFuture:
     __slots__ = (
         "_callbacks",
         "_exception",
+        "_generation",
         "_on_delivery",
         "_owner",
+        "_partition",
         "_result",
         "_waiter",
         "event_id",
@@ -111,6 +134,8 @@ class DeliveryFuture:
         self._callbacks: list[Callable[[DeliveryFuture], None]] | None = None
         self._owner = owner
         self._on_delivery = on_delivery
+        self._generation = 0  # which client of the producer queued it
+        self._partition: int | None = None
         self.event_id = event_id
         self.type = event_type
 
@@ -263,7 +288,12 @@ class EventProducer:
         )
         conf.update(overrides)
         self.brokers = endpoints.kafka_brokers
+        self._conf = conf
         self._producer = Producer(conf)
+        self._swap = threading.Lock()
+        self._generation = 0
+        self._fatal: str | None = None
+        self._again: list[tuple[DeliveryFuture, str, bytes | None, bytes | None, Any]] = []
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=self._serve, name="devctl-producer-deliveries", daemon=True
@@ -360,21 +390,31 @@ class EventProducer:
         if self._closed.is_set():
             raise DeliveryFailed("the producer is closed")
         future = DeliveryFuture(self, event_id, event_type, callback)
-        try:
-            if partition is None:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=future)
-            else:
-                self._producer.produce(
-                    topic, value, key, partition, headers=headers, on_delivery=future
-                )
-        except BufferError:
-            kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": future}
-            if partition is not None:
-                kwargs["partition"] = partition
-            self._wait_for_room(topic, value, kwargs)
-        except KafkaException as exc:
-            # Invalid arguments or a fatal producer state: nothing was queued.
-            raise DeliveryFailed(f"cannot queue an event for {topic}: {kafka_reason(exc)}") from exc
+        future._partition = partition
+        for _attempt in range(2):
+            future._generation = generation = self._generation
+            try:
+                if partition is None:
+                    self._producer.produce(topic, value, key, headers=headers, on_delivery=future)
+                else:
+                    self._producer.produce(
+                        topic, value, key, partition, headers=headers, on_delivery=future
+                    )
+                break
+            except BufferError:
+                kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": future}
+                if partition is not None:
+                    kwargs["partition"] = partition
+                self._wait_for_room(topic, value, kwargs)
+                break
+            except KafkaException as exc:
+                if not _is_fatal(exc) or _attempt:
+                    # Invalid arguments, or a client that cannot be replaced: nothing queued.
+                    raise DeliveryFailed(
+                        f"cannot queue an event for {topic}: {kafka_reason(exc)}"
+                    ) from exc
+                self._fatal = self._fatal or kafka_reason(exc)
+                self._rebuild(generation)
         with self._lock:
             self.stats.queued += 1
         return future
@@ -405,9 +445,96 @@ class EventProducer:
     def _serve(self) -> None:
         # A short wait keeps close() quick; an idle poll costs next to nothing.
         while not self._closed.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                if _is_fatal(exc):
+                    self._fatal = self._fatal or kafka_reason(exc)
+                else:
+                    log.warning("producer poll: %s", kafka_reason(exc))
+            except Exception:  # this thread must outlive any callback's bug
+                log.exception("producer poll failed")
+            if self._fatal is not None:
+                self._rebuild(self._generation)
+            if self._again:
+                self._send_again()
+
+    def _rebuild(self, seen_generation: int) -> None:
+        """Replace a fatally failed client; what it never stored is sent again."""
+        with self._swap:
+            if self._generation != seen_generation:
+                return  # another thread did it
+            old = self._producer
+            reason = self._fatal or "fatal error"
+            self._producer = Producer(self._conf)
+            self._generation += 1
+            self._fatal = None
+        with self._lock:
+            self.stats.rebuilds += 1
+        text = (
+            f"the Kafka producer failed fatally ({reason}); continuing with a new one and "
+            "re-sending the events the broker did not store"
+        )
+        log.error("%s", text)
+        self._tell(text)
+        # Events the old client still holds come back as purged (never sent) and are
+        # queued again by _report; in-flight ones report their own outcome.
+        with contextlib.suppress(KafkaException):
+            old.purge(in_queue=True, in_flight=False)
+        deadline = time.monotonic() + 2.0
+        while len(old) and time.monotonic() < deadline:
+            with contextlib.suppress(KafkaException):
+                old.poll(0.05)
+        self._send_again()
+
+    def _send_again(self) -> None:
+        with self._swap:
+            batch, self._again = self._again, []
+        for pending, topic, value, key, headers in batch:
+            pending._generation = self._generation
+            kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": pending}
+            if pending._partition is not None:
+                kwargs["partition"] = pending._partition
+            try:
+                try:
+                    self._producer.produce(topic, value, **kwargs)
+                except BufferError:
+                    self._wait_for_room(topic, value, kwargs)
+            except (KafkaException, ProducerQueueFull) as exc:
+                self._fail(pending, topic, key, f"not sent again: {exc}")
+                continue
+            with self._lock:
+                self.stats.resent += 1
+
+    def _fail(self, pending: DeliveryFuture, topic: str, key: bytes | None, reason: str) -> None:
+        with self._lock:
+            self.stats.failed += 1
+        delivery = Delivery(
+            topic, -1, -1, key.decode("utf-8", "replace") if key else None,
+            pending.event_id, pending.type, reason, None,
+        )  # fmt: skip
+        log.error("delivery of %s %s to %s failed: %s", pending.type or "record",
+                  pending.event_id or "", topic, reason)  # fmt: skip
+        pending._finish(None, DeliveryFailed(f"{pending.type or 'record'} to {topic}: {reason}"))
+        for callback in (pending._on_delivery, self._on_delivery):
+            if callback is not None:
+                try:
+                    callback(delivery)
+                except Exception:
+                    log.exception("delivery callback raised")
 
     def _report(self, pending: DeliveryFuture, err: KafkaError | None, msg: Message) -> None:
+        if (
+            err is not None
+            and err.code() in _SEND_AGAIN
+            and (self._fatal is not None or pending._generation != self._generation)
+            and not self._closed.is_set()
+        ):
+            with self._swap:
+                self._again.append(
+                    (pending, msg.topic() or "", msg.value(), msg.key(), msg.headers())
+                )
+            return
         callbacks = (pending._on_delivery, self._on_delivery)
         if err is None:
             with self._lock:
@@ -449,9 +576,13 @@ class EventProducer:
             self.stats.errors += 1
         text = f"Kafka client error ({self.brokers}): {err.str()}"
         if err.fatal():
-            log.critical("%s (fatal: the producer cannot continue)", text)
+            self._fatal = err.str()
+            log.error("%s (fatal: the client will be replaced)", text)
         else:
             log.warning("%s", text)
+        self._tell(text)
+
+    def _tell(self, text: str) -> None:
         if self._on_error is not None:
             try:
                 self._on_error(text)
@@ -462,7 +593,14 @@ class EventProducer:
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` seconds for queued events; return how many are still queued."""
-        return int(self._producer.flush(timeout))
+        deadline = time.monotonic() + timeout
+        while True:
+            client = self._producer
+            left = max(deadline - time.monotonic(), 0.0)
+            remaining = int(client.flush(min(left, 0.5)))
+            settled = client is self._producer and not self._again and self._fatal is None
+            if (remaining == 0 and settled) or time.monotonic() >= deadline:
+                return remaining + len(self._again)
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush, then fail (and report) whatever is still queued; return that count."""
@@ -487,3 +625,8 @@ class EventProducer:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _is_fatal(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL)
