@@ -64,7 +64,10 @@ def sessions_lifecycle(ctx: CheckContext) -> str:
         f"cached user not returned with the session: {valid.user}",
     )
     expect(valid.user is not None and "password" not in valid.user, "password was cached")
-    expect(state.sessions.validate(new.token[:-2] + "xx") is None, "a tampered token validated")
+    version, secret, owner = new.token.split(".")
+    flipped = "B" if secret[0] == "A" else "A"
+    tampered = f"{version}.{flipped}{secret[1:]}.{owner}"
+    expect(state.sessions.validate(tampered) is None, "a tampered token validated")
     other = state.sessions.create(user, ttl=60)
     listed = {s.session_id for s in state.sessions.list_for_user(user)}
     expect(listed == {new.info.session_id, other.info.session_id}, f"list_for_user gave {listed}")

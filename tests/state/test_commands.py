@@ -1,0 +1,241 @@
+"""The Redis-domain commands, run as a user runs them (a subprocess) against the shared stack.
+
+Each test uses its own key prefix (DEVCTL_REDIS_KEY_PREFIX), so counts and lists are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from devctl.errors import EXIT_FAILED, EXIT_USAGE
+from devctl.state import StateServices
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def devctl(stack: Any, prefix: str, state: StateServices) -> Iterator[Run]:
+    """Run devctl on the shared stack under this test's key prefix (``state`` cleans it up)."""
+    env = {**stack.env, "DEVCTL_REDIS_KEY_PREFIX": prefix, "COLUMNS": "250"}
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "devctl", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+        )
+
+    yield run
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_keys_prints_the_schema_with_the_configured_prefix(devctl: Run, prefix: str) -> None:
+    rows = json.loads(ok(devctl("keys", "--json")).stdout)
+    kinds = {r["kind"]: r for r in rows}
+    assert kinds["session"]["pattern"] == f"{prefix}{{u:<user>}}:session:<sha256(token)>"
+    assert kinds["idempotency"]["type"] == "string"
+    assert all({"pattern", "type", "ttl", "purpose", "hash_tag"} <= set(r) for r in rows)
+    table = ok(devctl("keys")).stdout
+    assert "hash tag" in table and f"{prefix}{{u:<user>}}:user" in table
+
+
+def test_sessions_seed_hides_tokens_unless_asked(devctl: Run, state: StateServices) -> None:
+    seeded = ok(devctl("sessions", "seed", "--users", "3", "--ttl", "600", "--json"))
+    sessions = json.loads(seeded.stdout)["sessions"]
+    assert len(sessions) == 3 and all("token" not in s for s in sessions)
+    shown = json.loads(
+        ok(
+            devctl(
+                "sessions", "seed", "--users", "2", "--id-prefix", "tok-", "--show-tokens", "--json"
+            )
+        ).stdout
+    )["sessions"]
+    tokens = [s["token"] for s in shown]
+    assert all(state.sessions.validate(t) is not None for t in tokens)
+    table = ok(devctl("sessions", "seed", "--users", "1", "--id-prefix", "tbl-"))
+    assert "dc1." not in table.stdout and "--show-tokens" in table.stderr
+
+    listed = ok(devctl("sessions", "list", "--json"))
+    assert not any(t in listed.stdout for t in tokens)
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 6
+    assert {r["token_prefix"] for r in rows if r["user_id"].startswith("tok-")} == {
+        t[:12] for t in tokens
+    }
+    assert all(500 < r["expires_in"] <= 600 for r in rows if r["user_id"].startswith("seed-"))
+    text = ok(devctl("sessions", "list", "--user", "tok-00001")).stdout
+    assert "tok-00001" in text and "tok-00002" not in text and tokens[0] not in text
+    assert len(json.loads(ok(devctl("sessions", "list", "--limit", "2", "--json")).stdout)) == 2
+    assert json.loads(ok(devctl("sessions", "count", "--json")).stdout) == {
+        "sessions": 6,
+        "users": 6,
+    }
+
+
+def test_sessions_show_and_revoke(devctl: Run, state: StateServices) -> None:
+    state.user_cache.put({"_id": "42", "firstName": "Ada", "lastName": "L"})
+    token = state.sessions.create("42", ip="9.9.9.9").token
+    shown = json.loads(ok(devctl("sessions", "show", "-", "--json", stdin=token + "\n")).stdout)
+    assert shown["session"]["user_id"] == "42" and shown["session"]["ip"] == "9.9.9.9"
+    assert shown["user"]["firstName"] == "Ada"
+    assert token not in json.dumps(shown)
+
+    refused = devctl("sessions", "revoke", token)  # no terminal, no --yes
+    assert refused.returncode == EXIT_USAGE and "--yes" in refused.stderr
+    assert state.sessions.validate(token) is not None
+    ok(devctl("sessions", "revoke", token, "--yes"))
+    assert state.sessions.validate(token) is None
+    gone = devctl("sessions", "show", token)
+    assert gone.returncode == EXIT_FAILED and "no valid session" in gone.stderr
+
+    keep, drop = state.sessions.create("7"), state.sessions.create("7")
+    ok(devctl("sessions", "revoke", "--user", "7", "--id", drop.info.session_id[:12], "--yes"))
+    assert state.sessions.validate(drop.token) is None
+    assert state.sessions.validate(keep.token) is not None
+    ok(devctl("sessions", "revoke", "--user", "7", "--yes"))
+    assert state.sessions.validate(keep.token) is None
+    assert devctl("sessions", "revoke", "--user", "7", "--yes").returncode == EXIT_FAILED
+    assert devctl("sessions", "revoke").returncode == EXIT_USAGE
+
+
+def test_presence_seed_list_show(devctl: Run, state: StateServices) -> None:
+    seeded = json.loads(
+        ok(devctl("presence", "seed", "--users", "6", "--instances", "2", "--json")).stdout
+    )
+    assert seeded == {
+        "users": 6,
+        "instances": ["seed-instance-1", "seed-instance-2"],
+        "connections": 8,
+        "went_online": 6,
+        "instance_ttl": 600.0,
+    }
+    state.presence.heartbeat("api-x")
+    state.presence.connect("solo", "c", "api-x")
+    state.presence.disconnect("solo", "c", "api-x")
+    listed = json.loads(ok(devctl("presence", "list", "--json")).stdout)
+    by_user = {u["user_id"]: u for u in listed["users"]}
+    assert len(by_user) == 7 and not by_user["solo"]["online"]
+    assert by_user["seed-user-00001"]["connections"] == 2
+    assert by_user["seed-user-00001"]["instances"] == ["seed-instance-1", "seed-instance-2"]
+    online = json.loads(ok(devctl("presence", "list", "--online", "--json")).stdout)["users"]
+    assert {u["user_id"] for u in online} == {f"seed-user-0000{n}" for n in range(1, 7)}
+    shown = json.loads(ok(devctl("presence", "show", "seed-user-00002", "--json")).stdout)
+    assert shown["online"] is True and shown["connections"] == 1
+    table = ok(devctl("presence", "list")).stdout
+    assert "seed-instance-1" in table and "alive" in table and "offline" in table
+
+
+def test_presence_watch_streams_changes(
+    devctl: Run, stack: Any, prefix: str, state: StateServices
+) -> None:
+    env = {**stack.env, "DEVCTL_REDIS_KEY_PREFIX": prefix}
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "devctl", "presence", "watch", "--json", "--count", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        channel = state.pubsub.presence_channel()
+        deadline = time.monotonic() + 20
+        while state.pubsub.subscribers(channel) < 1:
+            assert time.monotonic() < deadline and watcher.poll() is None, "watch never subscribed"
+            time.sleep(0.05)
+        state.presence.connect("w", "c1", "api-1")
+        state.presence.connect("w", "c2", "api-1")  # no transition: not shown
+        state.presence.disconnect("w", "c1", "api-1")
+        state.presence.disconnect("w", "c2", "api-1")
+        out, err = watcher.communicate(timeout=20)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(e["userId"], e["online"]) for e in lines] == [("w", True), ("w", False)]
+    assert "2 presence changes seen" in err
+
+
+def test_ratelimit_policies_show_reset(devctl: Run, state: StateServices) -> None:
+    names = {p["name"] for p in json.loads(ok(devctl("ratelimit", "policies", "--json")).stdout)}
+    assert "connection_request" in names
+    for _ in range(3):
+        state.ratelimits.check("login_email", "ada@example.com")
+    shown = json.loads(
+        ok(devctl("ratelimit", "show", "login_email", "Ada@Example.com", "--json")).stdout
+    )
+    assert (shown["used"], shown["remaining"], shown["allowed"]) == (3, 2, True)
+    tiered = json.loads(
+        ok(
+            devctl("ratelimit", "show", "connection_request", "42", "--tier", "gold", "--json")
+        ).stdout
+    )
+    assert tiered["limit"] is None and tiered["allowed"] is True
+    assert devctl("ratelimit", "show", "nope", "x").returncode == EXIT_USAGE
+    assert devctl("ratelimit", "reset", "login_email", "ada@example.com").returncode == EXIT_USAGE
+    ok(devctl("ratelimit", "reset", "login_email", "ada@example.com", "--yes"))
+    assert state.ratelimits.peek("login_email", "ada@example.com").used == 0
+
+
+def test_cache_stats_and_flush(devctl: Run, state: StateServices) -> None:
+    state.user_cache.get("1", lambda uid: {"_id": uid})
+    state.user_cache.get("1", lambda uid: {"_id": uid})
+    state.user_cache.remember_email("a@b.c", "1")
+    state.messages.recent("1", "2", loader=lambda a, b, n: [{"text": "hi"}])
+    state.sessions.create("1")
+    stats = json.loads(ok(devctl("cache", "stats", "--json")).stdout)
+    assert stats["caches"]["user"] == {"lookups": 2, "hits": 1, "misses": 1}
+    assert stats["keys"]["user"] == 1 and stats["keys"]["email"] == 1
+    assert stats["keys"]["messages"] == 1 and stats["keys"]["session"] == 1
+    assert stats["memory"]["used_bytes"] > 0
+    assert "hit ratio" in ok(devctl("cache", "stats")).stdout
+
+    assert devctl("cache", "flush", "--kind", "bogus", "--yes").returncode == EXIT_USAGE
+    assert devctl("cache", "flush", "--kind", "user").returncode == EXIT_USAGE  # no --yes
+    ok(devctl("cache", "flush", "--kind", "user", "--yes"))
+    assert state.user_cache.peek("1") is None
+    assert state.client.exists(state.keys.email("a@b.c"))
+    ok(devctl("cache", "flush", "--yes"))
+    assert not state.client.exists(state.keys.email("a@b.c"))
+    assert state.messages.recent("1", "2") == []
+    after = json.loads(ok(devctl("cache", "stats", "--json")).stdout)
+    assert after["keys"]["session"] == 1  # sessions are never flushed by `cache flush`
+    assert after["caches"]["user"]["lookups"] == 0
+
+
+def test_devctl_test_runs_the_state_checks_and_leaves_nothing(devctl: Run, stack: Any) -> None:
+    client = stack.redis()
+    before = set(client.scan_iter(match="devconnect:*", count=1000))
+    result = subprocess.run(
+        [sys.executable, "-m", "devctl", "test", "--group", "state", "--json"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    names = [c["name"] for c in report["checks"]]
+    assert len(names) == 6 and all(c["status"] == "pass" for c in report["checks"])
+    assert "dead-instance sweep" in names and "rate limiter exact at its boundary" in names
+    assert set(client.scan_iter(match="devconnect:*", count=1000)) == before
+    client.close()
