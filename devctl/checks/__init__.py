@@ -138,7 +138,7 @@ def all_checks() -> list[Check]:
 @dataclass
 class Report:
     results: list[CheckResult]
-    unreachable: list[str]  # groups whose gate failed: the stack is not reachable
+    unreachable: dict[str, str]  # group -> why its gate failed: the stack is not reachable
     cleanup_problems: list[str]
     seconds: float
 
@@ -157,7 +157,7 @@ def run_checks(
     started = time.perf_counter()
     ctx = CheckContext(settings, endpoints)
     results: list[CheckResult] = []
-    unreachable: list[str] = []
+    unreachable: dict[str, str] = {}
     try:
         for item in all_checks():
             if groups and item.group not in groups:
@@ -169,7 +169,7 @@ def run_checks(
             else:
                 result = _run_one(item, ctx)
                 if item.gate and result.status == "fail" and result.detail == "unreachable":
-                    unreachable.append(item.group)
+                    unreachable[item.group] = result.reason
             results.append(result)
             if on_result:
                 on_result(result)
@@ -192,6 +192,9 @@ def _run_one(item: Check, ctx: CheckContext) -> CheckResult:
     except CheckFailed as exc:
         return CheckResult(item.group, item.name, "fail", _ms(started), str(exc))
     except Exception as exc:
+        # A C extension interrupted by Ctrl-C reports SystemError; let Ctrl-C win.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
         reason = f"{type(exc).__name__}: {exc}"
         return CheckResult(
             item.group, item.name, "fail", _ms(started), reason, traceback.format_exc()

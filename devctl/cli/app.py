@@ -105,7 +105,9 @@ def root(
     """DevConnect's ops and dev toolkit."""
     application = get_app(ctx)
     application.config_path = str(config) if config else None
-    application.verbose = verbose or bool(os.environ.get(envvars.DEBUG))
+    from devctl.cli.main import debug_enabled
+
+    application.verbose = verbose or debug_enabled(os.environ.get(envvars.DEBUG))
 
 
 # Each module defines `register(app)`; adding a command group is one line here.

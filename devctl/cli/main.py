@@ -16,7 +16,14 @@ def _verbose() -> bool:
 
     from devctl.config.envvars import DEBUG
 
-    return "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:] or bool(os.environ.get(DEBUG))
+    return (
+        "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:] or debug_enabled(os.environ.get(DEBUG))
+    )
+
+
+def debug_enabled(value: str | None) -> bool:
+    """DEVCTL_DEBUG=1/true/yes turns details on; 0/false/no/empty leaves them off."""
+    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def render_error(exc: DevctlError, console: Console, verbose: bool) -> None:
@@ -30,10 +37,10 @@ def render_error(exc: DevctlError, console: Console, verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from devctl.cli.app import app
-
     err = Console(stderr=True)
     try:
+        from devctl.cli.app import app
+
         app(args=argv, prog_name="devctl")
     except DevctlError as exc:
         render_error(exc, err, _verbose())
@@ -42,11 +49,13 @@ def main(argv: list[str] | None = None) -> None:
         err.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # an unexpected bug: short message, details with --verbose
-        if _verbose():
+        verbose = _verbose()
+        if verbose:
             traceback.print_exc()
+        advice = "please report it" if verbose else "run again with --verbose for the traceback"
         err.print(
             f"[bold red]internal error:[/bold red] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
-            "[yellow]hint:[/yellow] run again with --verbose for the traceback, and report it",
+            f"[yellow]hint:[/yellow] {advice}",
             highlight=False,
         )
         sys.exit(EXIT_FAILED)

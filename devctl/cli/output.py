@@ -55,4 +55,5 @@ def confirm(console: Console, question: str, yes: bool) -> None:
     if not sys.stdin.isatty():
         raise UsageError(f"{question} Refusing without confirmation.", hint="pass --yes to confirm")
     if not typer.confirm(question, default=False):
+        console.print("aborted: nothing was changed")
         raise typer.Exit(1)

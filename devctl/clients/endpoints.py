@@ -21,3 +21,14 @@ class Endpoints:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def unreachable_hint(self) -> str:
+        return unreachable_hint(self.engine)
+
+
+def unreachable_hint(engine: str) -> str:
+    """What to do when a server does not answer, by engine."""
+    if engine == "external":
+        return "check REDIS_URL / KAFKA_BROKERS and that those servers are up (`devctl status`)"
+    return "start the stack with `devctl up`; `devctl status` shows what runs"

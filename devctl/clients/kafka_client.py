@@ -83,7 +83,8 @@ def fetch_metadata(
     except KafkaException as exc:
         raise KafkaUnavailable(
             f"Kafka at {endpoints.kafka_brokers} did not answer a metadata request "
-            f"within {timeout:g}s: {kafka_reason(exc)}"
+            f"within {timeout:g}s: {kafka_reason(exc)}",
+            hint=endpoints.unreachable_hint,
         ) from exc
     return metadata, (time.perf_counter() - started) * 1000
 

@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from devctl.clients.endpoints import Endpoints
+from devctl.clients.endpoints import Endpoints, unreachable_hint
 from devctl.config.loader import Settings, redact_url
 from devctl.errors import RedisUnavailable
 
@@ -24,7 +24,7 @@ def make_redis(endpoints: Endpoints, settings: Settings, *, decode: bool = True)
     )
 
 
-def ping(client: redis.Redis, url: str) -> float:
+def ping(client: redis.Redis, url: str, engine: str = "local") -> float:
     """PING once; return the latency in milliseconds or raise RedisUnavailable."""
     started = time.perf_counter()
     try:
@@ -35,5 +35,7 @@ def ping(client: redis.Redis, url: str) -> float:
             hint="set DEVCTL_REDIS_PASSWORD or put the password in REDIS_URL",
         ) from exc
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise RedisUnavailable(f"Redis at {redact_url(url)} is not reachable: {exc}") from exc
+        raise RedisUnavailable(
+            f"Redis at {redact_url(url)} is not reachable: {exc}", hint=unreachable_hint(engine)
+        ) from exc
     return (time.perf_counter() - started) * 1000

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +102,19 @@ class Settings:
 
 
 def redact_url(text: str) -> str:
-    """Mask the password in URLs such as redis://user:secret@host:6379/0."""
-    return re.sub(r"(://[^:/@\s]*:)[^@/\s]+@", r"\1********@", text)
+    """Mask the password of a URL such as redis://user:secret@host:6379/0.
+
+    The user info ends at the last '@', so passwords holding '@', '/' or spaces
+    are masked whole; masking too much is harmless, too little is a leak.
+    """
+    scheme, separator, rest = text.partition("://")
+    at = rest.rfind("@")
+    if not separator or at < 0:
+        return text
+    user, colon, _password = rest[:at].partition(":")
+    if not colon:
+        return text
+    return f"{scheme}://{user}:********@{rest[at + 1 :]}"
 
 
 def load_settings(

@@ -6,6 +6,7 @@ from devctl.config.loader import Settings
 from devctl.engines.base import Engine, read_stack_file
 from devctl.engines.external import ExternalEngine
 from devctl.engines.local import LocalEngine
+from devctl.errors import UsageError
 
 ENGINES: dict[str, type[Engine]] = {
     "local": LocalEngine,
@@ -23,4 +24,17 @@ def select_engine(settings: Settings) -> Engine:
     return ENGINES[name](settings)
 
 
-__all__ = ["ENGINES", "Engine", "select_engine"]
+def ensure_no_other_stack(settings: Settings, chosen: Engine) -> None:
+    """Refuse to switch engines while another engine's servers run in this data dir.
+
+    Otherwise `down` would address the new engine and leave the old servers running.
+    """
+    for name, engine_class in ENGINES.items():
+        if name != chosen.name and engine_class(settings).is_active():
+            raise UsageError(
+                f"a {name} stack is running in {settings.data_dir}",
+                hint=f"`devctl down` it first, or use another --data-dir for the {chosen.name} engine",
+            )
+
+
+__all__ = ["ENGINES", "Engine", "ensure_no_other_stack", "select_engine"]

@@ -7,6 +7,7 @@ else (topics, checks, domain code) talks to the endpoints and never to the engin
 from __future__ import annotations
 
 import json
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devctl.clients.endpoints import Endpoints
-from devctl.config.loader import Settings
+from devctl.config.loader import Settings, redact_url
 from devctl.engines import probe
 from devctl.errors import DevctlError
 
@@ -64,6 +65,7 @@ class Engine(ABC):
     """Life cycle of the stack. Implementations: local, external (docker later)."""
 
     name: str = ""
+    keeps_data = False  # True if `down --purge` deletes something of this engine
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -94,27 +96,34 @@ class Engine(ABC):
     def doctor(self) -> list[DoctorCheck]:
         return []
 
+    def is_active(self) -> bool:
+        """True if this engine runs servers in the data dir that `down` would stop."""
+        return False
+
     def status(self) -> list[ServiceStatus]:
         """Per service: engine facts plus one live PING / metadata call."""
         statuses = []
         for service in SERVICES:
             info = self.service_info(service)
+            address = info.get("address", "-")
             status = ServiceStatus(
                 service=service,
                 engine=self.name,
-                address=info.get("address", "-"),
+                address=redact_url(address),
                 running=bool(info.get("running")),
                 health="stopped",
                 pid=info.get("pid"),
                 version=info.get("version"),
                 uptime_s=info.get("uptime_s"),
+                detail=info.get("detail"),
             )
             if status.running:
                 try:
-                    result = probe.probe(service, status.address, self.settings)
+                    result = probe.probe(service, address, self.settings, engine=self.name)
                     status.health = "ok"
                     status.latency_ms = result.latency_ms
                     status.version = status.version or result.version
+                    status.detail = status.detail or result.detail
                 except DevctlError as exc:
                     status.health = "unreachable"
                     status.detail = exc.message
@@ -131,7 +140,10 @@ class Engine(ABC):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         record = {**endpoints.to_json(), "written_at": time.time(), **(extra or {})}
         tmp = self.stack_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
+        # Owner-only: a Redis URL may carry a password.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(record, indent=2))
         tmp.replace(self.stack_file)
 
     def read_stack_file(self) -> dict[str, Any] | None:

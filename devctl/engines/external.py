@@ -1,6 +1,7 @@
 """The external engine: servers devctl does not manage (Redis Cluster, Kafka clusters).
 
-``up`` verifies the configured endpoints and records them; ``down`` stops nothing.
+``up`` verifies the configured endpoints and records them in the data dir, so
+later commands find them without the variables; ``down`` stops nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ class ExternalEngine(Engine):
     name = "external"
 
     def endpoints(self) -> Endpoints:
+        """Configured endpoints first (flags, env, .env, config); else those `up` recorded."""
         redis_url = self.settings.redis.url
         brokers = self.settings.kafka.brokers
+        recorded = self.read_stack_file() or {}
+        if recorded.get("engine") == self.name:
+            redis_url = redis_url or recorded.get("redis_url")
+            brokers = brokers or recorded.get("kafka_brokers")
         missing = [
             name
             for name, value in (("REDIS_URL", redis_url), ("KAFKA_BROKERS", brokers))
@@ -29,15 +35,14 @@ class ExternalEngine(Engine):
                 f"the external engine needs {' and '.join(missing)}",
                 hint="set them in the environment, .env, or redis.url / kafka.brokers in devctl.yaml",
             )
-        assert redis_url is not None and brokers is not None
-        return Endpoints(self.name, redis_url, brokers)
+        return Endpoints(self.name, str(redis_url), str(brokers))
 
     def up(self, *, keep: bool = False, progress: Progress | None = None) -> UpResult:
         say = progress or (lambda _msg: None)
         endpoints = self.endpoints()
         for service in SERVICES:
             say(f"checking {service}")
-            probe.probe(service, self._address(endpoints, service), self.settings)
+            probe.probe(service, self._address(endpoints, service), self.settings, engine=self.name)
         self.write_stack_file(endpoints)
         return UpResult(endpoints=endpoints, already_running=list(SERVICES))
 
@@ -55,14 +60,24 @@ class ExternalEngine(Engine):
     def service_info(self, service: str) -> dict[str, Any]:
         try:
             endpoints = self.endpoints()
-        except DevctlError:
-            return {"running": False, "address": "-"}
-        # Nothing to ask a process for: running means "configured"; status probes health.
+        except DevctlError as exc:
+            return {"running": False, "address": "-", "detail": exc.message}
+        # Nothing to ask a process for: "running" means configured; status probes health.
         return {"running": True, "address": self._address(endpoints, service)}
 
     def doctor(self) -> list[DoctorCheck]:
         try:
-            self.endpoints()
-            return [DoctorCheck("external endpoints", True, "REDIS_URL and KAFKA_BROKERS are set")]
+            endpoints = self.endpoints()
         except ConfigError as exc:
             return [DoctorCheck("external endpoints", False, exc.message, exc.hint)]
+        checks = [DoctorCheck("external endpoints", True, "REDIS_URL and KAFKA_BROKERS are known")]
+        for service in SERVICES:
+            address = self._address(endpoints, service)
+            try:
+                result = probe.probe(service, address, self.settings, engine=self.name)
+                checks.append(
+                    DoctorCheck(f"{service} reachable", True, f"{result.latency_ms:.1f} ms")
+                )
+            except DevctlError as exc:
+                checks.append(DoctorCheck(f"{service} reachable", False, exc.message, exc.hint))
+        return checks

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from devctl.clients.endpoints import Endpoints
 from devctl.engines import probe, processes
@@ -154,8 +155,32 @@ def tansu_argv(binary: str, port: int) -> list[str]:
     ]
 
 
+@dataclass
+class StartFailure:
+    """Why a service did not become healthy, with this run's log lines."""
+
+    summary: str
+    log_tail: str
+
+
+def _conf_quote(value: str) -> str:
+    """Quote a value for valkey.conf: escapes keep spaces, quotes and newlines literal."""
+    escaped = "".join(
+        ch
+        if ch.isprintable() and ch not in '"\\'
+        else (f"\\{ch}" if ch in '"\\' else f"\\x{ord(ch):02x}")
+        for ch in value
+    )
+    return f'"{escaped}"'
+
+
 class LocalEngine(Engine):
     name = "local"
+    keeps_data = True
+
+    def __init__(self, settings: Any):
+        super().__init__(settings)
+        self._log_offsets: dict[str, int] = {}
 
     @property
     def run_dir(self) -> Path:
@@ -178,33 +203,49 @@ class LocalEngine(Engine):
     def wanted_port(self, service: str) -> int:
         return int(self.settings.values[SPECS[service].setting_key])
 
+    def is_active(self) -> bool:
+        return any(processes.live_record(self.pidfile(s))[0] is not None for s in SERVICES)
+
     # --- life cycle -------------------------------------------------------
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Serialise up/down on one data dir: two concurrent `up`s would race for pidfiles."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "lock", "w") as handle:
-            deadline = time.monotonic() + LOCK_WAIT_S
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise OperationFailed(
-                            f"another devctl up/down holds {self.run_dir / 'lock'}",
-                            hint="wait for it to finish, then retry",
-                        ) from None
-                    time.sleep(0.05)
+        lock_path = self.run_dir / "lock"
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a")  # noqa: SIM115 - closed below
             try:
-                yield
+                while True:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise OperationFailed(
+                                f"another devctl up/down holds {lock_path}",
+                                hint="wait for it to finish, then retry",
+                            ) from None
+                        time.sleep(0.05)
+                # `down --purge` may have deleted the file we waited on: lock the new one.
+                try:
+                    same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    try:
+                        yield
+                    finally:
+                        fcntl.flock(handle, fcntl.LOCK_UN)
+                    return
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
 
     def up(self, *, keep: bool = False, progress: Progress | None = None) -> UpResult:
         self._prepare_data_dir()
         with self._exclusive():
+            self._prepare_data_dir()  # again: a purge may have run while we waited
             return self._up(keep, progress or (lambda _msg: None))
 
     def _up(self, keep: bool, say: Progress) -> UpResult:
@@ -213,17 +254,17 @@ class LocalEngine(Engine):
 
         running: dict[str, PidRecord] = {}
         for service in SERVICES:
-            record, stale = processes.live_record(self.pidfile(service))
+            record, stale = processes.live_record(self.pidfile(service), clean=True)
             if stale:
                 result.notes.append(f"removed a stale {service} pidfile (its process is gone)")
             if record is not None:
                 running[service] = record
-                if self.settings.sources[SPECS[service].setting_key] != "default" and (
-                    record.port != self.wanted_port(service)
-                ):
+                wanted = self.wanted_port(service)
+                explicit = self.settings.sources[SPECS[service].setting_key] != "default"
+                if explicit and wanted not in (0, record.port):
                     result.notes.append(
                         f"{service} already runs on port {record.port}; "
-                        f"run `devctl down` first to move it to {self.wanted_port(service)}"
+                        f"run `devctl down` first to move it to {wanted}"
                     )
 
         to_start = [s for s in SERVICES if s not in running]
@@ -242,13 +283,15 @@ class LocalEngine(Engine):
         }
 
         launched: dict[str, PidRecord] = {}
-        failures: dict[str, ServiceStartError] = {}
+        failures: dict[str, StartFailure] = {}
         completed = False
         try:
             for service in to_start:
                 say(f"starting {service} on 127.0.0.1:{ports[service]}")
                 launched[service] = self._launch(service, binaries[service], ports[service])
-            failures = self._wait_healthy(launched, say)
+            # Services that were already running must answer too (a stopped or hung
+            # process keeps its pidfile valid); they are never stopped here.
+            failures = self._wait_healthy({**running, **launched}, say)
             completed = True
         finally:
             # A failed service is always stopped; the healthy ones too unless --keep.
@@ -258,11 +301,17 @@ class LocalEngine(Engine):
                     processes.stop(record, self.settings.local.stop_timeout)
                     self.pidfile(service).unlink(missing_ok=True)
         if failures:
-            message = "; ".join(f.message for f in failures.values())
-            if keep:
-                kept = [s for s in launched if s not in failures]
-                message += f" (kept running: {', '.join(kept)})" if kept else ""
-            raise ServiceStartError(message, hint=next(iter(failures.values())).hint)
+            summary = "; ".join(f.summary for f in failures.values())
+            kept = [s for s in launched if s not in failures] if keep else []
+            if kept:
+                summary += f" (kept running: {', '.join(kept)})"
+            tails = "\n".join(f.log_tail for f in failures.values())
+            hint = "see the whole log with `devctl logs SERVICE`"
+            if any(s in running for s in failures):
+                hint += "; restart with `devctl down && devctl up`"
+            elif not keep:
+                hint += "; --keep leaves the healthy service running"
+            raise ServiceStartError(f"{summary}\n{tails}", hint=hint)
 
         result.started = list(launched)
         result.endpoints = self._endpoints_for(ports)
@@ -271,6 +320,11 @@ class LocalEngine(Engine):
         return result
 
     def _prepare_data_dir(self) -> None:
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise UsageError(
+                f"data directory {self.data_dir} is a file, not a directory",
+                hint="pass --data-dir or set DEVCTL_DATA_DIR to a directory",
+            )
         try:
             for directory in (self.data_dir, self.run_dir, self.log_dir, self.redis_dir):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -299,7 +353,8 @@ class LocalEngine(Engine):
 
     def _launch(self, service: str, binary: Binary, port: int) -> PidRecord:
         argv = self._argv(service, binary.path, port)
-        proc = processes.spawn(argv, self.log_file(service), cwd=self.data_dir)
+        proc, offset = processes.spawn(argv, self.log_file(service), cwd=self.data_dir)
+        self._log_offsets[service] = offset
         record = PidRecord(
             pid=proc.pid,
             create_time=proc.create_time(),
@@ -324,7 +379,7 @@ class LocalEngine(Engine):
             "protected-mode yes",
             "daemonize no",
             'logfile ""',
-            f'dir "{self.redis_dir}"',
+            f"dir {_conf_quote(str(self.redis_dir))}",
             # AOF so sessions survive down/up; fsync once a second is the usual trade-off.
             "appendonly yes",
             "appendfsync everysec",
@@ -332,7 +387,7 @@ class LocalEngine(Engine):
         ]
         password = self.settings.redis.password
         if password:
-            lines.append(f"requirepass {password}")
+            lines.append(f"requirepass {_conf_quote(password)}")
         path = self.redis_dir / "redis.conf"
         # The file may hold a password: readable by the owner only.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -341,54 +396,60 @@ class LocalEngine(Engine):
         return path
 
     def _wait_healthy(
-        self, launched: dict[str, PidRecord], say: Progress
-    ) -> dict[str, ServiceStartError]:
-        """Wait for every launched service in parallel; return the ones that failed."""
-        failures: dict[str, ServiceStartError] = {}
-        if not launched:
+        self, services: dict[str, PidRecord], say: Progress
+    ) -> dict[str, StartFailure]:
+        """Wait for every service in parallel; return the ones that failed."""
+        failures: dict[str, StartFailure] = {}
+        if not services:
             return failures
         deadline = time.monotonic() + self.settings.local.start_timeout
-        with ThreadPoolExecutor(max_workers=len(launched)) as pool:
+        with ThreadPoolExecutor(max_workers=len(services)) as pool:
             futures = {
                 service: pool.submit(self._wait_one, service, record, deadline)
-                for service, record in launched.items()
+                for service, record in services.items()
             }
             for service, future in futures.items():
-                try:
-                    future.result()
+                failure = future.result()
+                if failure is None:
                     say(f"{service} is healthy")
-                except ServiceStartError as exc:
-                    failures[service] = exc
+                else:
+                    failures[service] = failure
         return failures
 
-    def _wait_one(self, service: str, record: PidRecord, deadline: float) -> None:
+    def _wait_one(self, service: str, record: PidRecord, deadline: float) -> StartFailure | None:
         address = self._address(service, record.port)
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             if processes.has_exited(record.pid):
-                raise self._start_failure(service, f"{service} exited during start-up")
+                status = processes.exit_status(record.pid)
+                return self._start_failure(
+                    service,
+                    f"{service} exited during start-up" + (f" ({status})" if status else ""),
+                )
             try:
                 probe.probe(service, address, self.settings, timeout=0.5)
-                return
+                return None
             except DevctlError as exc:
                 last_error = exc.message
             time.sleep(0.05)
-        raise self._start_failure(
+        return self._start_failure(
             service,
-            f"{service} did not become healthy within {self.settings.local.start_timeout:g}s "
-            f"({last_error})",
+            f"{service} (pid {record.pid}) did not become healthy within "
+            f"{self.settings.local.start_timeout:g}s ({last_error})",
         )
 
-    def _start_failure(self, service: str, message: str) -> ServiceStartError:
+    def _start_failure(self, service: str, summary: str) -> StartFailure:
         log = self.log_file(service)
-        tail = processes.tail_file(log, LOG_TAIL_ON_FAILURE)
-        shown = "\n".join(f"    {line}" for line in tail) or "    (log is empty)"
-        return ServiceStartError(
-            f"{message}. Last lines of {log}:\n{shown}",
-            hint=f"see the whole log with `devctl logs {service}`; --keep leaves the other service running",
+        # Only this run's output: earlier runs' lines would mislead.
+        tail = processes.tail_file(
+            log, LOG_TAIL_ON_FAILURE, start=self._log_offsets.get(service, 0)
         )
+        shown = "\n".join(f"    {line}" for line in tail) or "    (nothing logged)"
+        return StartFailure(summary, f"last lines of {log}:\n{shown}")
 
     def down(self, *, purge: bool = False) -> list[str]:
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise UsageError(f"data directory {self.data_dir} is a file, not a directory")
         if not self.data_dir.exists():
             return [f"{service}: not running" for service in SERVICES]
         with self._exclusive():
@@ -398,7 +459,7 @@ class LocalEngine(Engine):
         done = []
         for service in SERVICES:
             path = self.pidfile(service)
-            record, stale = processes.live_record(path)
+            record, stale = processes.live_record(path, clean=True)
             if stale:
                 done.append(f"{service}: removed a stale pidfile")
             if record is None:
@@ -409,7 +470,7 @@ class LocalEngine(Engine):
             done.append(f"{service}: {outcome} (pid {record.pid})")
         self.stack_file.unlink(missing_ok=True)
         if purge and self.data_dir.exists():
-            for child in ("run", "logs", "redis", "stack.json"):
+            for child in ("logs", "redis", "stack.json", "run"):
                 target = self.data_dir / child
                 if target.is_dir():
                     shutil.rmtree(target)
@@ -423,7 +484,13 @@ class LocalEngine(Engine):
     # --- inspection -------------------------------------------------------
 
     def _address(self, service: str, port: int) -> str:
-        return f"redis://127.0.0.1:{port}/0" if service == "redis" else f"127.0.0.1:{port}"
+        if service == "kafka":
+            return f"127.0.0.1:{port}"
+        password = self.settings.redis.password
+        # The URL carries the password so later commands can connect without the
+        # variable; it is masked wherever it is shown and stack.json is owner-only.
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{port}/0"
 
     def _endpoints_for(self, ports: dict[str, int]) -> Endpoints:
         return Endpoints(
@@ -434,15 +501,39 @@ class LocalEngine(Engine):
 
     def endpoints(self) -> Endpoints:
         records = {s: processes.live_record(self.pidfile(s))[0] for s in SERVICES}
-        if all(r is None for r in records.values()):
+        dead = [s for s, r in records.items() if r is None]
+        if len(dead) == len(SERVICES):
             raise StackNotRunning(f"the local stack is not running (data dir {self.data_dir})")
-        ports = {s: (r.port if r is not None else self.wanted_port(s)) for s, r in records.items()}
-        return self._endpoints_for(ports)
+        if dead:
+            # Never fall back to the configured port: another stack may answer there.
+            raise StackNotRunning(
+                f"{' and '.join(dead)} of the local stack is not running (data dir {self.data_dir})",
+                hint="`devctl up` starts it again; `devctl logs "
+                + dead[0]
+                + "` shows why it stopped",
+            )
+        recorded = self.read_stack_file() or {}
+        ports = {s: r.port for s, r in records.items() if r is not None}
+        endpoints = self._endpoints_for(ports)
+        if recorded.get("redis_url") and recorded.get("engine") == self.name:
+            # Keep the URL written at `up` (it may carry the password set then).
+            same_port = str(recorded["redis_url"]).endswith(f":{ports['redis']}/0")
+            if same_port:
+                endpoints = Endpoints(
+                    self.name, str(recorded["redis_url"]), endpoints.kafka_brokers
+                )
+        return endpoints
 
     def service_info(self, service: str) -> dict[str, Any]:
-        record, _stale = processes.live_record(self.pidfile(service))
+        record, stale = processes.live_record(self.pidfile(service))
         if record is None:
-            return {"running": False, "address": self._address(service, self.wanted_port(service))}
+            info: dict[str, Any] = {
+                "running": False,
+                "address": self._address(service, self.wanted_port(service)),
+            }
+            if stale:
+                info["detail"] = "stale pidfile: the process is gone (`devctl up` cleans it)"
+            return info
         return {
             "running": True,
             "pid": record.pid,
@@ -460,21 +551,33 @@ class LocalEngine(Engine):
         return processes.tail_file(path, lines)
 
     def follow_log(self, service: str, lines: int) -> Iterator[str]:
-        yield from self.log_lines(service, lines)
         path = self.log_file(service)
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            handle.seek(0, os.SEEK_END)
+        if not path.exists():
+            raise StackNotRunning(
+                f"no {service} log at {path}: the local stack has not run in this data dir"
+            )
+        handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        try:
+            # Tail up to where this handle starts reading, so no line is lost between.
+            size = os.fstat(handle.fileno()).st_size
+            yield from processes.tail_file(path, lines, end=size)
+            handle.seek(size)
             while True:
                 line = handle.readline()
                 if line:
                     yield line.rstrip("\n")
                     continue
                 time.sleep(0.2)
-                # The file was replaced (down --purge then up): reopen it.
-                with contextlib.suppress(OSError):
-                    if os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino:
-                        handle.close()
-                        handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+                # The file was replaced (down --purge then up): continue with the new one.
+                try:
+                    replaced = os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino
+                except FileNotFoundError:
+                    replaced = False
+                if replaced:
+                    handle.close()
+                    handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+        finally:
+            handle.close()
 
     def doctor(self) -> list[DoctorCheck]:
         checks = []

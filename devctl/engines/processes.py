@@ -73,26 +73,31 @@ def is_ours(record: PidRecord) -> bool:
         return False
 
 
-def live_record(path: Path) -> tuple[PidRecord | None, bool]:
-    """(record, stale): the live record, or None; stale is True if a dead pidfile was removed."""
+def live_record(path: Path, *, clean: bool = False) -> tuple[PidRecord | None, bool]:
+    """(record, stale): the live record or None; stale is True for a dead or garbled pidfile.
+
+    Only ``clean=True`` (up and down, under the data dir's lock) removes a stale
+    pidfile; read-only commands leave it for them to report.
+    """
     record = read_pidfile(path)
-    if record is None:
-        if path.exists():
-            path.unlink(missing_ok=True)
-            return None, True
-        return None, False
-    if is_ours(record):
+    if record is not None and is_ours(record):
         return record, False
-    path.unlink(missing_ok=True)
-    return None, True
+    stale = path.exists()
+    if stale and clean:
+        path.unlink(missing_ok=True)
+    return None, stale
 
 
-def spawn(argv: Sequence[str], log_path: Path, cwd: Path) -> psutil.Process:
-    """Start a detached process (own session, no terminal) logging to log_path."""
+def spawn(argv: Sequence[str], log_path: Path, cwd: Path) -> tuple[psutil.Process, int]:
+    """Start a detached process (own session, no terminal) logging to log_path.
+
+    Returns the process and the log offset where this run's output begins.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"--- devctl: starting {' '.join(argv)} at {time.ctime()}\n".encode())
         log.flush()
+        offset = log.tell()
         popen = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -102,18 +107,27 @@ def spawn(argv: Sequence[str], log_path: Path, cwd: Path) -> psutil.Process:
             start_new_session=True,
             close_fds=True,
         )
-    return psutil.Process(popen.pid)
+    return psutil.Process(popen.pid), offset
 
 
 def has_exited(pid: int) -> bool:
     try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            _reap(pid)
-            return True
-        return False
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
+
+
+def exit_status(pid: int) -> str:
+    """'exit code N' / 'killed by SIGX' of an exited child, reaping it; '' if unknown."""
+    try:
+        _pid, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return ""
+    if os.WIFEXITED(status):
+        return f"exit code {os.WEXITSTATUS(status)}"
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return ""
 
 
 def stop(record: PidRecord, timeout: float) -> str:
@@ -191,19 +205,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def tail_file(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of a text file (reads from the end, not the whole file)."""
+def tail_file(path: Path, lines: int, *, start: int = 0, end: int | None = None) -> list[str]:
+    """The last ``lines`` lines of a text file between byte offsets start and end.
+
+    Reads backwards from the end in blocks, so a large log is not read whole.
+    """
     if lines <= 0:
         return []
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
-            size = handle.tell()
+            size = handle.tell() if end is None else min(end, handle.tell())
             block = 8192
             data = b""
             position = size
-            while position > 0 and data.count(b"\n") <= lines:
-                step = min(block, position)
+            while position > start and data.count(b"\n") <= lines:
+                step = min(block, position - start)
                 position -= step
                 handle.seek(position)
                 data = handle.read(step) + data

@@ -249,3 +249,88 @@ def test_concurrent_ups_start_one_stack(cli) -> None:  # type: ignore[no-untyped
         if any(cli.env["DEVCTL_KAFKA_PORT"] in part for part in (p.info["cmdline"] or []))
     ]
     assert len(servers) == 1
+
+
+def test_password_with_spaces_and_newlines_is_quoted(cli) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    password = 'a b"c\nport 1'
+    up = cli.run("up", "--json", DEVCTL_REDIS_PASSWORD=password)
+    assert up.returncode == 0, up.stderr
+    url = json.loads(up.stdout)["endpoints"]["REDIS_URL"]
+    assert "a b" not in up.stdout and "********" in url
+    port = int(cli.env["DEVCTL_REDIS_PORT"])
+    anonymous = redis.Redis(port=port)
+    try:
+        anonymous.ping()
+        raise AssertionError("Redis accepted a client without the password")
+    except redis.AuthenticationError:
+        pass
+    finally:
+        anonymous.close()
+    authed = redis.Redis(port=port, password=password)
+    assert authed.ping() is True
+    authed.close()
+    # Later commands connect through the recorded endpoints, without the variable.
+    assert cli.run("test", "--group", "redis").returncode == 0
+    status = cli.run("status")
+    assert "a b" not in status.stdout
+
+
+def test_up_checks_health_of_a_running_service(cli) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    (cli.cwd / "devctl.yaml").write_text("local:\n  start_timeout: 2\n")
+    assert cli.run("up").returncode == 0
+    redis_pid = cli.pids()["redis"]
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        result = cli.run("up")
+        assert result.returncode == EXIT_FAILED
+        assert f"redis (pid {redis_pid}) did not become healthy" in result.stderr
+        assert "devctl down && devctl up" in result.stderr
+        assert cli.pids()["redis"] == redis_pid  # not stopped: this up did not start it
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    assert cli.run("up").returncode == 0
+
+
+def test_failure_log_shows_this_run_only_with_exit_status(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert cli.run("up").returncode == 0
+    assert cli.run("down").returncode == 0
+    broken = tmp_path / "broken-broker"
+    broken.write_text("#!/bin/sh\necho 'this run failed' >&2\nexit 7\n")
+    broken.chmod(0o755)
+    result = cli.run("up", DEVCTL_KAFKA_BROKER=str(broken))
+    assert result.returncode == EXIT_FAILED
+    assert "kafka exited during start-up (exit code 7)" in result.stderr
+    assert "this run failed" in result.stderr
+    assert "listening on" not in result.stderr  # the earlier, healthy run's lines
+
+
+def test_up_fails_when_config_topics_cannot_be_applied(cli) -> None:  # type: ignore[no-untyped-def]
+    (cli.cwd / "devctl.yaml").write_text(
+        "topics:\n  - name: grow\n    partitions: 1\n    dead_letter: false\n"
+    )
+    assert cli.run("up").returncode == 0
+    (cli.cwd / "devctl.yaml").write_text(
+        "topics:\n  - name: grow\n    partitions: 2\n    dead_letter: false\n"
+    )
+    result = cli.run("up")
+    assert result.returncode == EXIT_FAILED
+    assert "topic grow: unsupported" in result.stderr and "CreatePartitions" in result.stderr
+
+
+def test_bad_paths_are_usage_errors(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("x")
+    down = cli.run("down", "--data-dir", str(a_file))
+    assert down.returncode == EXIT_USAGE and "is a file" in down.stderr
+    assert cli.run("up").returncode == 0
+    junit = cli.run("test", "--junit", str(tmp_path))
+    assert junit.returncode == EXIT_USAGE and "--junit" in junit.stderr
+    group = cli.run("test", "--group", "nope")
+    assert group.returncode == EXIT_USAGE and "unknown check group" in group.stderr
+    port = cli.run("up", "--redis-port", "70000")
+    assert port.returncode == EXIT_USAGE and "at most 65535" in port.stderr
+    assert "Traceback" not in down.stderr + junit.stderr + group.stderr + port.stderr

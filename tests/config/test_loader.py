@@ -178,3 +178,18 @@ def test_non_utf8_files_are_config_errors(tmp_path: Path) -> None:
     (tmp_path / ".env").write_bytes(b"KAFKA_CLIENT_ID=\xfe\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_settings(cwd=tmp_path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://u:pa/ss@h:1/0", "redis://u:********@h:1/0"),
+        ("redis://u:pa ss@h:1", "redis://u:********@h:1"),
+        ("redis://u:p@ss@h:1/0", "redis://u:********@h:1/0"),
+        ("rediss://:secret@h:6380", "rediss://:********@h:6380"),
+        ("redis://user@h:1", "redis://user@h:1"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redact_url_masks_awkward_passwords(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

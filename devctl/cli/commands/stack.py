@@ -48,12 +48,16 @@ def up(
     """
     import time
 
+    from devctl.engines import ensure_no_other_stack
     from devctl.streams.topics import TopicAdmin
 
     started = time.perf_counter()
     app = get_app(ctx)
     settings = app.settings(_flags(data_dir, engine, redis_port, kafka_port))
     chosen = app.engine()
+    ensure_no_other_stack(settings, chosen)
+    if chosen.name != "local" and (redis_port is not None or kafka_port is not None):
+        app.info("note: --redis-port / --kafka-port only apply to the local engine; ignored")
     with app.err.status(f"bringing the {chosen.name} stack up...") as spinner:
         result = chosen.up(keep=keep, progress=lambda msg: spinner.update(msg))
         spinner.update("applying topics")
@@ -62,7 +66,8 @@ def up(
     seconds = time.perf_counter() - started
     for note in result.notes:
         app.info(f"note: {note}")
-    failed = [row for row in applied if row.result.startswith("failed")]
+    # A topic the config asks for but the broker cannot provide is a failed `up`.
+    failed = [r for r in applied if r.result.startswith("failed") or r.action == "unsupported"]
     created = [row.topic for row in applied if row.result.startswith("created")]
     if json_output:
         print_json(
@@ -72,7 +77,7 @@ def up(
                 "started": result.started,
                 "already_running": result.already_running,
                 "topics_created": created,
-                "topics_failed": {row.topic: row.result for row in failed},
+                "topics_failed": {row.topic: row.detail or row.result for row in failed},
                 "seconds": round(seconds, 3),
                 "notes": result.notes,
             }
@@ -89,7 +94,9 @@ def up(
         app.console.print(f"[dim]data dir: {settings.data_dir}[/dim]", highlight=False)
     if failed:
         for row in failed:
-            app.info(f"[red]topic {row.topic}: {escape(row.result)}[/red]")
+            reason = row.detail if row.action == "unsupported" else row.result
+            app.info(f"[red]topic {row.topic}: {row.action}: {escape(reason)}[/red]")
+        app.info("the stack runs, but its topics differ from the config; see `devctl topics apply`")
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -108,7 +115,7 @@ def down(
     app = get_app(ctx)
     settings = app.settings(data_dir_flag(data_dir))
     chosen = app.engine()
-    if purge:
+    if purge and chosen.keeps_data:
         confirm(app.err, f"Delete all data in {settings.data_dir} (Redis data, logs)?", yes)
     for line in chosen.down(purge=purge):
         app.console.print(line, highlight=False)
@@ -119,7 +126,7 @@ def status(
 ) -> None:
     """Show each service: engine, pid, address, version, uptime, health, latency.
 
-    Exit 0 when every service is healthy, 3 when the stack is not running, 1 otherwise.
+    Exit 0 when every service is healthy, 3 when none answers, 1 otherwise.
 
     Example: devctl status --json | jq '.[0].health'
     """
@@ -155,8 +162,8 @@ def status(
         for s in statuses:
             if s.detail:
                 app.info(f"{s.service}: {escape(s.detail)}")
-    if all(not s.running for s in statuses):
-        raise typer.Exit(EXIT_NOT_RUNNING)
+    if all(s.health != "ok" for s in statuses):
+        raise typer.Exit(EXIT_NOT_RUNNING)  # nothing answers: not running or not reachable
     if any(s.health != "ok" for s in statuses):
         raise typer.Exit(EXIT_FAILED)
 
@@ -204,7 +211,6 @@ def doctor(
     Example: devctl doctor
     """
     from devctl.engines.base import DoctorCheck
-    from devctl.engines.local import LocalEngine
     from devctl.errors import ConfigError
 
     app = get_app(ctx)
@@ -229,12 +235,7 @@ def doctor(
         settings = None
     if settings is not None:
         chosen = app.engine()
-        # The local engine's checks matter even when the configured engine is another.
-        checks += (
-            chosen.doctor()
-            if chosen.name == "local"
-            else chosen.doctor() + LocalEngine(settings).doctor()
-        )
+        checks += chosen.doctor()
     checks.append(_docker_check())
     if json_output:
         print_json([c.__dict__ for c in checks])

@@ -31,18 +31,25 @@ def test(
     Example: devctl test --junit report.xml
     """
     from devctl.checks import all_checks, run_checks
+    from devctl.errors import StackNotRunning, UsageError
 
     app = get_app(ctx)
     settings = app.settings(data_dir_flag(data_dir))
-    endpoints = app.endpoints()
+    # Bad arguments are reported before anything runs (and before the stack is asked).
     known = sorted({c.group for c in all_checks()})
     unknown = [g for g in group or [] if g not in known]
     if unknown:
-        from devctl.errors import UsageError
-
         raise UsageError(
             f"unknown check group {', '.join(unknown)}", hint=f"groups: {', '.join(known)}"
         )
+    if junit is not None and (junit.is_dir() or not junit.parent.is_dir()):
+        raise UsageError(f"--junit {junit}: not a file in an existing directory")
+    try:
+        endpoints = app.endpoints()
+    except StackNotRunning as exc:
+        if json_output:  # JSON consumers still get a document
+            print_json({"ok": False, "error": exc.message, "checks": []})
+        raise
 
     marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
 
@@ -52,6 +59,7 @@ def test(
                 f"{marks[result.status]} {result.group:<8} {escape(result.name):<40} "
                 f"{result.millis:8.1f} ms  {escape(result.reason)}",
                 highlight=False,
+                soft_wrap=True,  # one row per check, also in CI logs
             )
             if result.detail and result.detail != "unreachable" and app.verbose:
                 app.err.print(escape(result.detail), highlight=False)
@@ -91,9 +99,9 @@ def test(
             highlight=False,
         )
     if report.unreachable:
-        app.info(
-            f"[red]not reachable: {', '.join(report.unreachable)}[/red] — is the stack up? run `devctl up`"
-        )
+        for group_name, reason in report.unreachable.items():
+            app.info(f"[red]{group_name} not reachable:[/red] {escape(reason)}")
+        app.info(f"hint: {endpoints.unreachable_hint}")
         raise typer.Exit(EXIT_NOT_RUNNING)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
