@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,20 @@ DataDirOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+class EngineName(StrEnum):
+    local = "local"
+    external = "external"
+
+
+class ServiceName(StrEnum):
+    redis = "redis"
+    kafka = "kafka"
+
+
 EngineOption = Annotated[
-    str | None,
+    EngineName | None,
     typer.Option(
         "--engine",
         "-e",

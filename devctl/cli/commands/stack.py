@@ -9,19 +9,27 @@ import typer
 from rich.markup import escape
 
 from devctl.cli.app import get_app
-from devctl.cli.options import DataDirOption, EngineOption, JsonOption, YesOption, data_dir_flag
+from devctl.cli.options import (
+    DataDirOption,
+    EngineName,
+    EngineOption,
+    JsonOption,
+    ServiceName,
+    YesOption,
+    data_dir_flag,
+)
 from devctl.cli.output import confirm, duration, millis, print_json, table
-from devctl.errors import EXIT_FAILED, UsageError
+from devctl.errors import EXIT_FAILED
 
 
 def _flags(
     data_dir: Path | None,
-    engine: str | None = None,
+    engine: EngineName | None = None,
     redis_port: int | None = None,
     kafka_port: int | None = None,
 ) -> dict[str, tuple[Any, str]]:
     flags: dict[str, tuple[Any, str]] = data_dir_flag(data_dir)
-    flags["engine"] = (engine, "--engine")
+    flags["engine"] = (engine.value if engine else None, "--engine")
     flags["redis.port"] = (redis_port, "--redis-port")
     flags["kafka.port"] = (kafka_port, "--kafka-port")
     return flags
@@ -170,7 +178,7 @@ def status(
 
 def logs(
     ctx: typer.Context,
-    service: Annotated[str, typer.Argument(help="redis or kafka.")],
+    service: Annotated[ServiceName, typer.Argument(help="Which server's log.")],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")
     ] = False,
@@ -183,21 +191,15 @@ def logs(
 
     Example: devctl logs kafka -f -n 20
     """
-    from devctl.engines.base import SERVICES
-
-    if service not in SERVICES:
-        raise UsageError(
-            f"unknown service '{service}'", hint=f"choose one of: {', '.join(SERVICES)}"
-        )
     app = get_app(ctx)
     app.settings(data_dir_flag(data_dir))
     chosen = app.engine()
     if not follow:
-        for line in chosen.log_lines(service, lines):
+        for line in chosen.log_lines(service.value, lines):
             typer.echo(line)
         return
     try:
-        for line in chosen.follow_log(service, lines):
+        for line in chosen.follow_log(service.value, lines):
             typer.echo(line)
     except KeyboardInterrupt:
         return
