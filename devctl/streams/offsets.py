@@ -32,6 +32,9 @@ class PartitionOffsets:
     low: int
     high: int  # the true end: the offset the next record will get
     reported_high: int  # what the broker's watermark said
+    # False when the end could not be confirmed in time: `high` is then only the
+    # broker's report, which may be too low on Tansu.
+    exact: bool = True
 
     @property
     def messages(self) -> int:
@@ -115,6 +118,6 @@ def _end_offsets(
         finally:
             consumer.unassign()
     return {
-        key: PartitionOffsets(key[0], key[1], low, true_end[key], high)
+        key: PartitionOffsets(key[0], key[1], low, true_end[key], high, key not in pending)
         for key, (low, high) in reported.items()
     }

@@ -61,6 +61,7 @@ def describe(
                         "low": p.low,
                         "high": p.high,
                         "reported_high": p.reported_high,
+                        "exact": p.exact,
                         "messages": p.messages,
                         "leader": desc.leaders[p.partition],
                         "replicas": desc.replicas[p.partition],
