@@ -16,7 +16,7 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,7 @@ class Tail:
         group: str | None = None,
         batch_size: int = 1000,
         poll_timeout: float = 0.2,
+        on_ready: Callable[[list[TopicPartition]], None] | None = None,
     ):
         if not topics:
             raise UsageError("name at least one topic")
@@ -147,6 +148,7 @@ class Tail:
         self.group = group
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
+        self.on_ready = on_ready  # told the assignment once reading starts
         self.stats = TailStats()
         self.timeout = settings.kafka.request_timeout_ms / 1000
         if group is not None and self.start.mode in ("last", "since", "offsets"):
@@ -229,6 +231,8 @@ class Tail:
             )
             consumer = Consumer(conf)
             consumer.assign(assignment)
+            if self.on_ready is not None:
+                self.on_ready(assignment)
             self._done = {
                 (tp.topic, tp.partition)
                 for tp in assignment
@@ -249,6 +253,8 @@ class Tail:
         )
         consumer = Consumer(conf)
         consumer.subscribe(self.topics, on_assign=self._on_assign)
+        if self.on_ready is not None:
+            self.on_ready([])
         return consumer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

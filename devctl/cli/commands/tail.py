@@ -135,6 +135,23 @@ def tail(
         headers=tuple(parse_header_filter(h) for h in header or ()),
         grep=pattern,
     )
+
+    def ready(assignment: list[Any]) -> None:
+        where = {
+            "end": "from the end",
+            "beginning": "from the beginning",
+            "last": f"from the last {last} of each partition",
+            "since": f"since {since}",
+            "offsets": "from the given offsets",
+        }[start.mode]
+        parts = f"{len(assignment)} partitions" if assignment else f"as group {group}"
+        until = "up to the current end" if no_follow else "Ctrl-C to stop"
+        app.err.print(
+            f"[dim]tail: reading {', '.join(topics)} ({parts}) {where}; {until}[/dim]",
+            highlight=False,
+            soft_wrap=True,
+        )
+
     reader = Tail(
         app.endpoints(),
         settings,
@@ -144,6 +161,7 @@ def tail(
         follow=not no_follow,
         count=count,
         group=group,
+        on_ready=ready,
     )
     enricher = _enricher(app) if enrich else None
     render = _renderer(output, app.console, full)
@@ -168,7 +186,7 @@ def tail(
     finally:
         signal.signal(signal.SIGTERM, previous)
         reader.close()
-    app.err.print(f"tail: {reader.stats.summary()}", highlight=False)
+    app.err.print(f"tail: {reader.stats.summary()}", highlight=False, soft_wrap=True)
 
 
 Renderer = Callable[["TailRecord", "dict[str, dict[str, Any]] | None", TextIO], None]

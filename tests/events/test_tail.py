@@ -1,0 +1,374 @@
+"""`devctl tail` as a subprocess on a known set of events: starts, filters, outputs, exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import NewTopic
+
+from devctl.clients.kafka_client import make_admin
+from devctl.events.producer import Delivery, EventProducer
+from devctl.streams.groups import GroupAdmin
+from devctl.streams.offsets import end_offsets
+
+DEVCTL = [sys.executable, "-m", "devctl"]
+
+
+@dataclass
+class Known:
+    topic: str
+    deliveries: list[Delivery] = field(default_factory=list)
+    garbage: Delivery | None = None
+
+    def by_partition(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for d in [*self.deliveries, self.garbage]:
+            assert d is not None
+            out.setdefault(d.partition, []).append(d.offset)
+        return {p: sorted(o) for p, o in out.items()}
+
+
+@pytest.fixture(scope="module")
+def known(stack: Any) -> Iterator[Known]:
+    """16 events and one invalid value on 3 partitions, written in multi-record batches."""
+    topic = f"ev-tail-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    admin = make_admin(stack.endpoints, stack.settings)
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=10)
+    out = Known(topic)
+    producer = EventProducer(stack.endpoints, stack.settings, **{"linger.ms": 200})
+    try:
+        futures = [
+            producer.publish("devconnect.user.login", {"userId": f"u{i % 4 + 1}"}, topic=topic)
+            for i in range(12)
+        ]
+        for i, text in enumerate(["hi bob", "hi alice", "lunch?"]):
+            sender, recipient = ("alice", "bob") if i % 2 == 0 else ("bob", "alice")
+            message = {
+                "messageId": f"m{i}",
+                "fromUserId": sender,
+                "toUserId": recipient,
+                "text": text,
+                "ts": "2026-11-25T12:00:00Z",
+            }
+            futures.append(producer.publish("devconnect.message.sent", message, topic=topic))
+        futures.append(
+            producer.publish(
+                "devconnect.analytics.activity",
+                {"userId": "u2", "action": "app.open"},
+                topic=topic,
+                headers=[("origin", b"mobile")],
+            )
+        )
+        garbage = producer.publish_raw(topic, b"garbage {", key=b"u1")
+        out.deliveries = [f.result(timeout=15) for f in futures]
+        out.garbage = garbage.result(timeout=15)
+        yield out
+    finally:
+        producer.close(5)
+        for future in admin.delete_topics([topic], request_timeout=10).values():
+            future.result(timeout=20)
+
+
+def lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_json_from_the_beginning(stack: Any, known: Known, devctl: Any) -> None:
+    result = devctl("tail", known.topic, "--from-beginning", "--no-follow", "-o", "json")
+    records = lines(result)
+    assert len(records) == 17
+    ids = {d.event_id: d for d in known.deliveries}
+    for record in records:
+        assert set(record) >= {
+            "topic",
+            "partition",
+            "offset",
+            "timestamp",
+            "key",
+            "headers",
+            "event",
+        }
+        assert record["topic"] == known.topic
+        assert datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).tzinfo is not None
+        if record["event"] is None:
+            assert record["raw"] == "garbage {" and "not JSON" in record["warning"]
+            assert (record["partition"], record["offset"]) == (
+                known.garbage.partition,
+                known.garbage.offset,
+            )  # type: ignore[union-attr]
+            continue
+        delivery = ids.pop(record["event"]["id"])
+        assert (record["partition"], record["offset"]) == (delivery.partition, delivery.offset)
+        assert record["key"] == delivery.key
+        assert record["headers"]["ce_type"] == record["event"]["type"] == delivery.type
+        assert record["event"]["specversion"] == "1.0"
+    assert not ids, "every published event was shown once"
+    assert f"17 events shown ({known.topic} 17); 1 not valid events" in result.stderr
+    # Assign-only reading left no consumer group behind.
+    groups = GroupAdmin(stack.endpoints, stack.settings).list()
+    assert not [g for g in groups if g.group.startswith("devctl-tail-")]
+
+
+def test_last_n_per_partition_uses_true_end_offsets(known: Known, devctl: Any) -> None:
+    records = lines(devctl("tail", known.topic, "--last", "2", "--no-follow", "-o", "json"))
+    got: dict[int, list[int]] = {}
+    for record in records:
+        got.setdefault(record["partition"], []).append(record["offset"])
+    want = {p: offsets[-2:] for p, offsets in known.by_partition().items()}
+    assert got == want
+    # The records were written in multi-record batches: the broker's own watermark is lower.
+    assert any(len(offsets) > 2 for offsets in known.by_partition().values())
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--type", "devconnect.message.*"], {"devconnect.message.sent": 3}),
+        (["--type", "devconnect.user.login", "--key", "u2"], {"devconnect.user.login": 3}),
+        (["--key", "u1"], {"devconnect.user.login": 3, None: 1}),
+        (["--header", "origin=mobile"], {"devconnect.analytics.activity": 1}),
+        (["--grep", "hi (bob|alice)"], {"devconnect.message.sent": 2}),
+        (["--key", "alice:bob", "--grep", "lunch"], {"devconnect.message.sent": 1}),
+    ],
+)
+def test_filters(
+    known: Known, devctl: Any, args: list[str], expected: dict[str | None, int]
+) -> None:
+    records = lines(
+        devctl("tail", known.topic, "--from-beginning", "--no-follow", "-o", "json", *args)
+    )
+    counts: dict[str | None, int] = {}
+    for record in records:
+        kind = record["event"]["type"] if record["event"] else None
+        counts[kind] = counts.get(kind, 0) + 1
+    assert counts == expected
+
+
+def test_count_stops_a_follow(known: Known, devctl: Any) -> None:
+    result = devctl(
+        "tail", known.topic, "--from-beginning", "--count", "5", "-o", "json", timeout=30
+    )
+    assert len(lines(result)) == 5
+    assert "5 events shown" in result.stderr
+
+
+def test_raw_output_and_invalid_warning(known: Known, devctl: Any) -> None:
+    result = devctl(
+        "tail", known.topic, "--from-beginning", "--no-follow", "-o", "raw", "--key", "u1"
+    )
+    assert result.returncode == 0
+    values = result.stdout.splitlines()
+    assert "garbage {" in values
+    assert (
+        sum(json.loads(v)["type"] == "devconnect.user.login" for v in values if v != "garbage {")
+        == 3
+    )
+    assert "is not a valid event" in result.stderr
+
+
+def test_pretty_and_full(known: Known, devctl: Any) -> None:
+    message = next(d for d in known.deliveries if d.type == "devconnect.message.sent")
+    result = devctl(
+        "tail", known.topic, "--from-beginning", "--no-follow", "--type", "devconnect.message.sent"
+    )
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.splitlines()
+    assert len(shown) == 3
+    first = next(line for line in shown if f" {message.partition}:{message.offset} " in line)
+    stamp, topic, _position, kind, subject, data = first.split(" ", 5)
+    assert stamp.endswith("Z") and topic == known.topic and kind == "devconnect.message.sent"
+    assert subject == "alice" and json.loads(data)["text"] == "hi bob"
+    full = devctl(
+        "tail",
+        known.topic,
+        "--from-beginning",
+        "--no-follow",
+        "--key",
+        "alice:bob",
+        "--grep",
+        "lunch",
+        "--full",
+    )
+    assert '  "text": "lunch?",' in full.stdout.splitlines()
+    invalid = devctl(
+        "tail", known.topic, "--from-beginning", "--no-follow", "--key", "u1", "--grep", "garbage"
+    )
+    assert "not a valid event" in invalid.stdout and "b'garbage {'" in invalid.stdout
+
+
+def test_offset_reads_one_partition_from_there(known: Known, devctl: Any) -> None:
+    partition, offsets = max(known.by_partition().items(), key=lambda item: len(item[1]))
+    start = offsets[1]
+    records = lines(
+        devctl("tail", known.topic, "--offset", f"{partition}:{start}", "--no-follow", "-o", "json")
+    )
+    assert [(r["partition"], r["offset"]) for r in records] == [(partition, o) for o in offsets[1:]]
+
+
+def test_since_a_time_and_a_duration(stack: Any, make_topic: Any, devctl: Any) -> None:
+    topic = make_topic("since")
+    with EventProducer(stack.endpoints, stack.settings, **{"linger.ms": 100}) as producer:
+        old = [
+            producer.publish("devconnect.user.online", {"userId": f"old{i}"}, topic=topic)
+            for i in range(9)
+        ]
+        [f.result(10) for f in old]
+        time.sleep(1.2)
+        cut = datetime.now(UTC).isoformat()
+        time.sleep(0.1)
+        new = [
+            producer.publish("devconnect.user.online", {"userId": f"new{i}"}, topic=topic)
+            for i in range(9)
+        ]
+        [f.result(10) for f in new]
+    recent = lines(devctl("tail", topic, "--since", cut, "--no-follow", "-o", "json"))
+    assert sorted(r["event"]["data"]["userId"] for r in recent) == sorted(
+        f"new{i}" for i in range(9)
+    )
+    everything = lines(devctl("tail", topic, "--since", "1h", "--no-follow", "-o", "json"))
+    assert len(everything) == 18
+
+
+def _spawn(stack: Any, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*DEVCTL, "tail", *args],
+        env={**stack.env, "COLUMNS": "200", "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "tail: reading" in line, line
+    return line
+
+
+def test_follows_from_the_end_and_ctrl_c_prints_a_summary(stack: Any, make_topic: Any) -> None:
+    topic = make_topic("follow", partitions=2)
+    with EventProducer(stack.endpoints, stack.settings, **{"linger.ms": 50}) as producer:
+        [
+            f.result(10)
+            for f in [
+                producer.publish("devconnect.user.login", {"userId": f"early{i}"}, topic=topic)
+                for i in range(5)
+            ]
+        ]
+        proc = _spawn(stack, topic, "-o", "json")
+        try:
+            assert "from the end" in _wait_ready(proc)
+            [
+                f.result(10)
+                for f in [
+                    producer.publish("devconnect.user.logout", {"userId": f"late{i}"}, topic=topic)
+                    for i in range(3)
+                ]
+            ]
+            assert proc.stdout is not None
+            shown = [json.loads(proc.stdout.readline()) for _ in range(3)]
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert sorted(r["event"]["data"]["userId"] for r in shown) == ["late0", "late1", "late2"]
+    assert out == ""
+    assert proc.returncode == 0
+    assert err.strip().splitlines()[-1] == f"tail: 3 events shown ({topic} 3)"
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_group_is_opt_in_and_commits(stack: Any, known: Known, devctl: Any, unique: str) -> None:
+    group = f"tail-{unique}"
+    admin = GroupAdmin(stack.endpoints, stack.settings)
+    result = devctl(
+        "tail",
+        known.topic,
+        "--group",
+        group,
+        "--from-beginning",
+        "--count",
+        "17",
+        "-o",
+        "json",
+        timeout=60,
+    )
+    assert len(lines(result)) == 17
+    try:
+        described = admin.describe(group)
+        ends = end_offsets(stack.endpoints, stack.settings, [(known.topic, p) for p in range(3)])
+        for row in described.partitions:
+            end = ends[(known.topic, row.partition)].high
+            # A partition without records has nothing to commit.
+            assert row.committed == (end if end else None)
+        assert described.lag == 0
+    finally:
+        admin.delete(group)
+
+
+def test_bad_usage_and_unknown_topic(devctl: Any, known: Known) -> None:
+    both = devctl("tail", known.topic, "--last", "3", "--from-beginning")
+    assert both.returncode == 2 and "choose one start position" in both.stderr
+    missing = devctl("tail", f"{known.topic}-missing", "--no-follow")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    offset = devctl("tail", known.topic, "--offset", "zero")
+    assert offset.returncode == 2 and "PARTITION:OFFSET" in offset.stderr
+
+
+def test_enrich_adds_live_state_from_redis(
+    stack: Any, make_topic: Any, devctl: Any, unique: str
+) -> None:
+    from devctl.state import from_settings
+
+    topic = make_topic("enrich", partitions=1)
+    online, offline, instance = f"on{unique}", f"off{unique}", f"inst-{unique}"
+    state = from_settings(stack.settings, stack.endpoints)
+    try:
+        state.presence.heartbeat(instance, ttl=60)
+        state.presence.connect(online, "c1", instance)
+        state.presence.connect(online, "c2", instance)
+        state.sessions.create(online)
+        state.sessions.create(offline)
+        state.sessions.create(offline)
+        with EventProducer(stack.endpoints, stack.settings) as producer:
+            for user in (online, offline):
+                producer.publish("devconnect.user.login", {"userId": user}, topic=topic).result(10)
+        records = lines(
+            devctl("tail", topic, "--from-beginning", "--no-follow", "--enrich", "-o", "json")
+        )
+        enrich = {r["event"]["subject"]: r["enrich"] for r in records}
+        assert enrich[online]["online"] is True and enrich[online]["connections"] == 2
+        assert enrich[online]["sessions"] == 1
+        assert enrich[offline] == {
+            "online": False,
+            "connections": 0,
+            "last_seen": None,
+            "sessions": 2,
+        }
+        pretty = devctl("tail", topic, "--from-beginning", "--no-follow", "--enrich")
+        assert "[online, 2 conn, 1 session]" in pretty.stdout
+        assert "[offline, 2 sessions]" in pretty.stdout
+    finally:
+        state.presence.disconnect(online, "c1", instance)
+        state.presence.disconnect(online, "c2", instance)
+        state.presence.retire(instance)
+        state.sessions.revoke_all(online)
+        state.sessions.revoke_all(offline)
+        for key in state.client.scan_iter(match=f"*{unique}*"):
+            state.client.delete(key)
+        state.close()
