@@ -24,17 +24,22 @@ R = TypeVar("R")
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
 
 
+def unavailable(operation: str, exc: BaseException) -> RedisUnavailable:
+    """The one error callers catch when Redis cannot be reached."""
+    if isinstance(exc, redis.AuthenticationError):
+        return RedisUnavailable(
+            f"Redis refused the credentials ({operation})",
+            hint="set DEVCTL_REDIS_PASSWORD or put the password in REDIS_URL",
+        )
+    return RedisUnavailable(f"Redis is not reachable ({operation}): {exc}")
+
+
 @contextmanager
 def translate_errors(operation: str) -> Iterator[None]:
     try:
         yield
-    except redis.AuthenticationError as exc:
-        raise RedisUnavailable(
-            f"Redis refused the credentials ({operation})",
-            hint="set DEVCTL_REDIS_PASSWORD or put the password in REDIS_URL",
-        ) from exc
     except _UNAVAILABLE as exc:
-        raise RedisUnavailable(f"Redis is not reachable ({operation}): {exc}") from exc
+        raise unavailable(operation, exc) from exc
 
 
 def redis_operation(func: Callable[P, R]) -> Callable[P, R]:
@@ -43,8 +48,11 @@ def redis_operation(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with translate_errors(name):
+        # A plain try (not `with translate_errors`) keeps the per-request cost down.
+        try:
             return func(*args, **kwargs)
+        except _UNAVAILABLE as exc:
+            raise unavailable(name, exc) from exc
 
     return wrapper
 

@@ -17,16 +17,21 @@ different (a, b) pairs collide in a conversation key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from devctl.config.schema import StateSettings
 
 # Characters that would break a hash tag, a SCAN glob or our ':' separators.
 _ESCAPED = frozenset("%{}:*?[]\\")
+# Ordinary ids (the common case, on every request) skip the per-character loop.
+_PLAIN = re.compile(r"[A-Za-z0-9._@+-]+")
 
 
 def escape_id(value: str) -> str:
     """Escape an id for use inside a key: reversible, and a no-op for ordinary ids."""
+    if _PLAIN.fullmatch(value):
+        return value
     if not value:
         raise ValueError("an id must not be empty")
     out: list[str] = []
@@ -87,7 +92,7 @@ class KeySchema:
         return f"{self.prefix}{{u:{escape_id(user_id)}}}"
 
     def session(self, user_id: str, session_id: str) -> str:
-        """HASH of one session, named by the SHA-256 of its token."""
+        """STRING (JSON) of one session, named by the SHA-256 of its token."""
         return f"{self._user(user_id)}:session:{session_id}"
 
     def sessions_index(self, user_id: str) -> str:
@@ -197,9 +202,9 @@ class KeySchema:
             KeySpec(
                 "session",
                 f"{p}{{u:<user>}}:session:<sha256(token)>",
-                "hash",
+                "string",
                 ttl("session_ttl", "state.session_ttl"),
-                "one session: user, created, expires, ip, user agent, token prefix",
+                "one session (JSON): user, created, expires, ttl, ip, user agent, token prefix",
                 "{u:<user>}",
             ),
             KeySpec(

@@ -3,9 +3,11 @@
 Token format: ``dc1.<secret>.<user>``, where ``secret`` is 32 random bytes
 (256 bits) and ``user`` the user id, both base64url without padding. The user id
 is not secret (it appears in URLs); it is in the token so that the session key,
-the session index and the cached user share the ``{u:<user>}`` hash tag and one
-Lua script can validate the session and return the cached user atomically, on
-one Cluster slot. Redis stores only SHA-256(token): a dump of Redis cannot be
+the session index and the cached user share the ``{u:<user>}`` hash tag: one
+MGET (or, with sliding expiry, one Lua script) validates the session and returns
+the cached user in one round trip, on one Cluster slot. A session is a JSON
+string whose key TTL is the session's lifetime, so an expired or revoked session
+is gone at once. Redis stores only SHA-256(token): a dump of Redis cannot be
 replayed as logins. Plain SHA-256 is enough because the token has 256 bits of
 entropy; a slow password hash would only slow down every request.
 """
@@ -29,15 +31,17 @@ from devctl.state.keys import KeySchema, user_from_key
 TOKEN_VERSION = "dc1"
 PREFIX_CHARS = len(TOKEN_VERSION) + 1 + 8  # "dc1." + 8 chars (48 of 256 bits) of the secret
 
+# KEYS: session, session index. ARGV: ttl ms, user, ip, user agent, token prefix, session id.
+# Server time (TIME), so API instances with skewed clocks agree on expiry.
 _CREATE = Script(
     """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 local expires = now + ttl
-redis.call('HSET', KEYS[1], 'user', ARGV[2], 'created', now, 'expires', expires, 'ttl', ttl,
-           'ip', ARGV[3], 'ua', ARGV[4], 'prefix', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ttl)
+local session = cjson.encode({user = ARGV[2], created = now, expires = expires, ttl = ttl,
+                              ip = ARGV[3], ua = ARGV[4], prefix = ARGV[5]})
+redis.call('SET', KEYS[1], session, 'PX', ttl)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZADD', KEYS[2], expires, ARGV[6])
 if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
@@ -45,23 +49,22 @@ return {now, expires}
 """
 )
 
-# KEYS: session, cached user, session index. ARGV: sliding (0/1), session id.
-# An expired key is never returned by Redis, so expiry and revocation act at once.
-_VALIDATE = Script(
+# Sliding validation. KEYS: session, cached user, session index. ARGV: session id.
+# (Fixed-expiry validation needs no script: one MGET of the session and the user.)
+_SLIDE = Script(
     """
-local s = redis.call('HGETALL', KEYS[1])
-if #s == 0 then return false end
-if ARGV[1] == '1' then
-  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
-  local t = redis.call('TIME')
-  local expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
-  redis.call('HSET', KEYS[1], 'expires', expires)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('ZADD', KEYS[3], expires, ARGV[2])
-  if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
-  s = redis.call('HGETALL', KEYS[1])
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local session = cjson.decode(raw)
+local t = redis.call('TIME')
+session['expires'] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + session['ttl']
+raw = cjson.encode(session)
+redis.call('SET', KEYS[1], raw, 'PX', session['ttl'])
+redis.call('ZADD', KEYS[3], session['expires'], ARGV[1])
+if redis.call('PTTL', KEYS[3]) < session['ttl'] then
+  redis.call('PEXPIRE', KEYS[3], session['ttl'])
 end
-return {s, redis.call('GET', KEYS[2])}
+return {raw, redis.call('GET', KEYS[2])}
 """
 )
 
@@ -141,21 +144,18 @@ def parse_token(token: str) -> str | None:
     return user_id or None
 
 
-def _info(sid: str, raw: dict[str, str]) -> SessionInfo:
+def _info(sid: str, raw: str) -> SessionInfo:
+    data = json.loads(raw)
     return SessionInfo(
         session_id=sid,
-        user_id=raw["user"],
-        created_at=int(raw["created"]) / 1000,
-        expires_at=int(raw["expires"]) / 1000,
-        ttl=int(raw["ttl"]) / 1000,
-        ip=raw.get("ip") or None,
-        user_agent=raw.get("ua") or None,
-        token_prefix=raw.get("prefix", ""),
+        user_id=data["user"],
+        created_at=data["created"] / 1000,
+        expires_at=data["expires"] / 1000,
+        ttl=data["ttl"] / 1000,
+        ip=data.get("ip") or None,
+        user_agent=data.get("ua") or None,
+        token_prefix=data.get("prefix", ""),
     )
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class Sessions:
@@ -216,22 +216,21 @@ class Sessions:
         if user_id is None:
             return None
         sid = session_id(token.strip())
-        reply = _VALIDATE(
-            self.client,
-            [
-                self.keys.session(user_id, sid),
-                self.keys.user(user_id),
-                self.keys.sessions_index(user_id),
-            ],
-            ["1" if slide else "0", sid],
-        )
-        if not reply:
+        session_key = self.keys.session(user_id, sid)
+        user_key = self.keys.user(user_id)
+        if slide:
+            reply = _SLIDE(
+                self.client, [session_key, user_key, self.keys.sessions_index(user_id)], [sid]
+            )
+        else:
+            # Both keys carry the {u:<user>} hash tag: one MGET, valid on Redis Cluster too.
+            reply = self.client.mget(session_key, user_key)
+        if not reply or reply[0] is None:
             return None
-        raw = _pairs(reply[0])
-        if raw.get("user") != user_id:  # cannot happen unless keys were tampered with
+        info = _info(sid, reply[0])
+        if info.user_id != user_id:  # cannot happen unless keys were tampered with
             return None
-        user = json.loads(reply[1]) if reply[1] else None
-        return ValidSession(_info(sid, raw), user)
+        return ValidSession(info, json.loads(reply[1]) if reply[1] else None)
 
     @redis_operation
     def revoke(self, token: str) -> bool:
@@ -281,7 +280,7 @@ class Sessions:
             return []
         pipe = self.client.pipeline(transaction=False)
         for sid in sids:
-            pipe.hgetall(self.keys.session(user_id, sid))
+            pipe.get(self.keys.session(user_id, sid))
         found = pipe.execute()
         gone = [sid for sid, raw in zip(sids, found, strict=True) if not raw]
         if gone:
@@ -298,7 +297,7 @@ class Sessions:
             chunk = keys[start : start + 500]
             pipe = self.client.pipeline(transaction=False)
             for key in chunk:
-                pipe.hgetall(key)
+                pipe.get(key)
             for key, raw in zip(chunk, pipe.execute(), strict=True):
                 if raw:
                     infos.append(_info(key.rsplit(":", 1)[1], raw))

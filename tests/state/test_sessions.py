@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ def test_only_a_hash_of_the_token_is_stored(state: StateServices) -> None:
     for key in state.client.scan_iter(match=f"{state.keys.prefix}*"):
         dumped = state.client.dump(key) or b""
         assert secret[PREFIX_CHARS - 4 :].encode() not in dumped, key
-    stored = state.client.hgetall(state.keys.session("42", new.info.session_id))
+    stored = json.loads(state.client.get(state.keys.session("42", new.info.session_id)) or "")
     assert stored["ip"] == "10.0.0.1" and stored["ua"] == "pytest" and stored["user"] == "42"
 
 
@@ -40,7 +41,7 @@ def test_validate_returns_session_and_cached_user_in_one_round_trip(
     state.sessions.validate(new.token)  # loads the script once
     with round_trips() as sent:
         valid = state.sessions.validate(new.token)
-    assert sent.round_trips == 1 and sent.commands == ["EVALSHA"]
+    assert sent.round_trips == 1 and sent.commands == ["MGET"]
     assert valid is not None
     assert valid.session.user_id == "42" and valid.session.ip == "1.2.3.4"
     assert valid.user == {"_id": "42", "firstName": "Ada"}
@@ -70,7 +71,19 @@ def test_malformed_tampered_and_foreign_tokens_are_rejected(state: StateServices
     assert state.sessions.validate(new.token) is not None
 
 
-def test_scripts_survive_a_script_flush(state: StateServices) -> None:
+def test_sliding_validation_is_one_round_trip_too(
+    make_state: Callable[..., StateServices], round_trips: Callable[[], Any]
+) -> None:
+    sliding = make_state(session_sliding=True)
+    new = sliding.sessions.create("42")
+    sliding.sessions.validate(new.token)
+    with round_trips() as sent:
+        assert sliding.sessions.validate(new.token) is not None
+    assert sent.round_trips == 1 and sent.commands == ["EVALSHA"]
+
+
+def test_scripts_survive_a_script_flush(make_state: Callable[..., StateServices]) -> None:
+    state = make_state(session_sliding=True)
     new = state.sessions.create("42")
     state.client.script_flush()
     assert state.sessions.validate(new.token) is not None
