@@ -168,6 +168,12 @@ def lag(
         )
 
     try:
+        if not app.console.is_terminal:
+            # Piped or logged: one frame after another rather than redrawing in place.
+            while True:
+                app.console.print(frame())
+                app.console.file.flush()
+                time.sleep(interval)
         with Live(frame(), console=app.console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)

@@ -1,0 +1,161 @@
+"""`devctl groups` and its domain: lag from true end offsets, reset plans, refusal with members."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from devctl.clients.kafka_client import consumer_conf, producer_conf
+from devctl.streams.groups import GroupAdmin
+
+
+def batch(stack: Any, topic: str, partition: int, count: int) -> None:
+    """``count`` records in one multi-record batch (the broker under-reports its end after it)."""
+    producer = Producer(producer_conf(stack.endpoints, stack.settings, **{"linger.ms": 200}))
+    for index in range(count):
+        producer.produce(topic, value=b"r%d" % index, partition=partition)
+    assert producer.flush(10) == 0
+
+
+def commit(stack: Any, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    consumer = Consumer(consumer_conf(stack.endpoints, stack.settings, group_id=group))
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def lagging(stack: Any, make_topic: Any, unique: str) -> Any:
+    topic = make_topic("groups")
+    group = f"grp-{unique}"
+    batch(stack, topic, 0, 10)
+    batch(stack, topic, 2, 5)
+    commit(stack, group, {(topic, 0): 4, (topic, 2): 5})
+    admin = GroupAdmin(stack.endpoints, stack.settings)
+    yield topic, group, admin
+    admin.delete(group)
+
+
+def test_describe_and_lag(lagging: Any, devctl: Any) -> None:
+    topic, group, admin = lagging
+    described = admin.describe(group)
+    assert described.state == "EMPTY" and described.members == []
+    rows = {p.partition: (p.committed, p.end, p.lag) for p in described.partitions}
+    # A caught-up partition shows 0; one never committed counts what it holds (here nothing).
+    assert rows == {0: (4, 10, 6), 1: (None, 0, 0), 2: (5, 5, 0)}
+    assert described.lag == 6
+    result = devctl("groups", "describe", group, "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["lag"] == 6
+    assert [(p["partition"], p["lag"]) for p in shown["partitions"]] == [(0, 6), (1, 0), (2, 0)]
+    lag = json.loads(devctl("groups", "lag", group, "--json").stdout)
+    assert lag == [{"group": group, "topic": topic, "partitions": 3, "lag": 6, "uncommitted": 1}]
+    listed = json.loads(devctl("groups", "list", "--json").stdout)
+    assert {"group": group, "state": "EMPTY", "members": 0} in listed
+    every = json.loads(devctl("groups", "lag", "--json").stdout)
+    assert {"group": group, "topic": topic, "partitions": 3, "lag": 6, "uncommitted": 1} in every
+    table = devctl("groups", "lag", group)
+    assert group in table.stdout and " 6 " in table.stdout
+
+
+def test_reset_is_a_dry_run_unless_executed(lagging: Any, devctl: Any) -> None:
+    topic, group, admin = lagging
+    dry = devctl("groups", "reset", group, "--topic", topic, "--to", "earliest", "--json")
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert plan["executed"] is False
+    assert [(r["partition"], r["current"], r["target"]) for r in plan["partitions"]] == [
+        (0, 4, 0),
+        (1, None, 0),
+        (2, 5, 0),
+    ]
+    assert admin.committed(group) == {(topic, 0): 4, (topic, 2): 5}  # untouched
+
+    latest = devctl("groups", "reset", group, "--topic", topic, "--to", "latest", "--execute")
+    assert latest.returncode == 0, latest.stderr
+    assert admin.committed(group) == {(topic, 0): 10, (topic, 1): 0, (topic, 2): 5}
+    assert admin.describe(group).lag == 0
+
+    two = devctl("groups", "reset", group, "--topic", topic, "--to", "2", "--execute", "--json")
+    rows = {r["partition"]: r for r in json.loads(two.stdout)["partitions"]}
+    assert {p: r["target"] for p, r in rows.items()} == {0: 2, 1: 0, 2: 2}
+    assert "clamped" in rows[1]["note"]
+    assert admin.committed(group)[(topic, 0)] == 2
+
+
+def test_reset_to_a_time(stack: Any, lagging: Any, devctl: Any) -> None:
+    topic, group, admin = lagging
+    time.sleep(1.1)
+    cut = datetime.now(UTC).isoformat()
+    time.sleep(0.1)
+    batch(stack, topic, 0, 3)  # offsets 10, 11, 12 come after the cut
+    result = devctl("groups", "reset", group, "--topic", topic, "--to", cut, "--execute")
+    assert result.returncode == 0, result.stderr
+    assert admin.committed(group) == {(topic, 0): 10, (topic, 1): 0, (topic, 2): 5}
+    bogus = devctl("groups", "reset", group, "--topic", topic, "--to", "yesterday-ish")
+    assert bogus.returncode == 2 and "--to expects" in bogus.stderr
+
+
+@pytest.mark.slow
+def test_reset_refuses_while_the_group_has_members(stack: Any, lagging: Any, devctl: Any) -> None:
+    topic, group, admin = lagging
+    member = Consumer(consumer_conf(stack.endpoints, stack.settings, group_id=group))
+    assigned: list[Any] = []
+    member.subscribe([topic], on_assign=lambda _c, parts: assigned.extend(parts))
+    try:
+        deadline = time.monotonic() + 30
+        while not assigned and time.monotonic() < deadline:
+            member.poll(0.1)
+        assert assigned, "the member never joined"
+        refused = devctl(
+            "groups", "reset", group, "--topic", topic, "--to", "earliest", "--execute"
+        )
+        assert refused.returncode == 1
+        assert "offsets can only be reset while it is empty" in refused.stderr
+        dry = devctl("groups", "reset", group, "--topic", topic, "--to", "earliest")
+        assert dry.returncode == 0 and "--execute would refuse" in dry.stderr
+        assert admin.describe(group).active
+    finally:
+        member.close()  # leaves the group at once
+    assert admin.committed(group)[(topic, 0)] == 4
+    after = devctl("groups", "reset", group, "--topic", topic, "--to", "earliest", "--execute")
+    assert after.returncode == 0, after.stderr
+
+
+def test_lag_watch_refreshes_until_ctrl_c(stack: Any, lagging: Any) -> None:
+    _topic, group, _admin = lagging
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devctl", "groups", "lag", group, "--watch", "--interval", "0.2"],
+        env={**stack.env, "COLUMNS": "200", "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out.count("lag at ") >= 2  # refreshed at least once
+    assert group in out and "Traceback" not in err
+
+
+def test_unknown_group(devctl: Any, unique: str) -> None:
+    result = devctl("groups", "describe", f"never-{unique}")
+    assert result.returncode == 1 and "does not exist" in result.stderr

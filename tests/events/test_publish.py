@@ -1,0 +1,143 @@
+"""`devctl publish` and `devctl events types` as subprocesses against the real broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from devctl.clients.kafka_client import consumer_conf
+from devctl.events.envelope import decode_event
+from devctl.events.registry import REGISTRY
+from devctl.streams.offsets import end_offsets
+
+
+def records(stack: Any, topic: str, partitions: int) -> list[Any]:
+    ends = end_offsets(stack.endpoints, stack.settings, [(topic, p) for p in range(partitions)])
+    wanted = sum(e.high for e in ends.values())
+    consumer = Consumer(consumer_conf(stack.endpoints, stack.settings, group_id="publish-reader"))
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out, deadline = [], time.monotonic() + 10
+        while len(out) < wanted and time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+def test_one_event_reports_partition_and_offset(stack: Any, make_topic: Any, devctl: Any) -> None:
+    topic = make_topic("one")
+    result = devctl(
+        "publish", topic, "--type", "devconnect.user.login", "--data", '{"userId": "p1"}'
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith(f"✔ devconnect.user.login -> {topic} partition ")
+    parts = line.split()
+    partition, offset = (
+        int(parts[parts.index("partition") + 1]),
+        int(parts[parts.index("offset") + 1]),
+    )
+    (msg,) = records(stack, topic, 3)
+    assert (msg.partition(), msg.offset()) == (partition, offset)
+    event = decode_event(msg.value())
+    assert event.subject == "p1" and msg.key() == b"p1" and f"id {event.id}" in line
+
+
+def test_lines_from_stdin_with_json_report(stack: Any, make_topic: Any, devctl: Any) -> None:
+    topic = make_topic("lines")
+    stream = "\n".join(
+        [
+            json.dumps(
+                {"type": "devconnect.user.online", "data": {"userId": "a", "connections": 2}}
+            ),
+            json.dumps(
+                {
+                    "type": "devconnect.user.offline",
+                    "data": {"userId": "a", "lastSeen": "2026-11-25T10:00:00Z"},
+                }
+            ),
+            "",
+            json.dumps({"type": "devconnect.user.login", "data": {"userId": "b"}, "key": "custom"}),
+        ]
+    )
+    result = devctl("publish", topic, "--json", input=stream)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["delivered"] == 3 and report["failed"] == 0
+    assert [e["type"] for e in sorted(report["events"], key=lambda e: e["id"])] == [
+        "devconnect.user.online",
+        "devconnect.user.offline",
+        "devconnect.user.login",
+    ]
+    keys = sorted(m.key() for m in records(stack, topic, 3))
+    assert keys == [b"a", b"a", b"custom"]
+
+
+def test_a_bad_line_sends_nothing(stack: Any, make_topic: Any, devctl: Any, tmp_path: Any) -> None:
+    topic = make_topic("bad", partitions=1)
+    path = tmp_path / "events.ndjson"
+    path.write_text(
+        '{"type": "devconnect.user.login", "data": {"userId": "ok"}}\n'
+        '{"type": "devconnect.user.login", "data": {"userId": "not ok!"}}\n'
+    )
+    result = devctl("publish", topic, "--file", str(path))
+    assert result.returncode == 2
+    assert "line 2: invalid data for devconnect.user.login" in result.stderr
+    unknown = devctl("publish", topic, "--type", "devconnect.user.logn", "--data", "{}")
+    assert unknown.returncode == 2 and "did you mean devconnect.user.login?" in unknown.stderr
+    wrong = devctl(
+        "publish", "message-events", "--type", "devconnect.user.login", "--data", '{"userId": "x"}'
+    )
+    assert wrong.returncode == 2 and "belongs on user-events, not message-events" in wrong.stderr
+    assert end_offsets(stack.endpoints, stack.settings, [(topic, 0)])[(topic, 0)].high == 0
+
+
+def test_count_rate_and_raw(stack: Any, make_topic: Any, devctl: Any) -> None:
+    topic = make_topic("rate", partitions=2)
+    started = time.monotonic()
+    result = devctl(
+        "publish", topic, "--type", "devconnect.analytics.activity",
+        "--data", '{"userId": "r", "action": "tick"}', "--count", "12", "--rate", "20/s",
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "delivered 12 of 12 events" in result.stdout
+    assert elapsed >= 0.55  # 12 events at 20/s take at least 11/20 s
+    raw = devctl("publish", topic, "--raw", "--data", "plain bytes", "--key", "k")
+    assert raw.returncode == 0, raw.stderr
+    got = records(stack, topic, 2)
+    ids = {decode_event(m.value()).id for m in got if m.value() != b"plain bytes"}
+    assert len(ids) == 12  # every copy got its own id
+    assert [m.key() for m in got if m.value() == b"plain bytes"] == [b"k"]
+
+
+def test_missing_topic_is_not_auto_created(devctl: Any, unique: str) -> None:
+    result = devctl("publish", f"nope-{unique}", "--raw", "--data", "x")
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    again = devctl("publish", f"nope-{unique}", "--raw", "--data", "x")
+    assert again.returncode == 1
+
+
+def test_events_types_lists_the_registry(devctl: Any) -> None:
+    result = devctl("events", "types", "--json")
+    assert result.returncode == 0
+    listed = {t["type"]: t for t in json.loads(result.stdout)}
+    assert set(listed) == set(REGISTRY)
+    sent = listed["devconnect.message.sent"]
+    assert sent["topic"] == "message-events" and sent["key"].startswith("conversation id")
+    assert {"name": "text", "type": "str", "required": True} in sent["fields"]
+    assert sent["schema"]["additionalProperties"] is False
+    table = devctl("events", "types")
+    assert (
+        "devconnect.connection.requested" in table.stdout and "CONNECTION_REQUEST" in table.stdout
+    )
+    one = devctl("events", "types", "devconnect.user.signup", "--json")
+    assert [t["type"] for t in json.loads(one.stdout)] == ["devconnect.user.signup"]
+    bad = devctl("events", "types", "devconnect.nope")
+    assert bad.returncode == 2 and "unknown event type" in bad.stderr
