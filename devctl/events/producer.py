@@ -141,8 +141,20 @@ class DeliveryFuture:
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         """librdkafka's delivery report for this event (served by the producer's thread)."""
-        if self._owner is not None:
-            self._owner._report(self, err, msg)
+        owner = self._owner
+        if owner is None:
+            return
+        if err is None and self._on_delivery is None and owner._on_delivery is None:
+            # The hot path: count, store the message (a Delivery is built when asked for).
+            with _future_lock:
+                owner.stats.delivered += 1
+                self._result = msg
+                waiter, callbacks = self._waiter, self._callbacks
+                self._callbacks = None
+            if waiter is not None or callbacks:
+                self._notify(waiter, callbacks)
+            return
+        owner._report(self, err, msg)
 
     def done(self) -> bool:
         return self._result is not _UNSET or self._exception is not None
@@ -153,8 +165,14 @@ class DeliveryFuture:
             self._exception = exception
             waiter, callbacks = self._waiter, self._callbacks
             self._callbacks = None
-        if waiter is None and callbacks is None:
-            return
+        if waiter is not None or callbacks:
+            self._notify(waiter, callbacks)
+
+    def _notify(
+        self,
+        waiter: threading.Event | None,
+        callbacks: list[Callable[[DeliveryFuture], None]] | None,
+    ) -> None:
         if waiter is not None:
             waiter.set()
         for callback in callbacks or ():
@@ -275,7 +293,8 @@ class EventProducer:
         self.stats = ProducerStats()
         self._on_delivery = on_delivery
         self._on_error = on_error
-        self._lock = threading.Lock()
+        # One lock guards the stats and every future's state: a delivery report takes it once.
+        self._lock = _future_lock
         conf = producer_conf(
             endpoints,
             settings,
@@ -539,9 +558,6 @@ class EventProducer:
         if err is None:
             with self._lock:
                 self.stats.delivered += 1
-            if callbacks == (None, None):
-                pending._finish(msg, None)  # the hot path: no Delivery built until asked
-                return
             delivery = _delivery_of(msg, pending.event_id, pending.type, None)
             pending._finish(delivery, None)
         else:
