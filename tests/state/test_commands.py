@@ -6,6 +6,7 @@ Each test uses its own key prefix (DEVCTL_REDIS_KEY_PREFIX), so counts and lists
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -239,3 +240,30 @@ def test_devctl_test_runs_the_state_checks_and_leaves_nothing(devctl: Run, stack
     assert "dead-instance sweep" in names and "rate limiter exact at its boundary" in names
     assert set(client.scan_iter(match="devconnect:*", count=1000)) == before
     client.close()
+
+
+def test_presence_watch_exits_cleanly_on_ctrl_c(
+    stack: Any, prefix: str, state: StateServices
+) -> None:
+    env = {**stack.env, "DEVCTL_REDIS_KEY_PREFIX": prefix}
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "devctl", "presence", "watch", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while state.pubsub.subscribers(state.pubsub.presence_channel()) < 1:
+            assert time.monotonic() < deadline and watcher.poll() is None, "watch never subscribed"
+            time.sleep(0.05)
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=10)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    assert out == "" and "0 presence changes seen" in err and "Traceback" not in err
