@@ -19,6 +19,7 @@ from confluent_kafka.admin import NewTopic
 from devctl.checks import CheckContext, CheckFailed, check, expect
 from devctl.checks.kafka_checks import CHECK_HEADER
 from devctl.clients.kafka_client import consumer_conf, kafka_reason
+from devctl.events._batches import Headers
 from devctl.events.consumer import (
     DLQ_OFFSET,
     DLQ_REASON,
@@ -31,7 +32,7 @@ from devctl.events.envelope import HEADER_ID, HEADER_TYPE, Event, decode_event
 from devctl.events.producer import EventProducer
 from devctl.events.registry import REGISTRY
 
-MARK = [(CHECK_HEADER, b"1")]
+MARK: Headers = [(CHECK_HEADER, b"1")]
 ACTIVITY = "devconnect.analytics.activity"
 
 # One producer per `devctl test` run: an idempotent producer's start costs ~0.5 s.

@@ -48,7 +48,7 @@ from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, kafka_reason
 from devctl.config.loader import Settings
 from devctl.errors import UsageError
-from devctl.events._batches import next_batch
+from devctl.events._batches import coordinates, headers_of, next_batch
 from devctl.events.envelope import Event, decode_event, iso_millis
 from devctl.events.errors import InvalidEvent, PermanentError, UnknownEventType
 from devctl.events.producer import EventProducer
@@ -151,7 +151,7 @@ class HandlerContext:
                 raise UsageError("ctx.tx needs Redis: give the runtime a Redis client")
             pipe = self.redis.pipeline(transaction=True)
             if self._markers:
-                pipe.watch(*self._markers)
+                pipe.watch(*self._markers)  # type: ignore[no-untyped-call]
                 if pipe.exists(*self._markers):
                     pipe.reset()
                     raise _Duplicate
@@ -397,10 +397,13 @@ class ConsumerRuntime:
 
     def _process(self, messages: list[Message]) -> None:
         self.counters.batches += 1
-        records = [self._classify(m) for m in messages if m.error() is None]
-        for m in messages:
-            if m.error() is not None:
-                log.warning("%s: consumer error: %s", self.group, m.error().str())
+        records: list[_Record] = []
+        for msg in messages:
+            error = msg.error()
+            if error is None:
+                records.append(self._classify(msg))
+            else:
+                log.warning("%s: consumer error: %s", self.group, error.str())
         finished: list[_Record] = []
         pending_marks: list[str] = []
         try:
@@ -423,8 +426,8 @@ class ConsumerRuntime:
             self._commit(finished)
 
     def _classify(self, msg: Message) -> _Record:
-        record = _Record(msg, msg.topic(), msg.partition(), msg.offset())
-        if self.skip_check_records and any(k == CHECK_HEADER for k, _ in msg.headers() or ()):
+        record = _Record(msg, *coordinates(msg))
+        if self.skip_check_records and any(k == CHECK_HEADER for k, _ in headers_of(msg)):
             record.action = "skip"
             return record
         try:
@@ -585,7 +588,7 @@ class ConsumerRuntime:
 
     def _dead_letter(self, record: _Record, attempts: int) -> None:
         target = dead_letter_topic(self.settings, record.topic)
-        headers = list(record.msg.headers() or [])
+        headers = headers_of(record.msg)
         headers += [
             (DLQ_REASON, record.reason.encode()),
             (DLQ_ERROR, record.error[:1000].encode("utf-8", "replace")),
@@ -658,7 +661,8 @@ class ConsumerRuntime:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _delay(self, attempt: int) -> float:
-        return min(self.backoff_ms * 2 ** (attempt - 1), self.backoff_max_ms) / 1000
+        delay_ms: int = self.backoff_ms * 2 ** max(attempt - 1, 0)
+        return min(delay_ms, self.backoff_max_ms) / 1000
 
     def _marker(self, event_id: str) -> str:
         return str(self.keys.idempotency(self.group, event_id))

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import time as _time
 from dataclasses import dataclass
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
+from devctl.events._batches import Headers
 from devctl.events.errors import InvalidEvent
 from devctl.events.ids import uuid7_parts
 from devctl.events.registry import REGISTRY, EventType
@@ -77,7 +78,7 @@ class EncodedEvent(NamedTuple):
     topic: str
     key: bytes
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: Headers
     id: str
     type: str
     subject: str
@@ -134,7 +135,7 @@ def encode_event(
     )
 
 
-def event_headers(event_type: str, event_id: str) -> list[tuple[str, bytes]]:
+def event_headers(event_type: str, event_id: str) -> Headers:
     return [
         (HEADER_TYPE, event_type.encode()),
         (HEADER_ID, event_id.encode()),

@@ -121,9 +121,10 @@ class _TimestampReader:
                     if error.code() == KafkaError._PARTITION_EOF:
                         return None
                     continue
-                if msg.offset() < offset:
+                found = msg.offset()
+                if found is None or found < offset:
                     continue
-                return msg.offset(), msg.timestamp()[1]
+                return found, msg.timestamp()[1]
             return None
         finally:
             self.consumer.unassign()

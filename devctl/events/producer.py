@@ -39,6 +39,7 @@ from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import kafka_reason, producer_conf
 from devctl.config.loader import Settings
 from devctl.errors import UsageError
+from devctl.events._batches import Headers
 from devctl.events.envelope import EncodedEvent, encode_event
 from devctl.events.errors import DeliveryFailed, ProducerQueueFull
 from devctl.events.registry import EventType
@@ -203,7 +204,7 @@ class DeliveryFuture:
         result = self._result
         if not isinstance(result, Delivery):
             result = self._result = _delivery_of(result, self.event_id, self.type, None)
-        return result  # type: ignore[no-any-return]
+        return result
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait(timeout)
@@ -340,7 +341,7 @@ class EventProducer:
         key: str | None = None,
         subject: str | None = None,
         topic: str | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> DeliveryFuture:
         """Queue one event; returns at once. ``topic`` overrides the registry's (tests, checks)."""
@@ -361,7 +362,7 @@ class EventProducer:
         encoded: EncodedEvent,
         *,
         topic: str | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> DeliveryFuture:
         all_headers = encoded.headers + headers if headers else encoded.headers
@@ -382,7 +383,7 @@ class EventProducer:
         value: bytes | None,
         *,
         key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
         partition: int | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> DeliveryFuture:
@@ -400,7 +401,7 @@ class EventProducer:
         topic: str,
         value: bytes | None,
         key: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: Headers | None,
         partition: int | None,
         event_id: str | None,
         event_type: str | None,

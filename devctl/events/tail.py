@@ -26,7 +26,7 @@ from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, fetch_metadata, make_admin
 from devctl.config.loader import Settings
 from devctl.errors import NotFound, UsageError
-from devctl.events._batches import next_batch
+from devctl.events._batches import Headers, coordinates, headers_of, next_batch
 from devctl.events.envelope import HEADER_TYPE, envelope_problem
 from devctl.events.positions import offsets_for_time
 from devctl.streams.offsets import Partition, end_offsets
@@ -87,15 +87,15 @@ class TailRecord:
     offset: int
     timestamp_ms: int
     key: bytes | None
-    headers: list[tuple[str, bytes]] | None
+    headers: Headers
     value: bytes | None
     event: dict[str, Any] | None = None  # the decoded CloudEvent, when valid
     problem: str | None = None  # why the value is not a valid event
 
     def header(self, name: str) -> bytes | None:
-        for key, value in self.headers or ():
+        for key, value in self.headers:
             if key == name:
-                return value
+                return value.encode() if isinstance(value, str) else value
         return None
 
 
@@ -310,14 +310,12 @@ class Tail:
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    self._done.add((msg.topic(), msg.partition()))
+                    self._done.add((msg.topic() or "", msg.partition() or 0))
                     continue
                 if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise NotFound(f"topic {msg.topic()} no longer exists")
                 continue
-            topic = msg.topic()
-            partition = msg.partition()
-            offset = msg.offset()
+            topic, partition, offset = coordinates(msg)
             if track_end:
                 end = self._ends.get((topic, partition), 0)
                 if offset >= end:
@@ -326,7 +324,7 @@ class Tail:
                 if offset + 1 >= end:
                     self._done.add((topic, partition))
             self.stats.scanned += 1
-            headers = msg.headers()
+            headers = headers_of(msg)
             key = msg.key()
             value = msg.value()
             if filters.keys and (key is None or key.decode("utf-8", "replace") not in filters.keys):
@@ -360,14 +358,11 @@ class Tail:
             consumer.close()  # in group mode this commits the stored offsets and leaves
 
 
-def _headers_match(
-    headers: list[tuple[str, bytes]] | None, wanted: tuple[tuple[str, str], ...]
-) -> bool:
+def _headers_match(headers: Headers, wanted: tuple[tuple[str, str], ...]) -> bool:
     have: dict[str, set[str]] = {}
-    for name, value in headers or ():
-        have.setdefault(name, set()).add(
-            value.decode("utf-8", "replace") if value is not None else ""
-        )
+    for name, value in headers:
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+        have.setdefault(name, set()).add(text)
     return all(value in have.get(name, ()) for name, value in wanted)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -114,7 +115,7 @@ class GroupAdmin:
 
     # --- reading ------------------------------------------------------------
 
-    def list(self) -> list[GroupSummary]:
+    def summaries(self) -> list[GroupSummary]:
         try:
             listing = self.admin.list_consumer_groups(request_timeout=self.timeout).result(
                 timeout=self.timeout * 2
@@ -137,9 +138,9 @@ class GroupAdmin:
             out.append(GroupSummary(name, state, len(members) if reported else None))
         return out
 
-    def _describe_raw(self, groups: list[str]) -> dict[str, object]:
+    def _describe_raw(self, groups: list[str]) -> dict[str, Any]:
         futures = self.admin.describe_consumer_groups(groups, request_timeout=self.timeout)
-        out: dict[str, object] = {}
+        out: dict[str, Any] = {}
         for name, future in futures.items():
             try:
                 out[name] = future.result(timeout=self.timeout * 2)
@@ -223,7 +224,7 @@ class GroupAdmin:
 
     def lag(self, group: str | None = None) -> list[TopicLag]:
         """Lag totals per group and topic (every group when ``group`` is None)."""
-        names = [group] if group is not None else [g.group for g in self.list()]
+        names = [group] if group is not None else [g.group for g in self.summaries()]
         if not names:
             return []
         out = []

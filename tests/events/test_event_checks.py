@@ -12,7 +12,7 @@ from devctl.streams.groups import GroupAdmin
 def test_event_checks_pass_and_clean_up(stack: Any, devctl: Any) -> None:
     admin = make_admin(stack.endpoints, stack.settings)
     topics_before = set(admin.list_topics(timeout=10).topics)
-    groups_before = {g.group for g in GroupAdmin(stack.endpoints, stack.settings).list()}
+    groups_before = {g.group for g in GroupAdmin(stack.endpoints, stack.settings).summaries()}
     client = stack.redis()
     keys_before = set(client.scan_iter(match="*devctl-test-*"))
     result = devctl("test", "--group", "events", "--json")
@@ -25,6 +25,8 @@ def test_event_checks_pass_and_clean_up(stack: Any, devctl: Any) -> None:
     ]
     assert all(c["status"] == "pass" for c in report["checks"]) and not report["cleanup_problems"]
     assert set(admin.list_topics(timeout=10).topics) == topics_before
-    assert {g.group for g in GroupAdmin(stack.endpoints, stack.settings).list()} == groups_before
+    assert {
+        g.group for g in GroupAdmin(stack.endpoints, stack.settings).summaries()
+    } == groups_before
     assert set(client.scan_iter(match="*devctl-test-*")) == keys_before
     client.close()

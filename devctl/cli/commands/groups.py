@@ -43,7 +43,7 @@ def list_groups(
 
     Example: devctl groups list --json
     """
-    groups = _admin(ctx, data_dir).list()
+    groups = _admin(ctx, data_dir).summaries()
     if json_output:
         print_json([g.__dict__ for g in groups])
         return

@@ -181,7 +181,7 @@ def tail(
         pass
     except BrokenPipeError:
         # The reader of our output went away (e.g. `| head`): stop quietly.
-        sys.stdout = None  # type: ignore[assignment]
+        sys.stdout = None
         return
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -214,8 +214,8 @@ def json_line(record: TailRecord, enrichment: dict[str, Any] | None = None) -> s
         "timestamp": iso_millis(record.timestamp_ms),
         "key": None if record.key is None else record.key.decode("utf-8", "replace"),
         "headers": {
-            name: (value.decode("utf-8", "replace") if value is not None else None)
-            for name, value in record.headers or ()
+            name: (value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+            for name, value in record.headers
         },
     }
     if enrichment is not None:
