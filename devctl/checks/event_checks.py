@@ -18,7 +18,7 @@ from confluent_kafka.admin import NewTopic
 
 from devctl.checks import CheckContext, CheckFailed, check, expect
 from devctl.checks.kafka_checks import CHECK_HEADER
-from devctl.clients.kafka_client import consumer_conf, kafka_reason
+from devctl.clients.kafka_client import consumer_conf, fetch_metadata, kafka_reason
 from devctl.events._batches import Headers
 from devctl.events.consumer import (
     DLQ_OFFSET,
@@ -117,6 +117,9 @@ def _committed(ctx: CheckContext, group: str, topic: str) -> int:
 def envelope_round_trip(ctx: CheckContext) -> str:
     """Publish a registry event to its real topic; read it back; the envelope must be intact."""
     spec = REGISTRY[ACTIVITY]
+    metadata, _ = fetch_metadata(ctx.admin, ctx.endpoints, ctx.timeout)
+    # Checked first: the embedded broker would create a missing topic on produce.
+    expect(spec.topic in metadata.topics, f"{spec.topic} is missing (run `devctl topics apply`)")
     data = {"userId": ctx.run_id, "action": "devctl.check", "properties": {"text": "é✓"}}
     future = _producer(ctx).publish(ACTIVITY, data, headers=MARK)
     try:

@@ -372,3 +372,18 @@ def test_enrich_adds_live_state_from_redis(
         for key in state.client.scan_iter(match=f"*{unique}*"):
             state.client.delete(key)
         state.close()
+
+
+def test_a_closed_pipe_ends_tail_quietly(stack: Any, known: Known) -> None:
+    command = f"{sys.executable} -m devctl tail {known.topic} --from-beginning -o json | head -n 2"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        env={**stack.env, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr

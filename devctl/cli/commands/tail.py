@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
@@ -180,8 +181,9 @@ def tail(
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
-        # The reader of our output went away (e.g. `| head`): stop quietly.
-        sys.stdout = None
+        # The reader of our output went away (e.g. `| head`): stop quietly, and point
+        # stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     finally:
         signal.signal(signal.SIGTERM, previous)
