@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -173,11 +175,14 @@ def tail(
     previous = signal.signal(signal.SIGTERM, stop)
     out = sys.stdout
     try:
+        watch_pipe = _is_pipe(out)
         for batch in reader.batches():
             extra = enricher(batch) if enricher is not None and batch else None
             for record in batch:
                 render(record, extra, out)
             out.flush()
+            if not batch and watch_pipe and _reader_gone(out):
+                raise BrokenPipeError
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
@@ -189,6 +194,20 @@ def tail(
         signal.signal(signal.SIGTERM, previous)
         reader.close()
     app.err.print(f"tail: {reader.stats.summary()}", highlight=False, soft_wrap=True)
+
+
+def _is_pipe(out: TextIO) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _reader_gone(out: TextIO) -> bool:
+    """True once nobody reads our pipe: idle follow mode would otherwise never notice."""
+    poller = select.poll()
+    poller.register(out.fileno(), select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
 
 
 Renderer = Callable[["TailRecord", "dict[str, dict[str, Any]] | None", TextIO], None]
