@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from devctl.state.keys import KeySchema, user_from_key
 
 TOKEN_VERSION = "dc1"
 PREFIX_CHARS = len(TOKEN_VERSION) + 1 + 8  # "dc1." + 8 chars (48 of 256 bits) of the secret
+# 32 bytes in unpadded base64url are 43 characters, the last one from a 4-bit remainder.
+_TOKEN = re.compile(TOKEN_VERSION + r"\.[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]\.([A-Za-z0-9_-]+)")
 
 # KEYS: session, session index. ARGV: ttl ms, user, ip, user agent, token prefix, session id.
 # Server time (TIME), so API instances with skewed clocks agree on expiry.
@@ -133,12 +136,11 @@ def session_id(token: str) -> str:
 
 def parse_token(token: str) -> str | None:
     """The user id inside a well-formed token, else None (no Redis call needed)."""
-    parts = token.strip().split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_VERSION or len(parts[1]) != 43 or not parts[2]:
+    match = _TOKEN.fullmatch(token.strip())
+    if match is None:
         return None
     try:
-        user_id = _unb64(parts[2]).decode("utf-8")
-        _unb64(parts[1])
+        user_id = _unb64(match.group(1)).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     return user_id or None
@@ -224,7 +226,9 @@ class Sessions:
             )
         else:
             # Both keys carry the {u:<user>} hash tag: one MGET, valid on Redis Cluster too.
-            reply = self.client.mget(session_key, user_key)
+            reply = self.client.execute_command(  # type: ignore[no-untyped-call]
+                "MGET", session_key, user_key
+            )
         if not reply or reply[0] is None:
             return None
         info = _info(sid, reply[0])
