@@ -105,14 +105,19 @@ def flush_cache(services: StateServices, kinds: list[str] | None = None) -> dict
 
 
 def _delete(services: StateServices, keys: list[str], key_kind: str) -> int:
+    # The version counters outlive any fill that could race the flush (as in the caches).
+    version_ttl = {
+        "user": 2 * services.user_cache.ttl_ms // 1000,
+        "messages": services.messages.ttl,
+    }.get(key_kind)
     pipe = services.client.pipeline(transaction=False)
     for key in keys:
         pipe.delete(key)
-        if key_kind in ("user", "messages"):
+        if version_ttl is not None:
             pipe.incr(services.keys.version_of(key))
-            pipe.expire(services.keys.version_of(key), 7200)
+            pipe.expire(services.keys.version_of(key), max(1, version_ttl))
     results = pipe.execute()
-    step = 3 if key_kind in ("user", "messages") else 1
+    step = 3 if version_ttl is not None else 1
     return sum(int(r) for r in results[::step])
 
 
