@@ -19,7 +19,7 @@ from devctl.clients.endpoints import Endpoints
 from devctl.clients.redis_client import make_redis
 from devctl.config.loader import Settings, load_settings
 from devctl.engines.local import LocalEngine
-from devctl.engines.processes import free_port
+from devctl.engines.processes import free_port, read_pidfile, stop
 
 
 @dataclass
@@ -61,8 +61,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
     settings = stack_settings(root / "data", root)
     engine = LocalEngine(settings)
+    records = []
     try:
         result = engine.up()
+        records = [
+            r for s in ("redis", "kafka") if (r := read_pidfile(engine.pidfile(s))) is not None
+        ]
         from devctl.streams.topics import TopicAdmin
 
         admin = TopicAdmin(result.endpoints, settings)
@@ -70,6 +74,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(settings, result.endpoints, engine, root / "data")
     finally:
         engine.down()
+        # If the data dir vanished meanwhile, down() found no pidfiles: stop by record.
+        for record in records:
+            stop(record, 5)
 
 
 @pytest.fixture

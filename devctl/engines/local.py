@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psutil
+
 from devctl.clients.endpoints import Endpoints
 from devctl.engines import probe, processes
 from devctl.engines.base import SERVICES, DoctorCheck, Engine, Progress, UpResult
@@ -181,6 +183,7 @@ class LocalEngine(Engine):
     def __init__(self, settings: Any):
         super().__init__(settings)
         self._log_offsets: dict[str, int] = {}
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
     def run_dir(self) -> Path:
@@ -353,17 +356,24 @@ class LocalEngine(Engine):
 
     def _launch(self, service: str, binary: Binary, port: int) -> PidRecord:
         argv = self._argv(service, binary.path, port)
-        proc, offset = processes.spawn(argv, self.log_file(service), cwd=self.data_dir)
+        child, offset = processes.spawn(argv, self.log_file(service), cwd=self.data_dir)
+        self._children[service] = child
         self._log_offsets[service] = offset
-        record = PidRecord(
-            pid=proc.pid,
-            create_time=proc.create_time(),
-            executable=binary.path,
-            port=port,
-            version=binary_version(binary.path),
-            argv=argv,
-        )
-        processes.write_pidfile(self.pidfile(service), record)
+        try:
+            record = PidRecord(
+                pid=child.pid,
+                create_time=psutil.Process(child.pid).create_time(),
+                executable=binary.path,
+                port=port,
+                version=binary_version(binary.path),
+                argv=argv,
+            )
+            processes.write_pidfile(self.pidfile(service), record)
+        except BaseException:
+            # Without a pidfile nothing could ever stop it: stop it now.
+            child.kill()
+            child.wait()
+            raise
         return record
 
     def _argv(self, service: str, binary: str, port: int) -> list[str]:
@@ -420,12 +430,15 @@ class LocalEngine(Engine):
         address = self._address(service, record.port)
         last_error = "no answer yet"
         while time.monotonic() < deadline:
-            if processes.has_exited(record.pid):
-                status = processes.exit_status(record.pid)
-                return self._start_failure(
-                    service,
-                    f"{service} exited during start-up" + (f" ({status})" if status else ""),
+            child = self._children.get(service)
+            returncode = child.poll() if child is not None else None
+            if returncode is not None or (child is None and processes.has_exited(record.pid)):
+                status = (
+                    f" ({processes.describe_returncode(returncode)})"
+                    if returncode is not None
+                    else ""
                 )
+                return self._start_failure(service, f"{service} exited during start-up{status}")
             try:
                 probe.probe(service, address, self.settings, timeout=0.5)
                 return None

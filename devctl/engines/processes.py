@@ -88,10 +88,12 @@ def live_record(path: Path, *, clean: bool = False) -> tuple[PidRecord | None, b
     return None, stale
 
 
-def spawn(argv: Sequence[str], log_path: Path, cwd: Path) -> tuple[psutil.Process, int]:
+def spawn(argv: Sequence[str], log_path: Path, cwd: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start a detached process (own session, no terminal) logging to log_path.
 
-    Returns the process and the log offset where this run's output begins.
+    Returns the process and the log offset where this run's output begins. Keep
+    the Popen while waiting for start-up: it holds the exit status if the server
+    dies (once dropped, the subprocess module may reap the child silently).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -107,7 +109,7 @@ def spawn(argv: Sequence[str], log_path: Path, cwd: Path) -> tuple[psutil.Proces
             start_new_session=True,
             close_fds=True,
         )
-    return psutil.Process(popen.pid), offset
+    return popen, offset
 
 
 def has_exited(pid: int) -> bool:
@@ -117,17 +119,14 @@ def has_exited(pid: int) -> bool:
         return True
 
 
-def exit_status(pid: int) -> str:
-    """'exit code N' / 'killed by SIGX' of an exited child, reaping it; '' if unknown."""
-    try:
-        _pid, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return ""
-    if os.WIFEXITED(status):
-        return f"exit code {os.WEXITSTATUS(status)}"
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return ""
+def describe_returncode(returncode: int) -> str:
+    """'exit code N' or 'killed by SIGX', as Popen.returncode reports it."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
 
 
 def stop(record: PidRecord, timeout: float) -> str:

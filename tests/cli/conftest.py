@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from devctl.engines.processes import free_port, read_pidfile, stop
+from devctl.engines.processes import PidRecord, free_port, read_pidfile, stop
 
 
 @dataclass
@@ -19,8 +19,25 @@ class Cli:
     cwd: Path
     data_dir: Path
     env: dict[str, str]
+    # Every server seen in a pidfile, so teardown can stop it even if the data
+    # dir was removed meanwhile (pytest prunes old temp dirs of concurrent runs).
+    seen: dict[int, PidRecord] = field(default_factory=dict)
 
     def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return self._run(args, timeout, env)
+        finally:
+            self.remember()
+
+    def remember(self) -> None:
+        for service in ("redis", "kafka"):
+            record = read_pidfile(self.data_dir / "run" / f"{service}.pid")
+            if record is not None:
+                self.seen[record.pid] = record
+
+    def _run(
+        self, args: tuple[str, ...], timeout: float, env: dict[str, str]
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "devctl", *args],
             cwd=self.cwd,
@@ -55,8 +72,7 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
         yield runner
     finally:
         runner.run("down")
-        # Belt and braces: if `down` itself failed, stop what the pidfiles name.
-        for service in ("redis", "kafka"):
-            record = read_pidfile(runner.data_dir / "run" / f"{service}.pid")
-            if record is not None:
-                stop(record, 5)
+        # Belt and braces: if `down` failed, stop whatever was seen running
+        # (stop() checks each process is still the one recorded).
+        for record in runner.seen.values():
+            stop(record, 5)

@@ -21,12 +21,17 @@ from devctl.engines.processes import (
 )
 
 
+def _spawn(argv: list[str], tmp_path: Path) -> psutil.Process:
+    popen, _offset = spawn(argv, tmp_path / "log", tmp_path)
+    return psutil.Process(popen.pid)
+
+
 def _record(proc: psutil.Process, executable: str) -> PidRecord:
     return PidRecord(proc.pid, proc.create_time(), executable, 0, "test", [])
 
 
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
-    proc = spawn(["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"], tmp_path / "log", tmp_path)
+    proc = _spawn(["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"], tmp_path)
     record = _record(proc, "/bin/sh")
     time.sleep(0.2)  # let the trap be installed
     started = time.monotonic()
@@ -37,7 +42,7 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
 
 
 def test_stop_with_sigterm(tmp_path: Path) -> None:
-    proc = spawn(["sleep", "30"], tmp_path / "log", tmp_path)
+    proc = _spawn(["sleep", "30"], tmp_path)
     record = _record(proc, "/usr/bin/sleep")
     assert is_ours(record)
     assert stop(record, timeout=5) == "stopped"
@@ -45,7 +50,7 @@ def test_stop_with_sigterm(tmp_path: Path) -> None:
 
 
 def test_identity_needs_matching_start_time_and_executable(tmp_path: Path) -> None:
-    proc = spawn(["sleep", "30"], tmp_path / "log", tmp_path)
+    proc = _spawn(["sleep", "30"], tmp_path)
     try:
         assert is_ours(_record(proc, "/usr/bin/sleep"))
         reused = PidRecord(proc.pid, proc.create_time() - 100, "/usr/bin/sleep", 0, "", [])
@@ -62,10 +67,12 @@ def test_live_record_removes_stale_and_garbage_pidfiles(tmp_path: Path) -> None:
     path = tmp_path / "run" / "x.pid"
     write_pidfile(path, PidRecord(2**22 + 11, 0.0, "/bin/none", 1, "", []))
     assert live_record(path) == (None, True)
+    assert path.exists(), "read-only callers leave the stale pidfile for up/down to report"
+    assert live_record(path, clean=True) == (None, True)
     assert not path.exists()
     path.write_text("not json")
-    assert live_record(path) == (None, True)
-    assert live_record(path) == (None, False)
+    assert live_record(path, clean=True) == (None, True)
+    assert live_record(path, clean=True) == (None, False)
 
 
 def test_port_helpers_name_the_owner() -> None:
