@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from devctl.clients.kafka_client import consumer_conf
 from devctl.engines.processes import free_port
-from devctl.events.consumer import CHECK_HEADER, ConsumerRuntime, HandlerContext
+from devctl.events.consumer import CHECK_HEADER, DLQ_REASONS, ConsumerRuntime, HandlerContext
 from devctl.events.envelope import Event
 from devctl.events.errors import PermanentError
 from devctl.events.producer import EventProducer
@@ -142,6 +142,7 @@ def test_invalid_records_go_to_the_dead_letter_topic_with_reasons(
     letters = dead_letters(stack, topic)
     reasons = [dict(m.headers())["dlq-reason"] for m in letters]
     assert reasons == [b"invalid-envelope", b"unknown-type", b"invalid-data"]
+    assert {r.decode() for r in reasons} <= set(DLQ_REASONS)
     first = dict(letters[0].headers())
     assert letters[0].value() == b"{broken" and letters[0].key() == b"k1"
     assert first["trace"] == b"t1"  # original headers kept
