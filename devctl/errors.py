@@ -94,7 +94,13 @@ class StackNotRunning(DevctlError):
 
     exit_code = EXIT_NOT_RUNNING
 
-    def __init__(self, message: str, *, hint: str | None = "run `devctl up` first", **kw: str):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = "`devctl status` shows what runs; `devctl up` starts the local stack",
+        **kw: str,
+    ):
         super().__init__(message, hint=hint, **kw)
 
 
