@@ -6,7 +6,10 @@ Semantics (docs/events.md has the long form):
   the partition was handled, skipped, or written to the dead-letter topic.
 - **Idempotency guard.** Per consumer group and event id, a Redis marker (key from
   ``KeySchema.idempotency``, TTL ``events.idempotency_ttl``) says the event was
-  handled; a redelivered event with a marker is skipped (counted as a duplicate).
+  handled; a redelivered event with a marker is skipped (counted as a duplicate),
+  and so is a repeat of an event id within one poll. When markers appear while a
+  batch handler runs (another consumer after a rebalance), only the marked events
+  are duplicates: the handler runs again on the rest.
   Redis commands a handler queues on ``ctx.tx`` run in one MULTI/EXEC with the
   marker, under WATCH: such effects happen exactly once, even across a crash or
   two consumers racing after a rebalance. Other effects (HTTP calls, ...) are
@@ -152,9 +155,11 @@ class HandlerContext:
             pipe = self.redis.pipeline(transaction=True)
             if self._markers:
                 pipe.watch(*self._markers)  # type: ignore[no-untyped-call]
-                if pipe.exists(*self._markers):
+                found = pipe.mget(self._markers)
+                marked = {m for m, value in zip(self._markers, found, strict=True) if value}
+                if marked:
                     pipe.reset()
-                    raise _Duplicate
+                    raise _Duplicate(marked)
             pipe.multi()
             self._tx = pipe
         return self._tx
@@ -184,7 +189,14 @@ class _Record:
 
 
 class _Duplicate(Exception):
-    """Raised inside ctx.tx when another consumer marked the event meanwhile."""
+    """Raised inside ctx.tx when another consumer marked events of the unit meanwhile.
+
+    ``markers`` are the marked ones (empty: the WATCH fired but no marker is set now).
+    """
+
+    def __init__(self, markers: set[str]):
+        super().__init__(f"{len(markers)} event(s) handled elsewhere")
+        self.markers = markers
 
 
 class _Stall(Exception):
@@ -407,7 +419,7 @@ class ConsumerRuntime:
         finished: list[_Record] = []
         pending_marks: list[str] = []
         try:
-            units = self._units(records, self._already_handled(records))
+            units = self._units(records, self._already_handled(records) | _repeats(records))
             for unit in units:
                 self._run_unit(unit, pending_marks)
                 finished.extend(unit)
@@ -447,24 +459,28 @@ class ConsumerRuntime:
     def _route(self, event_type: str) -> _Route | None:
         return self._routes.get(event_type) or self._routes.get(ANY_TYPE)
 
-    def _already_handled(self, records: list[_Record]) -> set[str]:
+    def _already_handled(self, records: list[_Record]) -> set[int]:
+        """Records (by ``id()``) whose event already has a marker."""
         if not self.idempotency or self.redis is None:
             return set()
-        ids = [r.event.id for r in records if r.action == "handle" and r.event is not None]
-        if not ids:
+        todo = [r for r in records if r.action == "handle" and r.event is not None]
+        if not todo:
             return set()
         try:
-            found = self.redis.mget([self._marker(i) for i in ids])
+            found = self.redis.mget([self._marker(r.event.id) for r in todo if r.event])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise _Stall(f"Redis (idempotency guard): {exc}") from exc
-        return {event_id for event_id, marker in zip(ids, found, strict=True) if marker}
+        return {id(r) for r, marker in zip(todo, found, strict=True) if marker}
 
-    def _units(self, records: list[_Record], duplicates: set[str]) -> list[list[_Record]]:
-        """Consecutive events of one batch-handled type form one unit; others are alone."""
+    def _units(self, records: list[_Record], duplicates: set[int]) -> list[list[_Record]]:
+        """Consecutive events of one batch-handled type form one unit; others are alone.
+
+        ``duplicates`` holds ``id()`` of records to skip as duplicates.
+        """
         units: list[list[_Record]] = []
         for record in records:
             if record.action == "handle" and record.event is not None:
-                if record.event.id in duplicates:
+                if id(record) in duplicates:
                     record.action = "duplicate"
                 else:
                     route = self._route(record.event.type)
@@ -502,11 +518,30 @@ class ConsumerRuntime:
         attempt = 0
         while True:
             try:
-                self._call(unit, attempt, pending_marks)
-                return
-            except _Duplicate:
-                self.counters.duplicates += len(unit)
-                return
+                try:
+                    self._call(unit, attempt, pending_marks)
+                    return
+                except _Duplicate as dup:
+                    # Only the marked events are duplicates: the rest are handled again
+                    # without them (their tx effects were discarded with the transaction).
+                    rest = [
+                        r
+                        for r in unit
+                        if r.event is None or self._marker(r.event.id) not in dup.markers
+                    ]
+                    if len(rest) < len(unit):
+                        kept = {id(r) for r in rest}
+                        for record in unit:
+                            if id(record) not in kept:
+                                record.action = "duplicate"
+                        self.counters.duplicates += len(unit) - len(rest)
+                        unit = rest
+                        if not unit:
+                            return
+                        continue
+                    raise RuntimeError(
+                        "the idempotency markers changed during the handler"
+                    ) from dup
             except (_Stall, _Abandon):
                 raise
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -563,7 +598,11 @@ class ConsumerRuntime:
                 try:
                     ctx._tx.execute()
                 except redis.WatchError:
-                    raise _Duplicate from None
+                    ctx._tx.reset()
+                    found = self.redis.mget(markers) if self.redis is not None else []
+                    raise _Duplicate(
+                        {m for m, value in zip(markers, found, strict=True) if value}
+                    ) from None
             else:
                 pending_marks.extend(markers)
         finally:
@@ -710,6 +749,18 @@ class ConsumerRuntime:
         self.counters.lag_by_partition = by_partition
         self.counters.lag = sum(by_partition.values())
         return self.counters.lag
+
+
+def _repeats(records: list[_Record]) -> set[int]:
+    """Records (by ``id()``) repeating an event id seen earlier in the same batch."""
+    seen: set[str] = set()
+    repeats: set[int] = set()
+    for record in records:
+        if record.action == "handle" and record.event is not None:
+            if record.event.id in seen:
+                repeats.add(id(record))
+            seen.add(record.event.id)
+    return repeats
 
 
 def _partition_list(parts: list[TopicPartition]) -> str:

@@ -389,3 +389,100 @@ def test_killed_consumer_restarts_without_loss_or_double_effect(
     assert counters["duplicates"] >= 1  # redelivered after the kill, absorbed by the guard
     GroupAdmin(stack.endpoints, stack.settings).delete(group)
     client.delete(*[KeySchema(stack.settings.redis.key_prefix).idempotency(group, i) for i in ids])
+
+
+def _send_in_one_batch(stack: Any, topic: str, events: list[Any]) -> None:
+    """Publish encoded events (repeats allowed) so that one poll returns them all."""
+    with EventProducer(stack.endpoints, stack.settings, **{"linger.ms": 100}) as batched:
+        futures = [batched.publish_encoded(e, topic=topic) for e in events]
+        for future in futures:
+            future.result(timeout=10)
+
+
+def test_a_unit_with_one_event_marked_elsewhere_handles_the_rest(
+    stack: Any, make_topic: Any, producer: EventProducer, scratch: Any, unique: str
+) -> None:
+    """Another consumer marks X between our MGET and WATCH: only X is a duplicate, Y is handled."""
+    client, _prefix = scratch
+    topic = make_topic("partial", partitions=1)
+    z = producer.encode("devconnect.user.login", {"userId": "u1"})
+    y, x = (producer.encode(ACTIVITY, {"userId": "u1", "action": a}) for a in ("y", "x"))
+    _send_in_one_batch(stack, topic, [z, y, x])
+    group = f"g-{unique}"
+    keys = KeySchema(stack.settings.redis.key_prefix)
+    effects = f"effects:{unique}"
+
+    def login(event: Event) -> None:  # the other consumer finishes X meanwhile
+        client.set(keys.idempotency(group, x.id), "1", ex=60)
+
+    def handle(events: list[Event], ctx: HandlerContext) -> None:
+        for event in events:
+            ctx.tx.rpush(effects, event.data["action"])
+
+    rt = runtime(stack, topic, group, redis_client=client)
+    rt.on("devconnect.user.login", login)
+    rt.on(ACTIVITY, handle, batch=True)
+    counters = rt.run(install_signals=False, until_idle=1.0)
+    assert counters.batches == 1  # the three came in one poll
+    assert client.lrange(effects, 0, -1) == ["y"]
+    assert (counters.processed, counters.duplicates) == (2, 1)
+    assert client.get(keys.idempotency(group, y.id)) == "1"
+    assert committed(stack, group, topic) == {0: 3}
+
+
+def test_a_marker_set_during_a_batch_handler_drops_only_that_event(
+    stack: Any, make_topic: Any, producer: EventProducer, scratch: Any, unique: str
+) -> None:
+    client, _prefix = scratch
+    topic = make_topic("watch", partitions=1)
+    y, x = (producer.encode(ACTIVITY, {"userId": "u1", "action": a}) for a in ("y", "x"))
+    _send_in_one_batch(stack, topic, [y, x])
+    group = f"g-{unique}"
+    keys = KeySchema(stack.settings.redis.key_prefix)
+    effects = f"effects:{unique}"
+    calls: list[list[str]] = []
+
+    def handle(events: list[Event], ctx: HandlerContext) -> None:
+        calls.append([e.data["action"] for e in events])
+        for event in events:
+            ctx.tx.rpush(effects, event.data["action"])
+        if len(calls) == 1:  # the other consumer commits X while we run: WATCH fires
+            client.set(keys.idempotency(group, x.id), "1", ex=60)
+
+    rt = runtime(stack, topic, group, redis_client=client)
+    rt.on(ACTIVITY, handle, batch=True)
+    counters = rt.run(install_signals=False, until_idle=1.0)
+    assert calls == [["y", "x"], ["y"]]
+    assert client.lrange(effects, 0, -1) == ["y"]
+    assert (counters.processed, counters.duplicates) == (1, 1)
+
+
+def test_repeated_event_ids_in_one_poll_are_handled_once(
+    stack: Any, make_topic: Any, producer: EventProducer, scratch: Any, unique: str
+) -> None:
+    client, _prefix = scratch
+    topic = make_topic("repeat", partitions=1)
+    dup = producer.encode(ACTIVITY, {"userId": "u1", "action": "dup"})
+    _send_in_one_batch(stack, topic, [dup, dup, dup])
+    seen: list[str] = []
+    rt = runtime(stack, topic, f"g1-{unique}", redis_client=client)
+    rt.on(ACTIVITY, lambda e: seen.append(e.id))
+    counters = rt.run(install_signals=False, until_idle=1.0)
+    assert counters.batches == 1
+    assert seen == [dup.id] and (counters.processed, counters.duplicates) == (1, 2)
+
+    topic = make_topic("repeat-tx", partitions=1)
+    x, y = (producer.encode(ACTIVITY, {"userId": "u1", "action": a}) for a in ("x", "y"))
+    _send_in_one_batch(stack, topic, [x, y, x])
+    effects = f"effects:{unique}"
+
+    def handle(events: list[Event], ctx: HandlerContext) -> None:
+        for event in events:
+            ctx.tx.rpush(effects, event.data["action"])
+
+    rt = runtime(stack, topic, f"g2-{unique}", redis_client=client)
+    rt.on(ACTIVITY, handle, batch=True)
+    counters = rt.run(install_signals=False, until_idle=1.0)
+    assert counters.batches == 1
+    assert client.lrange(effects, 0, -1) == ["x", "y"]
+    assert (counters.processed, counters.duplicates) == (2, 1)
