@@ -20,6 +20,12 @@ storage is memory) makes librdkafka's idempotent producer fail fatally. The
 producer then replaces its client and re-sends the events the broker refused or
 never saw (same event ids: consumers' idempotency guards absorb any copy);
 events whose fate is unknown (timed out) are reported as failed as usual.
+
+librdkafka does not always fail fatally: when nothing was in flight as the broker
+died, it retries UNKNOWN_PRODUCER_ID with epoch bumps forever and every event
+times out. Its ``eos`` debug log is watched for that loop (``_LibrdkafkaLog``);
+a loop with no delivery in between triggers the same replacement. Events the old
+client still holds after a grace period are purged and sent again too.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ QUEUE_FULL_POLICIES = ("error", "block")
 _SEND_AGAIN = frozenset(
     {
         KafkaError._PURGE_QUEUE,
+        KafkaError._PURGE_INFLIGHT,  # only from a replaced client (see _rebuild)
         KafkaError._FATAL,
         KafkaError.UNKNOWN_PRODUCER_ID,
         KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
@@ -95,6 +102,44 @@ class ProducerStats:
     @property
     def in_flight(self) -> int:
         return self.queued - self.delivered - self.failed
+
+
+# The unknown-producer-id loop: this many UNKPID log lines over at least this many
+# seconds, with no delivery in between (a normal recovery takes one epoch bump).
+_STUCK_LINES = 5
+_STUCK_SECONDS = 1.0
+_rdkafka_log = logging.getLogger("devctl.events.librdkafka")
+
+
+class _LibrdkafkaLog:
+    """librdkafka's ``logger``: forwards its log, and spots the unknown-producer-id loop."""
+
+    def __init__(self, owner: EventProducer):
+        self._owner = owner
+        self._lines = 0
+        self._since = 0.0
+        self._delivered = -1
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        # confluent-kafka calls log(python_level, "%s [%s] %s", facility, name, text).
+        if args and args[0] == "UNKPID":
+            self._unknown_producer_id()
+        if _rdkafka_log.isEnabledFor(level):
+            _rdkafka_log.log(level, fmt, *args)
+
+    def _unknown_producer_id(self) -> None:
+        owner = self._owner
+        now = time.monotonic()
+        delivered = owner.stats.delivered
+        if delivered != self._delivered:
+            self._delivered, self._lines, self._since = delivered, 0, now
+        self._lines += 1
+        if self._lines >= _STUCK_LINES and now - self._since >= _STUCK_SECONDS:
+            self._lines, self._since = 0, now
+            owner._fatal = owner._fatal or (
+                "the broker keeps refusing the producer id (UNKNOWN_PRODUCER_ID) and "
+                "librdkafka does not recover"
+            )
 
 
 _UNSET: Any = object()
@@ -307,6 +352,10 @@ class EventProducer:
             },
         )
         conf.update(overrides)
+        if conf.get("enable.idempotence") and "logger" not in conf:
+            debug = str(conf.get("debug") or "")
+            conf["debug"] = f"{debug},eos" if debug else "eos"
+            conf["logger"] = _LibrdkafkaLog(self)
         self.brokers = endpoints.kafka_brokers
         self._conf = conf
         self._producer = Producer(conf)
@@ -505,6 +554,12 @@ class EventProducer:
         while len(old) and time.monotonic() < deadline:
             with contextlib.suppress(KafkaException):
                 old.poll(0.05)
+        if len(old):
+            # Still held (e.g. retried for ever against a broker that forgot the producer):
+            # purged in-flight events are sent again through the new client.
+            with contextlib.suppress(KafkaException):
+                old.purge(in_queue=True, in_flight=True)
+                old.poll(0.5)
         self._send_again()
 
     def _send_again(self) -> None:

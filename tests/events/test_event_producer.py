@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from confluent_kafka.admin import NewTopic
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, make_admin
 from devctl.engines.local import LocalEngine
-from devctl.engines.processes import free_port
+from devctl.engines.processes import free_port, has_exited, read_pidfile
+from devctl.errors import PortInUse
 from devctl.events.envelope import decode_event
 from devctl.events.errors import (
     DeliveryFailed,
@@ -233,3 +236,75 @@ def test_broker_down_surfaces_failures_then_delivers_what_was_queued(
         if producer is not None:
             producer.close(1)
         engine.down()
+
+
+@pytest.mark.slow
+def test_producer_recovers_when_the_broker_restarts_with_nothing_in_flight(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of an idle broker: librdkafka loops on UNKNOWN_PRODUCER_ID without a fatal
+    error; the producer notices, replaces its client and delivers what is queued."""
+    settings = stack_settings(
+        tmp_path / "data",
+        tmp_path,
+        **{"events.delivery_timeout_ms": 30000, "local.stop_timeout": 0.5},
+    )
+    engine = LocalEngine(settings)
+    topic = "restart"
+    producer = None
+    try:
+        endpoints = engine.up().endpoints
+        admin = make_admin(endpoints, settings)
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
+        producer = EventProducer(
+            endpoints, settings, **{"reconnect.backoff.max.ms": 200, "linger.ms": 5}
+        )
+        login = "devconnect.user.login"
+        assert producer.publish(login, {"userId": "before"}, topic=topic).result(10).ok
+
+        record = read_pidfile(engine.pidfile("kafka"))
+        assert record is not None
+        os.kill(record.pid, signal.SIGKILL)  # nothing in flight
+        deadline = time.monotonic() + 10
+        while not has_exited(record.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while True:  # same port: wait until the kernel lets it go
+            try:
+                engine.up()
+                break
+            except PortInUse:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        admin = make_admin(endpoints, settings)
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)  # memory storage
+
+        started = time.monotonic()
+        queued = [producer.publish(login, {"userId": f"after{i}"}, topic=topic) for i in range(3)]
+        deliveries = [f.result(timeout=25) for f in queued]
+        assert all(d.ok for d in deliveries)
+        assert time.monotonic() - started < 20  # well before delivery_timeout
+        assert producer.stats.rebuilds == 1 and producer.stats.failed == 0
+        users = [
+            decode_event(m.value()).data["userId"] for m in read_all_at(endpoints, settings, topic)
+        ]
+        assert users == [f"after{i}" for i in range(3)]
+    finally:
+        if producer is not None:
+            producer.close(1)
+        engine.down()
+
+
+def read_all_at(endpoints: Endpoints, settings: Any, topic: str) -> list[Any]:
+    consumer = Consumer(consumer_conf(endpoints, settings, group_id="restart-reader"))
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        out, deadline = [], time.monotonic() + 10
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None and out:
+                break
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()
