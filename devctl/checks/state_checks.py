@@ -100,8 +100,10 @@ def presence_two_instances(ctx: CheckContext) -> str:
     for inst in (inst_a, inst_b):
         state.presence.heartbeat(inst, ttl=30)
     with state.pubsub.subscribe([state.pubsub.presence_channel()]) as sub:
-        expect(state.presence.connect(user, "tab-1", inst_a) is True, "first connect not online")
-        expect(state.presence.connect(user, "tab-2", inst_b) is False, "second tab reported online")
+        expect(
+            state.presence.connect(user, "tab-1", inst_a).went_online, "first connect not online"
+        )
+        expect(not state.presence.connect(user, "tab-2", inst_b), "second tab reported online")
         status = state.presence.status(user)
         expect(status.online and status.connections == 2, f"with two tabs: {status}")
         expect(
@@ -131,22 +133,28 @@ def presence_two_instances(ctx: CheckContext) -> str:
 def presence_sweep(ctx: CheckContext) -> str:
     state = _state(ctx)
     doomed, healthy = f"{ctx.run_id}-dying", f"{ctx.run_id}-healthy"
+    silent = f"{ctx.run_id}-never-heartbeats"
     only_doomed, both = f"{ctx.run_id}-dave", f"{ctx.run_id}-erin"
     state.presence.heartbeat(doomed, ttl=0.3)
     state.presence.heartbeat(healthy, ttl=30)
     state.presence.connect(only_doomed, "c1", doomed)
     state.presence.connect(both, "c2", doomed)
     state.presence.connect(both, "c3", healthy)
+    ghost = state.presence.connect(only_doomed, "c4", silent)
+    expect(not ghost.recorded, "a connect from an instance without a lease was recorded")
     expect(
         _wait_until(lambda: not state.presence.status(only_doomed).online, 3.0),
         "a user on a dead instance still reads as online",
     )
-    result = state.presence.sweep(only=[doomed])
-    expect(result.dead_instances == [doomed], f"dead instances: {result.dead_instances}")
+    result = state.presence.sweep(only=[doomed, silent])
+    expect(
+        sorted(result.dead_instances) == sorted([doomed, silent]),
+        f"dead instances: {result.dead_instances}",
+    )
     expect(result.went_offline == [only_doomed], f"went offline: {result.went_offline}")
     expect(result.connections_removed == 2, f"removed {result.connections_removed} connections")
     expect(state.presence.status(both).online, "a user with a live instance went offline")
-    again = state.presence.sweep(only=[doomed])
+    again = state.presence.sweep(only=[doomed, silent])
     expect(again.went_offline == [], "a second sweep reported the same user again")
     return "the dead instance's only user went offline, reported once"
 

@@ -2,16 +2,19 @@
 
 Everything here walks the keyspace with SCAN (never KEYS), so it is safe on a
 live server but proportional to its size: these are ops tools, not request paths.
+A walk is one SCAN pass over the prefix, each key classified by its name.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from devctl.state._redis import redis_operation
-from devctl.state.keys import KINDS
+from devctl.state.keys import KINDS, glob_escape
+from devctl.state.validate import ttl_ms
 
 if TYPE_CHECKING:
     from devctl.state import StateServices
@@ -46,15 +49,22 @@ class CacheStats:
         }
 
 
-def _count(services: StateServices, kind: str) -> int:
-    pattern = services.keys.scan_pattern(kind)
-    return sum(1 for _ in services.client.scan_iter(match=pattern, count=1000))
+def _scan(services: StateServices) -> Iterator[tuple[str, str]]:
+    """(kind, key) of every key of a known kind under the prefix: ONE pass of SCAN."""
+    pattern = glob_escape(services.keys.prefix) + "*"
+    for key in services.client.scan_iter(match=pattern, count=1000):
+        kind = services.keys.kind_of(key)
+        if kind is not None:
+            yield kind, key
 
 
 @redis_operation
 def key_counts(services: StateServices) -> dict[str, int]:
-    """How many keys of each kind exist (SCAN)."""
-    return {kind: _count(services, kind) for kind in KINDS}
+    """How many keys of each kind exist (one SCAN, keys classified by name)."""
+    counts = dict.fromkeys(KINDS, 0)
+    for kind, _ in _scan(services):
+        counts[kind] += 1
+    return counts
 
 
 @redis_operation
@@ -85,21 +95,21 @@ def flush_cache(services: StateServices, kinds: list[str] | None = None) -> dict
     fill can write back what was just flushed; the stats of flushed kinds are reset.
     """
     chosen = kinds or list(CACHE_KINDS)
-    deleted: dict[str, int] = {}
+    cache_of = {key_kind: kind for kind in chosen for key_kind in CACHE_KINDS[kind]}
+    deleted = dict.fromkeys(chosen, 0)
+    batches: dict[str, list[str]] = {key_kind: [] for key_kind in cache_of}
+    for key_kind, key in _scan(services):
+        if key_kind not in batches:
+            continue
+        batch = batches[key_kind]
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted[cache_of[key_kind]] += _delete(services, batch, key_kind)
+            batch.clear()
+    for key_kind, batch in batches.items():
+        if batch:
+            deleted[cache_of[key_kind]] += _delete(services, batch, key_kind)
     for kind in chosen:
-        total = 0
-        for key_kind in CACHE_KINDS[kind]:
-            batch: list[str] = []
-            for key in services.client.scan_iter(
-                match=services.keys.scan_pattern(key_kind), count=1000
-            ):
-                batch.append(key)
-                if len(batch) >= 500:
-                    total += _delete(services, batch, key_kind)
-                    batch = []
-            if batch:
-                total += _delete(services, batch, key_kind)
-        deleted[kind] = total
         services.client.hdel(services.keys.cache_stats(), f"{kind}:lookups", f"{kind}:misses")
     return deleted
 
@@ -108,6 +118,7 @@ def _delete(services: StateServices, keys: list[str], key_kind: str) -> int:
     # The version counters outlive any fill that could race the flush (as in the caches).
     version_ttl = {
         "user": 2 * services.user_cache.ttl_ms // 1000,
+        "email": 2 * services.user_cache.ttl_ms // 1000,
         "messages": services.messages.ttl,
     }.get(key_kind)
     pipe = services.client.pipeline(transaction=False)
@@ -154,6 +165,8 @@ def seed_sessions(
     services: StateServices, users: int, *, ttl: float | None = None, id_prefix: str = "seed-user-"
 ) -> SeededSessions:
     """Cache ``users`` seeded users and create one session for each."""
+    if ttl is not None:
+        ttl_ms(ttl, "session ttl")  # refuse a bad TTL before writing anything
     out = SeededSessions()
     for n in range(1, users + 1):
         user_id = f"{id_prefix}{n:05d}"
@@ -197,7 +210,9 @@ def seed_presence(
     ids = [f"{id_prefix}{n:05d}" for n in range(1, users + 1)]
     connections = online = 0
     for n, user_id in enumerate(ids):
-        online += services.presence.connect(user_id, f"seed-conn-{n}-a", names[n % instances])
+        online += services.presence.connect(
+            user_id, f"seed-conn-{n}-a", names[n % instances]
+        ).went_online
         connections += 1
         if n % 3 == 0:
             services.presence.connect(user_id, f"seed-conn-{n}-b", names[(n + 1) % instances])

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 
 from devctl.config.schema import StateSettings
+from devctl.errors import ConfigError
+from devctl.state.validate import InvalidArgument
 
 # Characters that would break a hash tag, a SCAN glob or our ':' separators.
 _ESCAPED = frozenset("%{}:*?[]\\")
@@ -33,7 +35,7 @@ def escape_id(value: str) -> str:
     if _PLAIN.fullmatch(value):
         return value
     if not value:
-        raise ValueError("an id must not be empty")
+        raise InvalidArgument("an id must not be empty")
     out: list[str] = []
     for char in value:
         if char in _ESCAPED or char.isspace() or not char.isprintable():
@@ -84,6 +86,13 @@ class KeySchema:
     """Builds every key and channel name; ``table()`` describes them all."""
 
     def __init__(self, prefix: str = "devconnect:"):
+        if "{" in prefix or "}" in prefix:
+            # A hash tag in the prefix would be the first one of every key: one Cluster slot.
+            raise ConfigError(
+                f"must not contain '{{' or '}}', got {prefix!r}",
+                key="redis.key_prefix",
+                hint="every key would land in one Redis Cluster slot; use e.g. 'devconnect:'",
+            )
         self.prefix = prefix
 
     # --- users: sessions, cache, presence (hash tag {u:<user>}) ------------
@@ -123,6 +132,10 @@ class KeySchema:
         """STRING user id for a (lower-cased, trimmed) email."""
         return f"{self.prefix}{{e:{escape_id(normalise_email(email))}}}:uid"
 
+    def email_version(self, email: str) -> str:
+        """STRING counter bumped when a mapping is dropped; a lookup that raced it is dropped."""
+        return self.version_of(self.email(email))
+
     # --- API instances -----------------------------------------------------
 
     def instance_alive(self, instance_id: str) -> str:
@@ -157,7 +170,7 @@ class KeySchema:
 
     @staticmethod
     def version_of(cache_key: str) -> str:
-        """The version counter beside a ``user`` or ``messages`` cache key."""
+        """The version counter beside a ``user``, ``email`` or ``messages`` cache key."""
         return f"{cache_key}:ver"
 
     def idempotency(self, group: str, event_id: str) -> str:
@@ -186,8 +199,15 @@ class KeySchema:
         try:
             tail = _SCAN_TAILS[kind]
         except KeyError:
-            raise ValueError(f"unknown key kind '{kind}'") from None
+            raise InvalidArgument(f"unknown key kind '{kind}'") from None
         return glob_escape(self.prefix) + tail
+
+    def kind_of(self, key: str) -> str | None:
+        """The kind (see ``KINDS``) of a key under this prefix, else None; no Redis call."""
+        if not key.startswith(self.prefix):
+            return None
+        match = _KIND.fullmatch(key, len(self.prefix))
+        return match.lastgroup if match else None
 
     def table(self, state: StateSettings | None = None) -> list[KeySpec]:
         """Pattern, type, TTL and purpose of every key and channel, for `devctl keys`."""
@@ -245,6 +265,14 @@ class KeySchema:
                 "string",
                 ttl("user_cache_ttl", "state.user_cache_ttl"),
                 "lower-cased email -> user id",
+                "{e:<email>}",
+            ),
+            KeySpec(
+                "email_version",
+                f"{p}{{e:<email>}}:uid:ver",
+                "string",
+                "2 x user cache TTL",
+                "bumped when the mapping is dropped; a lookup that raced it is not cached",
                 "{e:<email>}",
             ),
             KeySpec(
@@ -358,6 +386,7 @@ _SCAN_TAILS: dict[str, str] = {
     "user_version": "{u:*}:user:ver",
     "user_lock": "{u:*}:user:lock",
     "email": "{e:*}:uid",
+    "email_version": "{e:*}:uid:ver",
     "connections": "{u:*}:conns",
     "last_seen": "{u:*}:last_seen",
     "instance_alive": "{instances}:alive:*",
@@ -369,6 +398,18 @@ _SCAN_TAILS: dict[str, str] = {
 }
 
 KINDS = tuple(_SCAN_TAILS)
+
+
+def _glob_to_regex(glob: str) -> str:
+    # The tails use only '*' (any characters, as in Redis) and literal characters.
+    return ".*".join(re.escape(part) for part in glob.split("*"))
+
+
+# One pattern classifying a key (after the prefix) by kind, exactly as SCAN MATCH would.
+_KIND = re.compile(
+    "|".join(f"(?P<{kind}>{_glob_to_regex(tail)})" for kind, tail in _SCAN_TAILS.items()),
+    re.DOTALL,
+)
 
 
 def user_from_key(key: str, prefix: str) -> str:

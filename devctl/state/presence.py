@@ -1,26 +1,34 @@
 """Presence that is right with many tabs and many API instances.
 
-Model: a user's connections are a hash ``connection id -> instance id`` under the
-user's hash tag. Each API instance proves it is alive with a heartbeat key that
-has a short TTL (``state.presence_instance_ttl``) and is listed in a registry.
-A user is online iff at least one of their connections is held by a live
-instance. Transitions are decided inside Lua scripts on the user's slot (the
-first connection added, the last one removed), so each is reported exactly once
-however many connects and disconnects race; the same script publishes the change
-on the presence channel, so the channel carries exactly one event per transition.
+Lease model. A user's connections are a hash ``connection id -> instance id``
+under the user's hash tag. Each API instance holds a lease: a heartbeat key with
+a short TTL (``state.presence_instance_ttl``), renewed by ``heartbeat`` and listed
+in a registry. A connection is live iff the lease of its instance is; a user is
+online iff they have a live connection. Instances nobody has heard of (not in the
+registry, or registered but never heartbeated) hold no lease: they are dead.
 
-The sweep finds dead instances (in the registry, heartbeat key gone), removes
-their connections user by user (again a Lua script that reports the transition)
-and returns the users that went offline because of it. Until the sweep runs,
-reads already ignore connections of dead instances.
+Every write to a user (connect, disconnect, the sweep) is one Lua script on the
+user's slot that gets the list of live instances (read just before, from the
+``{instances}`` slot), first drops the user's connections on dead instances, then
+applies its change. So the user hash only ever holds connections recorded under
+a live lease, and "the hash is not empty" is exactly the online state the events
+have announced: a transition is published (from inside the script, once) when
+the hash goes from empty to not empty or back, and the event stream follows the
+same rule as the reads. A connect from an instance without a live lease records
+nothing.
+
+An instance whose lease lapsed (paused, partitioned) may have been swept, or had
+its connections dropped by other writes: ``heartbeat`` says so by returning False,
+and the instance then calls ``resync`` with the connections it really holds. The
+same ``resync`` repairs a disconnect that failed (Redis was down) on a live
+instance. The sweep finds registered instances whose lease is gone, drops their
+connections user by user, reports the users that went offline and forgets them.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,88 +36,97 @@ import redis
 
 from devctl.state._redis import Script, execute_with_scripts, redis_operation
 from devctl.state.keys import KeySchema, user_from_key
+from devctl.state.validate import InvalidArgument, check_id, ttl_ms
 
 LAST_SEEN_TTL_S = 30 * 24 * 3600
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
-_NOW = """
+# KEYS: user connections, last_seen.
+# ARGV: op (connect|disconnect|sweep), connection, instance, user, channel, last_seen ttl,
+#       last_seen for connections dropped here ('' to leave it), live instances...
+# Returns {went offline, went online, recorded or removed (0/1), connections dropped}.
+_UPDATE = Script(
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-"""
-
-# KEYS: user connections, last_seen. ARGV: connection, instance, payload, channel, last_seen ttl.
-_CONNECT = Script(
-    _NOW
-    + """
-local before = redis.call('HLEN', KEYS[1])
-local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SET', KEYS[2], string.format('%.6f', now), 'EX', ARGV[5])
-if before == 0 and added == 1 then
-  local event = cjson.decode(ARGV[3])
-  event['ts'] = now
-  redis.call('PUBLISH', ARGV[4], cjson.encode(event))
-  return 1
+local op, conn, instance = ARGV[1], ARGV[2], ARGV[3]
+local live = {}
+for i = 8, #ARGV do live[ARGV[i]] = true end
+local function publish(online, via)
+  redis.call('PUBLISH', ARGV[5], cjson.encode({type = 'presence', userId = ARGV[4],
+                                               online = online, instance = via, ts = now}))
 end
-return 0
-"""
-)
-
-# KEYS: user connections, last_seen. ARGV: connection, payload, channel, last_seen ttl.
-_DISCONNECT = Script(
-    _NOW
-    + """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('SET', KEYS[2], string.format('%.6f', now), 'EX', ARGV[4])
-if redis.call('HLEN', KEYS[1]) == 0 then
-  local event = cjson.decode(ARGV[2])
-  event['ts'] = now
-  redis.call('PUBLISH', ARGV[3], cjson.encode(event))
-  return 1
-end
-return 0
-"""
-)
-
-# KEYS: user connections, last_seen. ARGV: dead instance, payload, channel, last_seen ttl,
-# the dead instance's last heartbeat. Returns {connections removed, went offline (0/1)}.
-_SWEEP_USER = Script(
-    _NOW
-    + """
-local conns = redis.call('HGETALL', KEYS[1])
-local removed = 0
-for i = 1, #conns, 2 do
-  if conns[i + 1] == ARGV[1] then
-    redis.call('HDEL', KEYS[1], conns[i])
-    removed = removed + 1
+local held = redis.call('HGETALL', KEYS[1])
+local count, dropped, dead = #held / 2, 0, ''
+for i = 1, #held, 2 do
+  if not live[held[i + 1]] then
+    redis.call('HDEL', KEYS[1], held[i])
+    dropped = dropped + 1
+    dead = held[i + 1]
   end
 end
-if removed == 0 then return {0, 0} end
-local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[5]) > seen then
-  redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[4])
+local offline, online, changed = 0, 0, 0
+if dropped > 0 then
+  count = count - dropped
+  if count == 0 then
+    publish(false, dead)
+    offline = 1
+  end
+  if ARGV[7] ~= '' and tonumber(ARGV[7]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+    redis.call('SET', KEYS[2], ARGV[7], 'EX', ARGV[6])
+  end
 end
-if redis.call('HLEN', KEYS[1]) == 0 then
-  local event = cjson.decode(ARGV[2])
-  event['ts'] = now
-  redis.call('PUBLISH', ARGV[3], cjson.encode(event))
-  return {removed, 1}
+if op == 'connect' and live[instance] then
+  changed = 1
+  if redis.call('HSET', KEYS[1], conn, instance) == 1 then
+    count = count + 1
+    if count == 1 then
+      publish(true, instance)
+      online = 1
+    end
+  end
+elseif op == 'disconnect' and redis.call('HGET', KEYS[1], conn) == instance then
+  changed = 1
+  redis.call('HDEL', KEYS[1], conn)
+  count = count - 1
+  if count == 0 then
+    publish(false, instance)
+    offline = 1
+  end
 end
-return {removed, 0}
-"""
-)
-
-# KEYS: heartbeat key, registry. ARGV: ttl ms, instance id.
-_HEARTBEAT = Script(
-    _NOW
-    + """
-redis.call('SET', KEYS[1], string.format('%.6f', now), 'PX', ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[2], string.format('%.6f', now))
-return 1
+if changed == 1 then
+  redis.call('SET', KEYS[2], string.format('%.6f', now), 'EX', ARGV[6])
+end
+return {offline, online, changed, dropped}
 """
 )
 
 # KEYS: registry. ARGV: heartbeat key prefix (same {instances} hash tag as the registry,
-# so these derived keys live on the registry's slot). Returns id, last heartbeat, alive.
+# so these derived keys live on the registry's slot). Returns the ids of live instances.
+_LIVE = Script(
+    """
+local out = {}
+for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 1 then out[#out + 1] = id end
+end
+return out
+"""
+)
+
+# KEYS: heartbeat key, registry. ARGV: ttl ms, instance id.
+# Returns 1 if the lease was still held (renewed), 0 if it had lapsed or never existed.
+_HEARTBEAT = Script(
+    """
+local t = redis.call('TIME')
+local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+local held = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], now, 'PX', ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], now)
+return held
+"""
+)
+
+# KEYS: registry. ARGV: heartbeat key prefix. Returns id, last heartbeat, alive (flat).
 _INSTANCES = Script(
     """
 local reg = redis.call('HGETALL', KEYS[1])
@@ -139,7 +156,7 @@ class PresenceStatus:
     connections: int  # live connections (on live instances)
     last_seen: float | None  # epoch seconds
     instances: tuple[str, ...] = ()
-    stale_connections: int = 0  # held by dead instances, not yet swept
+    stale_connections: int = 0  # held by dead instances, not yet dropped
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -156,7 +173,25 @@ class PresenceStatus:
 class InstanceInfo:
     instance_id: str
     alive: bool
-    last_heartbeat: float
+    last_heartbeat: float | None  # None: registered by a connect, never heartbeated
+
+
+@dataclass(frozen=True)
+class Connected:
+    """What one ``connect`` did; true iff it took the user offline -> online.
+
+    ``went_offline``: before recording, the user's connections on dead instances were
+    dropped and that took them offline (the transition a sweep would have reported);
+    it comes first, so publish it before the online one. ``recorded`` is False when
+    the instance holds no live lease: nothing was recorded (heartbeat, then resync).
+    """
+
+    went_online: bool
+    went_offline: bool = False
+    recorded: bool = True
+
+    def __bool__(self) -> bool:
+        return self.went_online
 
 
 @dataclass
@@ -166,73 +201,164 @@ class SweepResult:
     connections_removed: int = 0
 
 
+@dataclass
+class ResyncResult:
+    """What ``resync`` changed. A user in both lists went offline first, then online."""
+
+    went_online: list[str] = field(default_factory=list)
+    went_offline: list[str] = field(default_factory=list)
+    recorded: int = 0  # connections (re)recorded
+    removed: int = 0  # connections the instance no longer holds
+
+
 def check_instance_id(instance_id: str) -> str:
     if not _INSTANCE_ID.match(instance_id):
-        raise ValueError(f"invalid instance id {instance_id!r}: use 1-128 of A-Z a-z 0-9 . _ -")
+        raise InvalidArgument(
+            f"invalid instance id {instance_id!r}: use 1-128 of A-Z a-z 0-9 . _ -"
+        )
     return instance_id
 
 
 class Presence:
-    """Connections, instance heartbeats, sweeps and bulk reads."""
+    """Connections, instance leases (heartbeats), resync, sweeps and bulk reads."""
 
     def __init__(self, client: redis.Redis, keys: KeySchema, *, instance_ttl: float):
         self.client = client
         self.keys = keys
         self.instance_ttl = instance_ttl
 
-    def _event(self, user_id: str, online: bool, instance: str) -> str:
-        return json.dumps(
-            {"type": "presence", "userId": user_id, "online": online, "instance": instance, "ts": 0}
-        )
+    # --- writes ----------------------------------------------------------------
 
     @redis_operation
-    def connect(self, user_id: str, connection_id: str, instance_id: str) -> bool:
-        """Record a connection; True iff the user just went from offline to online."""
+    def connect(self, user_id: str, connection_id: str, instance_id: str) -> Connected:
+        """Record a connection held by a live instance; say which transitions it caused."""
         check_instance_id(instance_id)
-        keys = [self.keys.connections(user_id), self.keys.last_seen(user_id)]
-        args = [
-            connection_id,
-            instance_id,
-            self._event(user_id, True, instance_id),
-            self.keys.presence_channel(),
-            LAST_SEEN_TTL_S,
-        ]
-
-        def build(pipe: Any) -> None:
-            # The instance index first: it must always cover the user's connections.
-            pipe.hset(self.keys.instance_connections(instance_id), connection_id, user_id)
-            _CONNECT.queue(pipe, keys, args)
-
-        return bool(execute_with_scripts(self.client, build, [_CONNECT])[1])
+        check_id(connection_id, "connection id")
+        live = self._live()
+        [(offline, online, recorded, _)] = self._run(
+            lambda pipe: self._queue_connect(pipe, live, instance_id, user_id, connection_id)
+        )
+        return Connected(bool(online), bool(offline), bool(recorded))
 
     @redis_operation
     def disconnect(self, user_id: str, connection_id: str, instance_id: str) -> bool:
-        """Forget a connection; True iff it was the user's last one (online -> offline)."""
+        """Forget a connection; True iff the user went online -> offline (once per transition)."""
         check_instance_id(instance_id)
-        keys = [self.keys.connections(user_id), self.keys.last_seen(user_id)]
-        args = [
-            connection_id,
-            self._event(user_id, False, instance_id),
-            self.keys.presence_channel(),
-            LAST_SEEN_TTL_S,
-        ]
-
-        def build(pipe: Any) -> None:
-            _DISCONNECT.queue(pipe, keys, args)
-            pipe.hdel(self.keys.instance_connections(instance_id), connection_id)
-
-        return bool(execute_with_scripts(self.client, build, [_DISCONNECT])[0])
+        check_id(connection_id, "connection id")
+        live = self._live()
+        [(offline, *_)] = self._run(
+            lambda pipe: self._queue_disconnect(pipe, live, instance_id, user_id, connection_id)
+        )
+        return bool(offline)
 
     @redis_operation
-    def heartbeat(self, instance_id: str, ttl: float | None = None) -> None:
-        """Say an instance is alive for ``ttl`` seconds (default state.presence_instance_ttl)."""
+    def resync(self, instance_id: str, connections: Mapping[str, str]) -> ResyncResult:
+        """Make Redis agree with the connections (id -> user) an instance really holds.
+
+        Call it when ``heartbeat`` returns False (the lease had lapsed: a sweep may have
+        dropped them), and now and then to repair disconnects that failed.
+        """
         check_instance_id(instance_id)
-        ttl_ms = max(1, round((self.instance_ttl if ttl is None else ttl) * 1000))
-        _HEARTBEAT(
+        index = self.keys.instance_connections(instance_id)
+
+        def read(pipe: Any) -> None:
+            pipe.hgetall(index)
+            _LIVE.queue(pipe, *self._instances_call())
+
+        recorded, live = execute_with_scripts(self.client, read, [_LIVE])
+        gone = [(user, conn) for conn, user in recorded.items() if connections.get(conn) != user]
+        held = list(connections.items())
+        result = ResyncResult()
+        for start in range(0, max(len(held), len(gone)), 500):
+            adds, drops = held[start : start + 500], gone[start : start + 500]
+
+            def build(pipe: Any, adds: list[tuple[str, str]] = adds, drops: Any = drops) -> None:
+                for conn, user in adds:
+                    self._queue_connect(pipe, live, instance_id, user, conn)
+                for user, conn in drops:
+                    self._queue_disconnect(pipe, live, instance_id, user, conn)
+
+            outcomes = self._run(build)
+            users = [user for _, user in adds] + [user for user, _ in drops]
+            for user, (offline, online, *_) in zip(users, outcomes, strict=True):
+                if offline:
+                    result.went_offline.append(user)
+                if online:
+                    result.went_online.append(user)
+            result.recorded += sum(int(o[2]) for o in outcomes[: len(adds)])
+            result.removed += sum(int(o[2]) for o in outcomes[len(adds) :])
+        return result
+
+    def _queue_connect(
+        self, pipe: Any, live: list[str], instance_id: str, user_id: str, connection_id: str
+    ) -> None:
+        # Registry, then instance index, then the user: each covers the next, so the
+        # sweep always finds what a connect left behind, even from a dead instance.
+        pipe.hsetnx(self.keys.instance_registry(), instance_id, "0")
+        if instance_id in live:
+            pipe.hset(self.keys.instance_connections(instance_id), connection_id, user_id)
+        self._queue_update(pipe, live, "connect", user_id, connection_id, instance_id)
+
+    def _queue_disconnect(
+        self, pipe: Any, live: list[str], instance_id: str, user_id: str, connection_id: str
+    ) -> None:
+        self._queue_update(pipe, live, "disconnect", user_id, connection_id, instance_id)
+        pipe.hdel(self.keys.instance_connections(instance_id), connection_id)
+
+    def _queue_update(
+        self,
+        pipe: Any,
+        live: list[str],
+        op: str,
+        user_id: str,
+        connection_id: str,
+        instance_id: str,
+        dropped_seen: str = "",
+    ) -> None:
+        _UPDATE.queue(
+            pipe,
+            [self.keys.connections(user_id), self.keys.last_seen(user_id)],
+            [
+                op,
+                connection_id,
+                instance_id,
+                user_id,
+                self.keys.presence_channel(),
+                LAST_SEEN_TTL_S,
+                dropped_seen,
+                *live,
+            ],
+        )
+
+    def _run(self, build: Any) -> list[list[int]]:
+        """Run a pipeline of queued writes; the replies of its update scripts, in order.
+
+        The other commands queued beside them (HSET, HSETNX, HDEL) reply with integers.
+        """
+        replies = execute_with_scripts(self.client, build, [_UPDATE])
+        return [[int(x) for x in r] for r in replies if isinstance(r, list)]
+
+    def _live(self) -> list[str]:
+        return [str(i) for i in _LIVE(self.client, *self._instances_call())]
+
+    # --- leases ----------------------------------------------------------------
+
+    @redis_operation
+    def heartbeat(self, instance_id: str, ttl: float | None = None) -> bool:
+        """Renew an instance's lease for ``ttl`` s (default state.presence_instance_ttl).
+
+        True if the lease was still held. False if it had lapsed or is new: while it
+        was lapsed, a sweep or another write may have dropped the instance's
+        connections, so the instance must ``resync`` the connections it holds.
+        """
+        check_instance_id(instance_id)
+        lease_ms = ttl_ms(self.instance_ttl if ttl is None else ttl, "instance ttl")
+        held = _HEARTBEAT(
             self.client,
             [self.keys.instance_alive(instance_id), self.keys.instance_registry()],
-            [ttl_ms, instance_id],
+            [lease_ms, instance_id],
         )
+        return bool(held)
 
     @redis_operation
     def instances(self) -> list[InstanceInfo]:
@@ -245,21 +371,21 @@ class Presence:
     @staticmethod
     def _instances(flat: list[Any]) -> list[InstanceInfo]:
         return [
-            InstanceInfo(str(flat[i]), bool(int(flat[i + 2])), float(flat[i + 1]))
+            InstanceInfo(str(flat[i]), bool(int(flat[i + 2])), float(flat[i + 1]) or None)
             for i in range(0, len(flat), 3)
         ]
 
     @redis_operation
     def retire(self, instance_id: str) -> SweepResult:
-        """Graceful shutdown of an instance: drop its heartbeat and sweep its connections now."""
+        """Graceful shutdown of an instance: end its lease and sweep its connections now."""
         check_instance_id(instance_id)
         self.client.delete(self.keys.instance_alive(instance_id))
-        registry = {i.instance_id: i.last_heartbeat for i in self.instances()}
-        return self._sweep([instance_id], registry)
+        known = self.instances()
+        return self._sweep([instance_id], known)
 
     @redis_operation
     def sweep(self, only: Iterable[str] | None = None) -> SweepResult:
-        """Remove the connections of dead instances; report users who went offline."""
+        """Drop the connections of dead instances; report users who went offline."""
         wanted = set(only) if only is not None else None
         known = self.instances()
         dead = [
@@ -267,48 +393,40 @@ class Presence:
             for i in known
             if not i.alive and (wanted is None or i.instance_id in wanted)
         ]
-        return self._sweep(dead, {i.instance_id: i.last_heartbeat for i in known})
+        return self._sweep(dead, known)
 
-    def _sweep(self, dead: list[str], registry: dict[str, float]) -> SweepResult:
+    def _sweep(self, dead: list[str], known: list[InstanceInfo]) -> SweepResult:
         result = SweepResult(dead_instances=list(dead))
+        live = [i.instance_id for i in known if i.alive and i.instance_id not in dead]
+        last_beat = {i.instance_id: i.last_heartbeat for i in known}
+        registry = self.keys.instance_registry()
         for instance_id in dead:
             index = self.keys.instance_connections(instance_id)
             held: dict[Any, Any] = self.client.hgetall(index)
             users = sorted(set(held.values()))
-            last = registry.get(instance_id, time.time())
+            last = last_beat.get(instance_id)
+            seen = f"{last:.6f}" if last else ""
 
-            def build(
-                pipe: Any,
-                users: list[str] = users,
-                instance_id: str = instance_id,
-                last: float = last,
-            ) -> None:
+            def build(pipe: Any, users: list[str] = users, seen: str = seen) -> None:
                 for user_id in users:
-                    _SWEEP_USER.queue(
-                        pipe,
-                        [self.keys.connections(user_id), self.keys.last_seen(user_id)],
-                        [
-                            instance_id,
-                            self._event(user_id, False, instance_id),
-                            self.keys.presence_channel(),
-                            LAST_SEEN_TTL_S,
-                            f"{last:.6f}",
-                        ],
-                    )
+                    self._queue_update(pipe, live, "sweep", user_id, "", "", seen)
 
-            outcomes = execute_with_scripts(self.client, build, [_SWEEP_USER]) if users else []
-            for user_id, (removed, offline) in zip(users, outcomes, strict=True):
-                result.connections_removed += int(removed)
-                if int(offline):
+            for user_id, (offline, _, _, dropped) in zip(
+                users, self._run(build) if users else [], strict=True
+            ):
+                result.connections_removed += dropped
+                if offline:
                     result.went_offline.append(user_id)
             if held:
                 self.client.hdel(index, *held)
-            _FORGET(
-                self.client,
-                [self.keys.instance_alive(instance_id), self.keys.instance_registry()],
-                [instance_id],
-            )
+            _FORGET(self.client, [self.keys.instance_alive(instance_id), registry], [instance_id])
+            # A connect from this instance that raced the sweep wrote its index entry
+            # after our read: keep the instance registered so the next sweep gets it.
+            if self.client.hlen(index):
+                self.client.hsetnx(registry, instance_id, seen or "0")
         return result
+
+    # --- reads -----------------------------------------------------------------
 
     @redis_operation
     def bulk_status(self, user_ids: list[str]) -> dict[str, PresenceStatus]:
@@ -325,14 +443,13 @@ class Presence:
             _INSTANCES.queue(pipe, registry_keys, registry_args)
 
         replies = execute_with_scripts(self.client, build, [_INSTANCES])
-        instances = {i.instance_id: i.alive for i in self._instances(replies[-1])}
+        alive = {i.instance_id for i in self._instances(replies[-1]) if i.alive}
         out: dict[str, PresenceStatus] = {}
         for n, user_id in enumerate(wanted):
             conns: dict[str, str] = replies[2 * n]
             seen = replies[2 * n + 1]
-            # An instance missing from the registry has just registered or was never
-            # registered (heartbeat pending): count it as alive rather than hide a user.
-            live = [inst for inst in conns.values() if instances.get(inst, True)]
+            # Only a live lease makes a connection count; an unknown instance has none.
+            live = [inst for inst in conns.values() if inst in alive]
             out[user_id] = PresenceStatus(
                 user_id=user_id,
                 online=bool(live),

@@ -6,7 +6,9 @@ Channels (names owned by ``KeySchema``):
 
 Pub/sub is fire-and-forget: a subscriber that was disconnected misses what was
 published meanwhile. ``Subscriber`` reconnects with backoff, re-subscribes and
-calls ``on_reconnect`` so the caller can reload the state it may have missed.
+calls ``on_reconnect`` so the caller can reload the state it may have missed. If
+that reload fails too (Redis answers pub/sub but is still loading its data, or
+goes away again) the subscriber stays ``stale`` and retries it with backoff.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any, Generic, TypeVar
 
 import redis
 
+from devctl.errors import RedisUnavailable
 from devctl.state._redis import redis_operation
 from devctl.state.keys import KeySchema
+from devctl.state.validate import InvalidArgument
 
 T = TypeVar("T")
 
@@ -100,6 +104,9 @@ class Subscriber:
 
     ``get(timeout)`` never raises for a lost connection: it retries with backoff
     until ``timeout`` and returns None. ``reconnects`` counts successful reconnects.
+    ``on_reconnect`` runs after each reconnect (and after ``resync_later``); if it
+    raises ``RedisUnavailable`` (or a Redis connection error) the subscriber is
+    ``stale`` until a retry of it succeeds.
     """
 
     def __init__(
@@ -120,6 +127,9 @@ class Subscriber:
         self._pubsub: Any = None
         self._ever_connected = False
         self._backoff = 0.05
+        self._stale = False
+        self._resync_at = 0.0
+        self._resync_backoff = 0.05
 
     def connect(self) -> bool:
         """Subscribe now; False (and ``last_error`` set) if Redis is not reachable."""
@@ -137,10 +147,34 @@ class Subscriber:
         self._backoff = 0.05
         if self._ever_connected:
             self.reconnects += 1
-            if self.on_reconnect is not None:
-                self.on_reconnect()
+            self.resync_later()
         self._ever_connected = True
+        self._resync()
         return True
+
+    def resync_later(self) -> None:
+        """Run ``on_reconnect`` again as soon as Redis answers (the caller's view is stale)."""
+        if self.on_reconnect is not None:
+            self._stale = True
+            self._resync_at = 0.0
+
+    @property
+    def stale(self) -> bool:
+        """True while ``on_reconnect`` has not succeeded since a reconnect (or resync_later)."""
+        return self._stale
+
+    def _resync(self) -> None:
+        if not self._stale or self.on_reconnect is None or time.monotonic() < self._resync_at:
+            return
+        try:
+            self.on_reconnect()
+        except (RedisUnavailable, redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self.last_error = str(exc)
+            self._resync_at = time.monotonic() + self._resync_backoff
+            self._resync_backoff = min(self._resync_backoff * 2, self.max_backoff)
+            return
+        self._stale = False
+        self._resync_backoff = 0.05
 
     def get(self, timeout: float = 1.0) -> Received[Any] | None:
         """The next message within ``timeout`` seconds, else None."""
@@ -153,8 +187,12 @@ class Subscriber:
                 time.sleep(min(self._backoff, max(left, 0)))
                 self._backoff = min(self._backoff * 2, self.max_backoff)
                 continue
+            self._resync()
+            wait = max(left, 0)
+            if self._stale:  # wake up for the next retry of on_reconnect
+                wait = min(wait, max(self._resync_at - time.monotonic(), 0))
             try:
-                raw = self._pubsub.get_message(timeout=max(left, 0))
+                raw = self._pubsub.get_message(timeout=wait)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 self.last_error = str(exc)
                 _close_quietly(self._pubsub)
@@ -221,7 +259,7 @@ class PubSub:
     def publish(self, channel: Channel[Any], message: PresenceChange | Notification) -> int:
         """Publish a typed message; return how many subscribers received it."""
         if channel.pattern:
-            raise ValueError("cannot publish to a pattern")
+            raise InvalidArgument("cannot publish to a pattern")
         return int(self.client.publish(channel.name, json.dumps(message.to_payload())))
 
     def notify(self, user_id: str, kind: str, data: dict[str, Any] | None = None) -> int:

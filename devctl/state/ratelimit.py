@@ -20,6 +20,7 @@ import redis
 from devctl.errors import ConfigError, UsageError
 from devctl.state._redis import Script, redis_operation
 from devctl.state.keys import KeySchema, normalise_email
+from devctl.state.validate import InvalidArgument, check_id
 
 # KEYS: bucket. ARGV: emission interval T (us, integer), limit, cost.
 # Returns {allowed, remaining, retry_after_us, tat - now (us)}.
@@ -44,6 +45,10 @@ end
 return {1, math.floor((burst - (new_tat - now)) / T), 0, new_tat - now}
 """
 )
+
+
+# What a bucket may be keyed by ("key": anything else the caller chooses).
+SUBJECTS = ("ip", "email", "user", "key")
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ DEFAULT_POLICIES: dict[str, Policy] = {
 def load_policies(config: Mapping[str, Any] | None) -> dict[str, Policy]:
     """Defaults overridden by ``state.rate_limits``; raise ConfigError on a bad entry.
 
-    Each entry: ``{limit: N, period: SECONDS, subject: ip|email|user}``, or with tiers
+    Each entry: ``{limit: N, period: SECONDS, subject: ip|email|user|key}``, or with tiers
     ``{period: SECONDS, tiers: {free: 10, silver: 100, gold: null}, default_tier: free}``;
     a null limit means unlimited. Keys left out keep their default.
     """
@@ -128,15 +133,25 @@ def load_policies(config: Mapping[str, Any] | None) -> dict[str, Policy]:
             raise ConfigError("tiers must map a tier name to a limit", key=where)
         tiers = {str(t): _limit(n, f"{where}.tiers.{t}") for t, n in tiers_raw.items()}
         default_tier = entry.get("default_tier", base.default_tier)
-        if tiers and (default_tier not in tiers):
-            default_tier = next(iter(tiers))
+        if "default_tier" in entry and not tiers:
+            raise ConfigError("default_tier needs tiers", key=where)
+        if tiers and default_tier not in tiers:
+            raise ConfigError(
+                f"default_tier {default_tier!r} is not one of the tiers ({', '.join(tiers)})",
+                key=where,
+            )
         if name not in DEFAULT_POLICIES and "limit" not in entry and not tiers:
             raise ConfigError("a new policy needs a limit (or tiers)", key=where)
+        subject = entry.get("subject", base.subject)
+        if subject not in SUBJECTS:
+            raise ConfigError(
+                f"subject must be one of {', '.join(SUBJECTS)}, got {subject!r}", key=where
+            )
         policies[str(name)] = Policy(
             str(name),
             limit,
             float(period),
-            str(entry.get("subject", base.subject)),
+            subject,
             tiers,
             default_tier if tiers else None,
         )
@@ -181,7 +196,7 @@ class RateLimitResult:
 
 
 def normalise_subject(policy: Policy, subject: str) -> str:
-    subject = subject.strip()
+    subject = check_id(subject, f"the {policy.subject} of a rate-limit bucket").strip()
     return normalise_email(subject) if policy.subject == "email" else subject
 
 
@@ -210,7 +225,7 @@ class RateLimiter:
     ) -> RateLimitResult:
         """Consume ``cost`` from the bucket if it fits; say whether it did."""
         if cost < 1:
-            raise ValueError("cost must be at least 1")
+            raise InvalidArgument("cost must be at least 1")
         return self._run(self.policy(policy), subject, tier, cost)
 
     @redis_operation

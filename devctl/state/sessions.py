@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import re
 import secrets
@@ -28,6 +29,7 @@ import redis
 
 from devctl.state._redis import Script, redis_operation
 from devctl.state.keys import KeySchema, user_from_key
+from devctl.state.validate import ttl_ms
 
 TOKEN_VERSION = "dc1"
 PREFIX_CHARS = len(TOKEN_VERSION) + 1 + 8  # "dc1." + 8 chars (48 of 256 bits) of the secret
@@ -179,21 +181,20 @@ class Sessions:
         user_agent: str | None = None,
     ) -> NewSession:
         """Create a session; the returned token is the only copy of the secret."""
-        lifetime = self.ttl if ttl is None else ttl
-        ttl_ms = max(1, round(lifetime * 1000))
+        lifetime_ms = ttl_ms(self.ttl if ttl is None else ttl, "session ttl")
         token = new_token(user_id)
         sid = session_id(token)
         now_ms, expires_ms = _CREATE(
             self.client,
             [self.keys.session(user_id, sid), self.keys.sessions_index(user_id)],
-            [ttl_ms, user_id, ip or "", user_agent or "", token[:PREFIX_CHARS], sid],
+            [lifetime_ms, user_id, ip or "", user_agent or "", token[:PREFIX_CHARS], sid],
         )
         info = SessionInfo(
             sid,
             user_id,
             now_ms / 1000,
             expires_ms / 1000,
-            ttl_ms / 1000,
+            lifetime_ms / 1000,
             ip or None,
             user_agent or None,
             token[:PREFIX_CHARS],
@@ -294,19 +295,25 @@ class Sessions:
 
     @redis_operation
     def list_all(self, limit: int = 50) -> list[SessionInfo]:
-        """Sessions of every user (SCAN; for operators), newest first, at most ``limit``."""
+        """At most ``limit`` sessions of any users (for operators), newest first among them.
+
+        SCAN stops as soon as ``limit`` live sessions are found, so the cost follows the
+        limit, not the number of sessions; which sessions come first is SCAN's order.
+        """
         infos: list[SessionInfo] = []
-        keys = list(self.client.scan_iter(match=self.keys.scan_pattern("session"), count=1000))
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        keys = self.client.scan_iter(match=self.keys.scan_pattern("session"), count=1000)
+        while len(infos) < limit:
+            chunk = list(itertools.islice(keys, min(500, limit - len(infos))))
+            if not chunk:
+                break
             pipe = self.client.pipeline(transaction=False)
             for key in chunk:
                 pipe.get(key)
             for key, raw in zip(chunk, pipe.execute(), strict=True):
-                if raw:
+                if raw:  # it may have expired since SCAN saw it
                     infos.append(_info(key.rsplit(":", 1)[1], raw))
         infos.sort(key=lambda s: s.created_at, reverse=True)
-        return infos[:limit]
+        return infos
 
     @redis_operation
     def count(self) -> tuple[int, int]:

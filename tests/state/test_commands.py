@@ -160,6 +160,7 @@ def test_presence_watch_streams_changes(
         while state.pubsub.subscribers(channel) < 1:
             assert time.monotonic() < deadline and watcher.poll() is None, "watch never subscribed"
             time.sleep(0.05)
+        state.presence.heartbeat("api-1")
         state.presence.connect("w", "c1", "api-1")
         state.presence.connect("w", "c2", "api-1")  # no transition: not shown
         state.presence.disconnect("w", "c1", "api-1")

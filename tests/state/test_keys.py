@@ -8,8 +8,10 @@ import pytest
 from redis.crc import key_slot
 
 from devctl.config.loader import load_settings
+from devctl.errors import EXIT_USAGE, ConfigError
 from devctl.state import StateServices
 from devctl.state.keys import KINDS, KeySchema, escape_id, glob_escape, unescape_id
+from devctl.state.validate import InvalidArgument
 
 keys = KeySchema("devconnect:")
 
@@ -30,8 +32,16 @@ def test_escape_round_trips_and_leaves_ordinary_ids_alone(value: str) -> None:
 
 
 def test_empty_id_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgument) as caught:
         escape_id("")
+    assert caught.value.exit_code == EXIT_USAGE
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("prefix", ["dev{x}:", "{devconnect}:", "a}b:"])
+def test_prefix_with_a_hash_tag_is_a_config_error(prefix: str) -> None:
+    with pytest.raises(ConfigError, match=r"redis\.key_prefix"):
+        KeySchema(prefix)
 
 
 def test_user_keys_share_one_slot_even_with_hostile_ids() -> None:
@@ -95,6 +105,7 @@ def test_scan_patterns_match_exactly_their_kind(state: StateServices) -> None:
         "user_version": k.user_version("u1"),
         "user_lock": k.user_lock("u1"),
         "email": k.email("A@B.c"),
+        "email_version": k.email_version("A@B.c"),
         "connections": k.connections("u1"),
         "last_seen": k.last_seen("u1"),
         "instance_alive": k.instance_alive("api-1"),
@@ -112,3 +123,6 @@ def test_scan_patterns_match_exactly_their_kind(state: StateServices) -> None:
     for kind, key in made.items():
         found = set(state.client.scan_iter(match=k.scan_pattern(kind), count=1000))
         assert found == {key}, kind
+        assert k.kind_of(key) == kind  # the classifier agrees with SCAN MATCH
+    assert k.kind_of(k.instance_registry()) is None
+    assert k.kind_of("other:" + k.user("u1")) is None

@@ -13,6 +13,7 @@ import pytest
 
 from devctl.state import StateServices
 from devctl.state.pubsub import PresenceChange, Subscriber
+from devctl.state.validate import InvalidArgument
 
 
 def drain(sub: Subscriber, *users: str, quiet: float = 0.3) -> list[PresenceChange]:
@@ -29,9 +30,9 @@ def drain(sub: Subscriber, *users: str, quiet: float = 0.3) -> list[PresenceChan
 def test_two_tabs_one_online_one_offline(state: StateServices) -> None:
     p = state.presence
     p.heartbeat("api-1")
-    assert p.connect("42", "tab-1", "api-1") is True
-    assert p.connect("42", "tab-2", "api-1") is False
-    assert p.connect("42", "tab-2", "api-1") is False  # re-registering is idempotent
+    assert p.connect("42", "tab-1", "api-1").went_online is True
+    assert p.connect("42", "tab-2", "api-1").went_online is False
+    assert not p.connect("42", "tab-2", "api-1")  # re-registering is idempotent
     assert p.status("42").connections == 2
     assert p.disconnect("42", "tab-1", "api-1") is False
     assert p.status("42").online is True
@@ -52,7 +53,7 @@ def test_50_concurrent_connects_and_disconnects_over_3_instances(state: StateSer
 
         def connect(n: int) -> bool:
             barrier.wait()
-            return p.connect("busy", f"conn-{n}", instances[n % 3])
+            return bool(p.connect("busy", f"conn-{n}", instances[n % 3]))
 
         def disconnect(n: int) -> bool:
             barrier.wait()
@@ -184,7 +185,100 @@ def test_bulk_status_is_one_round_trip(
 
 
 def test_instance_ids_are_validated(state: StateServices) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgument):
         state.presence.connect("42", "c", "bad id with spaces")
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgument):
         state.presence.heartbeat("{evil}")
+    with pytest.raises(InvalidArgument, match="must not be empty"):
+        state.presence.status("")
+    with pytest.raises(InvalidArgument):
+        state.presence.heartbeat("api-1", ttl=float("inf"))
+
+
+def test_an_instance_without_a_lease_makes_nobody_online(state: StateServices) -> None:
+    """Never heartbeated, or unknown to the registry: its connections count for nothing."""
+    p = state.presence
+    ghost = p.connect("ghost", "c1", "never-heartbeat")
+    assert not ghost and not ghost.recorded
+    assert not p.status("ghost").online
+    result = p.sweep()  # connect registered the instance, so the sweep finds it
+    assert result.dead_instances == ["never-heartbeat"] and result.went_offline == []
+    assert p.instances() == []
+    # A connection on an instance the registry does not know (swept and forgotten while
+    # a late write landed) is dead for reads too.
+    state.client.hset(state.keys.connections("ghost"), "c2", "forgotten")
+    assert not p.status("ghost").online and p.status("ghost").stale_connections == 1
+
+
+def test_a_connect_racing_the_sweep_of_its_instance_leaves_nobody_online(
+    state: StateServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = state.presence
+    p.heartbeat("paused", ttl=0.2)
+    p.connect("u1", "c1", "paused")
+    time.sleep(0.3)
+    index = state.keys.instance_connections("paused")
+    real_hgetall = state.client.hgetall
+
+    def hgetall_then_late_connect(name: str) -> Any:
+        found = real_hgetall(name)
+        if name == index:  # the paused instance wakes up right after the sweep read its index
+            p.connect("u2", "c2", "paused")
+        return found
+
+    monkeypatch.setattr(state.client, "hgetall", hgetall_then_late_connect)
+    result = p.sweep()
+    monkeypatch.undo()
+    assert result.went_offline == ["u1"]
+    statuses = p.bulk_status(["u1", "u2"])
+    assert not statuses["u1"].online and not statuses["u2"].online
+    assert p.sweep().went_offline == []
+    assert not state.client.exists(state.keys.connections("u2"))
+
+
+def test_reconnect_before_the_sweep_reports_offline_then_online(state: StateServices) -> None:
+    """The transitions follow the read rule: a dead instance's tab does not keep anyone online."""
+    p = state.presence
+    p.heartbeat("crashed", ttl=0.2)
+    p.heartbeat("api-2", ttl=30)
+    with state.pubsub.subscribe([state.pubsub.presence_channel()]) as sub:
+        assert p.connect("42", "old-tab", "crashed")
+        time.sleep(0.3)
+        assert not p.status("42").online  # reads already say offline
+        again = p.connect("42", "new-tab", "api-2")  # the client reconnects elsewhere
+        assert again.went_online and again.went_offline and again.recorded
+        assert p.sweep().went_offline == []  # the connect already dropped the dead tab
+        events = [(e.online, e.instance) for e in drain(sub, "42")]
+    assert events == [(True, "crashed"), (False, "crashed"), (True, "api-2")]
+    status = p.status("42")
+    assert status.online and status.connections == 1 and status.stale_connections == 0
+
+
+def test_a_lapsed_lease_is_reported_and_resync_restores_the_connections(
+    state: StateServices,
+) -> None:
+    p = state.presence
+    assert p.heartbeat("api-1", ttl=0.2) is False  # a new lease: nothing to resync yet
+    assert p.heartbeat("api-1", ttl=0.2) is True
+    p.connect("42", "tab", "api-1")
+    time.sleep(0.3)  # the instance pauses past its TTL...
+    assert p.sweep().went_offline == ["42"]  # ...and is swept
+    assert p.heartbeat("api-1", ttl=30) is False  # on waking up it learns it lost its lease
+    result = p.resync("api-1", {"tab": "42"})
+    assert result.went_online == ["42"] and result.recorded == 1
+    assert p.status("42").online
+    assert p.heartbeat("api-1", ttl=30) is True
+
+
+def test_resync_clears_connections_whose_disconnect_failed(state: StateServices) -> None:
+    p = state.presence
+    p.heartbeat("api-1")
+    p.connect("42", "tab-1", "api-1")
+    p.connect("42", "tab-2", "api-1")
+    p.connect("43", "tab-3", "api-1")
+    # Disconnects of tab-2 and tab-3 failed (Redis was away): the instance tells the truth.
+    result = p.resync("api-1", {"tab-1": "42"})
+    assert result.removed == 2 and result.went_offline == ["43"] and result.went_online == []
+    assert p.status("42").connections == 1 and not p.status("43").online
+    assert state.client.hgetall(state.keys.instance_connections("api-1")) == {"tab-1": "42"}
+    assert p.resync("api-1", {}).went_offline == ["42"]

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devctl.engines.processes import free_port
 from devctl.state import StateServices
 from devctl.state.pubsub import Notification, PresenceChange
+from tests.state.conftest import PrivateRedis
 
 
 def next_message(sub: Any, timeout: float = 3.0) -> Any:
@@ -42,6 +44,7 @@ def test_pattern_subscription_receives_every_users_notifications(state: StateSer
 
 def test_presence_events_come_from_the_transitions(state: StateServices) -> None:
     ps = state.pubsub
+    state.presence.heartbeat("api-1")
     with ps.subscribe([ps.presence_channel()]) as sub:
         state.presence.connect("42", "c1", "api-1")
         got = next_message(sub)
@@ -84,3 +87,36 @@ def test_subscriber_reconnects_after_a_redis_restart(private_redis: Any, tmp_pat
         assert next_message(sub).message.kind == "after"
         publisher.close()
     services.close()
+
+
+def test_a_failing_on_reconnect_is_retried_not_raised(private_redis: Any, tmp_path: Path) -> None:
+    """The reload after a reconnect fails (its Redis is not back yet): get() keeps going."""
+    data = PrivateRedis(free_port(), tmp_path / "data")
+    data.workdir.mkdir()
+    reader = data.services(tmp_path, **{"redis.connect_timeout": 0.3})
+    services = private_redis.services(tmp_path, **{"redis.socket_timeout": 0.5})
+    reloads: list[int] = []
+
+    def reload() -> None:
+        reloads.append(len(reader.presence.known_users()))  # RedisUnavailable while down
+
+    ps = services.pubsub
+    try:
+        with ps.subscribe([ps.notification_channel("42")], on_reconnect=reload) as sub:
+            private_redis.kill()
+            private_redis.start()
+            deadline = time.monotonic() + 5
+            while sub.reconnects == 0 and time.monotonic() < deadline:
+                assert sub.get(timeout=0.1) is None  # never raises
+            assert sub.reconnects == 1 and sub.stale and reloads == []
+            assert "not reachable" in (sub.last_error or "")
+            data.start()
+            while sub.stale and time.monotonic() < deadline:
+                sub.get(timeout=0.1)
+            assert not sub.stale and reloads == [0]
+            assert services.pubsub.notify("42", "after") == 1
+            assert next_message(sub).message.kind == "after"
+    finally:
+        data.kill()
+        reader.close()
+        services.close()

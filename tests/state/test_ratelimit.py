@@ -133,8 +133,23 @@ def test_policies_from_config(make_state: Callable[..., StateServices]) -> None:
         {"login_ip": {"burst": 3}},
         {"brand_new": {"period": 60}},
         {"connection_request": {"tiers": {"free": 1.5}}},
+        {"connection_request": {"default_tier": "platinum"}},
+        {"connection_request": {"tiers": {"basic": 1, "pro": 5}}},  # inherited 'free' is gone
+        {"login_ip": {"default_tier": "free"}},
+        {"login_ip": {"subject": "ipp"}},
+        {"search": {"limit": 3, "subject": None}},
     ],
 )
 def test_bad_policy_config_is_a_config_error(config: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=r"state\.rate_limits"):
         load_policies(config)
+
+
+def test_an_empty_subject_is_a_usage_error(state: StateServices) -> None:
+    for subject in ("", "  "):
+        with pytest.raises(UsageError, match="must not be empty"):
+            state.ratelimits.peek("login_ip", subject)
+        with pytest.raises(UsageError, match="must not be empty"):
+            state.ratelimits.reset("login_ip", subject)
+    with pytest.raises(UsageError, match="must not be empty"):
+        state.ratelimits.check("connection_request", " ", tier="gold")  # even without Redis

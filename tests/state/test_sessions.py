@@ -7,8 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from devctl.errors import EXIT_USAGE
 from devctl.state import StateServices
 from devctl.state.sessions import PREFIX_CHARS, parse_token, session_id
+from devctl.state.validate import InvalidArgument
 
 
 def test_token_is_random_256_bits_and_names_its_user(state: StateServices) -> None:
@@ -174,3 +178,29 @@ def test_list_all_and_count(state: StateServices) -> None:
     assert state.sessions.count() == (3, 2)
     assert len(state.sessions.list_all(limit=2)) == 2
     assert {s.user_id for s in state.sessions.list_all()} == {"a", "b"}
+
+
+def test_list_all_reads_only_as_many_sessions_as_asked(
+    state: StateServices, round_trips: Callable[[], Any]
+) -> None:
+    made = [state.sessions.create(f"user-{n}", ttl=60) for n in range(3)]
+    payload = state.client.get(state.keys.session("user-0", made[0].info.session_id))
+    pipe: Any = state.client.pipeline(transaction=False)
+    for n in range(3000):  # many more sessions, written directly (creating them is slow)
+        pipe.set(state.keys.session(f"bulk-{n}", f"{n:064x}"), payload or "", ex=60)
+    pipe.execute()
+    with round_trips() as sent:
+        found = state.sessions.list_all(limit=5)
+    assert len(found) == 5
+    assert sent.commands.count("GET") == 5  # not one per session in Redis
+    assert len(state.sessions.list_all(limit=10_000)) == 3003
+
+
+def test_bad_ttls_are_refused_before_anything_is_written(state: StateServices) -> None:
+    for ttl in (float("inf"), float("nan"), 1e18, 0, -5):
+        with pytest.raises(InvalidArgument, match="session ttl") as caught:
+            state.sessions.create("42", ttl=ttl)
+        assert caught.value.exit_code == EXIT_USAGE
+    with pytest.raises(InvalidArgument, match="must not be empty"):
+        state.sessions.create("")
+    assert list(state.client.scan_iter(match=f"{state.keys.prefix}*")) == []

@@ -86,9 +86,17 @@ def test_a_fill_racing_an_invalidation_is_dropped(state: StateServices) -> None:
 def test_unknown_user_is_not_cached(state: StateServices) -> None:
     db = Db()
     assert state.user_cache.get("ghost", db.load) is None
+    assert not state.client.exists(state.keys.user("ghost"))
+    # The lock briefly says "absent", so the loader's waiters do not each ask again...
+    assert 0 < state.client.pttl(state.keys.user_lock("ghost")) <= 250
+    assert state.user_cache.get("ghost", db.load) is None
+    assert db.calls == 1
+    time.sleep(0.3)  # ...and then it is gone: an unknown user is not cached
     assert state.user_cache.get("ghost", db.load) is None
     assert db.calls == 2
-    assert not state.client.exists(state.keys.user_lock("ghost"))
+    db.rows["ghost"] = {"_id": "ghost"}
+    state.user_cache.invalidate("ghost")  # a write clears the marker at once
+    assert state.user_cache.get("ghost", db.load) == {"_id": "ghost"}
 
 
 def test_stampede_loads_once(state: StateServices) -> None:
@@ -132,3 +140,69 @@ def test_email_mapping_is_case_insensitive_and_cached(state: StateServices) -> N
     state.user_cache.forget_email("ADA@example.com")
     state.user_cache.user_id_for_email("ada@example.com", by_email)
     assert calls == ["ada@example.com", "nobody@example.com", "ada@example.com"]
+
+
+def test_stampede_loads_once_with_a_database_slower_than_the_old_wait(
+    state: StateServices,
+) -> None:
+    """Waiters wait for as long as the loader holds its lock (5 s), not a fixed 2 s."""
+    db = Db(delay=2.5)
+    db.rows["hot"] = {"_id": "hot", "firstName": "Popular"}
+    barrier = threading.Barrier(20)
+
+    def reader(_: int) -> dict[str, Any] | None:
+        barrier.wait()
+        return state.user_cache.get("hot", db.load)
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(reader, range(20)))
+    assert db.calls == 1
+    assert all(r == {"_id": "hot", "firstName": "Popular"} for r in results)
+
+
+def test_waiters_take_over_when_the_loader_fails(state: StateServices) -> None:
+    db = Db(delay=0.1)
+    db.rows["42"] = {"_id": "42"}
+    calls: list[int] = []
+
+    def flaky(user_id: str) -> dict[str, Any] | None:
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.1)
+            raise RuntimeError("database hiccup")
+        return db.load(user_id)
+
+    barrier = threading.Barrier(10)
+
+    def reader(_: int) -> Any:
+        barrier.wait()
+        try:
+            return state.user_cache.get("42", flaky)
+        except RuntimeError as exc:
+            return exc
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(reader, range(10)))
+    assert len(calls) == 2  # the failed leader, then one waiter that took over
+    assert sum(isinstance(r, RuntimeError) for r in results) == 1
+    assert results.count({"_id": "42"}) == 9
+
+
+def test_an_email_lookup_racing_an_invalidation_is_not_cached(state: StateServices) -> None:
+    """Read the old mapping, the email changes meanwhile: the old mapping must not come back."""
+
+    def stale_lookup(email: str) -> str:
+        state.user_cache.invalidate("42", email)  # the profile edit lands while we look up
+        return "42"
+
+    assert state.user_cache.user_id_for_email("old@example.com", stale_lookup) == "42"
+    assert not state.client.exists(state.keys.email("old@example.com"))
+    state.user_cache.remember_email("new@example.com", "42")
+
+    def late(email: str) -> str:
+        state.user_cache.forget_email(email)
+        return "7"
+
+    state.user_cache.forget_email("new@example.com")
+    assert state.user_cache.user_id_for_email("new@example.com", late) == "7"
+    assert state.client.get(state.keys.email("new@example.com")) is None

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from devctl.cli.app import get_app
-from devctl.cli.commands.keys import open_state
+from devctl.cli.commands.keys import cell, open_state
 from devctl.cli.options import DataDirOption, JsonOption, YesOption
 from devctl.cli.output import confirm, print_json, table
 from devctl.errors import UsageError
@@ -41,14 +41,18 @@ def stats(
             "caches",
             ["cache", "lookups", "hits", "misses", "hit ratio"],
             [
-                (kind, c["lookups"], c["hits"], c["misses"], _ratio(c["hits"], c["lookups"]))
+                (cell(kind), c["lookups"], c["hits"], c["misses"], _ratio(c["hits"], c["lookups"]))
                 for kind, c in found.counters.items()
             ],
         )
     )
-    console.print(table("keys by kind", ["kind", "keys"], sorted(found.keys.items())))
     console.print(
-        f"Redis memory used: {found.memory_human}; server keyspace hits {found.keyspace_hits}, "
+        table(
+            "keys by kind", ["kind", "keys"], [(cell(k), n) for k, n in sorted(found.keys.items())]
+        )
+    )
+    console.print(
+        f"Redis memory used: {cell(found.memory_human)}; server keyspace hits {found.keyspace_hits}, "
         f"misses {found.keyspace_misses}",
         highlight=False,
     )
@@ -84,7 +88,7 @@ def flush(
             app.err, f"Flush the {', '.join(chosen)} cache{'s' if len(chosen) > 1 else ''}?", yes
         )
         deleted = flush_cache(state, chosen)
-    summary = ", ".join(f"{n} {k}" for k, n in deleted.items())
+    summary = ", ".join(f"{n} {cell(k)}" for k, n in deleted.items())
     app.console.print(f"[green]✔[/green] flushed {summary} keys", highlight=False)
 
 

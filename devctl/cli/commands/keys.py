@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from devctl.cli.app import get_app
 from devctl.cli.options import DataDirOption, JsonOption, data_dir_flag
 from devctl.cli.output import duration, print_json, table
+from devctl.errors import UsageError
 
 if TYPE_CHECKING:
     from devctl.state import StateServices
@@ -24,6 +26,30 @@ def open_state(ctx: typer.Context, data_dir: Path | None) -> StateServices:
     app = get_app(ctx)
     settings = app.settings(data_dir_flag(data_dir))
     return from_settings(settings, app.endpoints())
+
+
+def cell(value: object) -> str | None:
+    """A table cell holding data: shown literally (``table`` renders str cells as markup)."""
+    return None if value is None else escape(str(value))
+
+
+def require_id(value: str, what: str) -> str:
+    """``value`` if it names something; an empty or blank id is a usage error (exit 2)."""
+    if not value.strip():
+        raise UsageError(f"{what} must not be empty")
+    return value
+
+
+def require_ttl(value: float | None, flag: str = "--ttl") -> None:
+    """Refuse a TTL Redis cannot take (inf, nan, beyond the domain's bound) before any write."""
+    if value is None:
+        return
+    import math
+
+    from devctl.state.validate import MAX_TTL_S
+
+    if not math.isfinite(value) or not 1 <= value <= MAX_TTL_S:
+        raise UsageError(f"{flag} must be between 1 and {MAX_TTL_S} seconds, got {value:g}")
 
 
 def ago(epoch: float | None) -> str:
@@ -76,11 +102,12 @@ def keys(
         ["keys"] if count else []
     )
     rows = [
-        (s.kind, s.pattern, s.type, s.ttl, s.purpose, s.hash_tag)
+        tuple(cell(v) for v in (s.kind, s.pattern, s.type, s.ttl, s.purpose, s.hash_tag))
         + ((counts.get(s.kind, "-"),) if count else ())
         for s in specs
     ]
-    app.console.print(table(f"Redis keys (prefix {settings.redis.key_prefix})", columns, rows))
+    title = f"Redis keys (prefix {cell(settings.redis.key_prefix)})"
+    app.console.print(table(title, columns, rows))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""devctl presence seed / list / show / watch."""
+"""devctl presence seed / list / show / sweep / watch."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from devctl.cli.app import get_app
-from devctl.cli.commands.keys import ago, open_state
+from devctl.cli.commands.keys import ago, cell, open_state, require_id, require_ttl
 from devctl.cli.options import DataDirOption, JsonOption
 from devctl.cli.output import print_json, table
 
@@ -30,10 +29,10 @@ def _row(status: PresenceStatus) -> tuple[Any, ...]:
     if status.stale_connections:
         state += f" [yellow]({status.stale_connections} on dead instances)[/]"
     return (
-        escape(status.user_id),
+        cell(status.user_id),
         state,
         status.connections,
-        escape(", ".join(status.instances)) or None,
+        cell(", ".join(status.instances) or None),
         ago(status.last_seen),
     )
 
@@ -50,7 +49,8 @@ def seed(
     ttl: Annotated[
         float,
         typer.Option(
-            "--ttl", min=1, help="Seconds the fake instances stay alive (then a sweep drops them)."
+            "--ttl",
+            help="Seconds the fake instances stay alive; then `devctl presence sweep` drops them.",
         ),
     ] = 600,
     id_prefix: Annotated[
@@ -65,6 +65,7 @@ def seed(
     """
     from devctl.state.admin import seed_presence
 
+    require_ttl(ttl)
     with open_state(ctx, data_dir) as state:
         seeded = seed_presence(state, users, instances, ttl=ttl, id_prefix=id_prefix)
     if json_output:
@@ -131,9 +132,9 @@ def list_presence(
             ["instance", "state", "last heartbeat"],
             [
                 (
-                    escape(i.instance_id),
+                    cell(i.instance_id),
                     "[green]alive[/]" if i.alive else "[red]dead (not swept)[/]",
-                    ago(i.last_heartbeat),
+                    ago(i.last_heartbeat) if i.last_heartbeat else "never",
                 )
                 for i in instances
             ],
@@ -152,12 +153,49 @@ def show(
 
     Example: devctl presence show 42
     """
+    require_id(user, "USER")
     with open_state(ctx, data_dir) as state:
         status = state.presence.status(user)
     if json_output:
         print_json(status.to_json())
         return
     get_app(ctx).console.print(table(None, COLUMNS, [_row(status)]))
+
+
+@presence_app.command("sweep")
+def sweep(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Drop the connections of dead API instances; report them and the users who went offline.
+
+    Example: devctl presence sweep --json
+    """
+    with open_state(ctx, data_dir) as state:
+        result = state.presence.sweep()
+    if json_output:
+        print_json(
+            {
+                "dead_instances": result.dead_instances,
+                "went_offline": result.went_offline,
+                "connections_removed": result.connections_removed,
+            }
+        )
+        return
+    console = get_app(ctx).console
+    console.print(
+        f"[green]✔[/green] {len(result.dead_instances)} dead instances swept, "
+        f"{result.connections_removed} connections removed, "
+        f"{len(result.went_offline)} users went offline",
+        highlight=False,
+    )
+    if result.dead_instances:
+        console.print(
+            table("dead instances", ["instance"], [(cell(i),) for i in result.dead_instances])
+        )
+    if result.went_offline:
+        console.print(table("went offline", ["user"], [(cell(u),) for u in result.went_offline]))
 
 
 @presence_app.command("watch")
@@ -169,10 +207,12 @@ def watch(
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Watch presence changes live (pub/sub); --json prints one JSON line per change. Ctrl-C exits.
+    """Watch presence changes live (pub/sub); --json prints one JSON line per change. Ctrl-C exits (0).
 
     Example: devctl presence watch
     """
+    from devctl.errors import RedisUnavailable
+
     app = get_app(ctx)
     seen = 0
     with open_state(ctx, data_dir) as state:
@@ -181,21 +221,28 @@ def watch(
 
         def reload() -> None:
             users = state.presence.known_users(limit=200)
+            fresh = state.presence.bulk_status(users) if users else {}
             rows.clear()
-            rows.update(state.presence.bulk_status(users) if users else {})
+            rows.update(fresh)
 
         channel = state.pubsub.presence_channel()
         subscriber = state.pubsub.subscribe([channel], on_reconnect=None if json_output else reload)
         live = None
         try:
+            # Both modes need Redis to start; after that both ride out restarts.
+            if not subscriber.connected:
+                raise RedisUnavailable(f"Redis is not reachable: {subscriber.last_error}")
             if json_output:
                 print(json.dumps({"watching": channel.name}), file=sys.stderr, flush=True)
             else:
                 from rich.live import Live
 
-                reload()
+                try:
+                    reload()
+                except RedisUnavailable:
+                    subscriber.resync_later()
                 live = Live(
-                    _render(rows, events, subscriber.connected),
+                    _render(rows, events, subscriber),
                     console=app.console,
                     auto_refresh=False,
                     transient=False,
@@ -205,7 +252,7 @@ def watch(
                 received = subscriber.get(timeout=0.5)
                 if received is None or received.message is None:
                     if live is not None:
-                        live.update(_render(rows, events, subscriber.connected), refresh=True)
+                        live.update(_render(rows, events, subscriber), refresh=True)
                     continue
                 change = received.message
                 seen += 1
@@ -213,18 +260,21 @@ def watch(
                     sys.stdout.write(json.dumps(change.to_payload()) + "\n")
                     sys.stdout.flush()
                     continue
-                rows[change.user_id] = state.presence.status(change.user_id)
+                try:
+                    rows[change.user_id] = state.presence.status(change.user_id)
+                except RedisUnavailable:
+                    subscriber.resync_later()  # the table is stale until a reload succeeds
                 stamp = time.strftime("%H:%M:%S", time.localtime(change.ts or time.time()))
                 events.append(
-                    f"{stamp} {escape(change.user_id)} "
+                    f"{stamp} {cell(change.user_id)} "
                     + ("[green]online[/]" if change.online else "[red]offline[/]")
-                    + f" via {escape(change.instance)}"
+                    + f" via {cell(change.instance)}"
                 )
                 del events[:-8]
                 if live is not None:
-                    live.update(_render(rows, events, subscriber.connected), refresh=True)
+                    live.update(_render(rows, events, subscriber), refresh=True)
         except KeyboardInterrupt:
-            pass
+            pass  # a watch ended by the user is a success (exit 0)
         finally:
             if live is not None:
                 live.stop()
@@ -232,12 +282,17 @@ def watch(
     app.info(f"{seen} presence changes seen")
 
 
-def _render(rows: dict[str, PresenceStatus], events: list[str], connected: bool) -> Table:
+def _render(rows: dict[str, PresenceStatus], events: list[str], subscriber: Any) -> Table:
     from rich.table import Table
 
     ordered = sorted(rows.values(), key=lambda s: (not s.online, s.user_id))[:40]
     online = sum(1 for s in rows.values() if s.online)
-    state = "" if connected else " [red]reconnecting to Redis...[/]"
+    if not subscriber.connected:
+        state = " [red]reconnecting to Redis...[/]"
+    elif subscriber.stale:
+        state = " [yellow]reloading (Redis not ready)...[/]"
+    else:
+        state = ""
     grid = Table.grid()
     grid.add_row(
         table(

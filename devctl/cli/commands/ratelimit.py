@@ -8,9 +8,10 @@ import typer
 from rich.markup import escape
 
 from devctl.cli.app import get_app
-from devctl.cli.commands.keys import open_state
+from devctl.cli.commands.keys import cell, open_state, require_id
 from devctl.cli.options import DataDirOption, JsonOption, YesOption
 from devctl.cli.output import confirm, duration, print_json, table
+from devctl.errors import UsageError
 
 ratelimit_app = typer.Typer(help="Inspect and reset rate limits.", no_args_is_help=True)
 
@@ -52,7 +53,7 @@ def policies(
             ]
         )
         return
-    rows = [(p.name, p.subject, p.describe()) for p in found.values()]
+    rows = [(cell(p.name), cell(p.subject), cell(p.describe())) for p in found.values()]
     get_app(ctx).console.print(
         table("rate-limit policies (GCRA)", ["policy", "keyed by", "limit"], rows)
     )
@@ -71,15 +72,23 @@ def show(
 
     Example: devctl ratelimit show login_email alice@example.com
     """
+    require_id(key, "KEY")
     with open_state(ctx, data_dir) as state:
-        result = state.ratelimits.peek(policy, key, tier=tier)
+        chosen = state.ratelimits.policy(policy)
+        if tier is not None and not chosen.tiers:
+            raise UsageError(
+                f"policy '{chosen.name}' has no tiers; --tier does not apply",
+                hint="tiered policies: "
+                + ", ".join(p.name for p in state.ratelimits.policies.values() if p.tiers),
+            )
+        result = state.ratelimits.peek(chosen, key, tier=tier)
     if json_output:
         print_json(result.to_json())
         return
     unlimited = result.limit is None
     rows = [
-        ("policy", result.policy),
-        ("subject", escape(result.subject)),
+        ("policy", cell(result.policy)),
+        ("subject", cell(result.subject)),
         ("limit", "unlimited" if unlimited else result.limit),
         ("used", "-" if unlimited else result.used),
         ("remaining", "unlimited" if unlimited else result.remaining),
@@ -107,6 +116,7 @@ def reset(
     Example: devctl ratelimit reset login_ip 203.0.113.7 --yes
     """
     app = get_app(ctx)
+    require_id(key, "KEY")
     with open_state(ctx, data_dir) as state:
         state.ratelimits.policy(policy)  # an unknown policy fails before asking
         confirm(app.err, f"Reset rate limit '{policy}' for '{key}'?", yes)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from devctl.cli.app import get_app
-from devctl.cli.commands.keys import ago, open_state
+from devctl.cli.commands.keys import ago, cell, open_state, require_id, require_ttl
 from devctl.cli.options import DataDirOption, JsonOption, YesOption
 from devctl.cli.output import confirm, duration, print_json, table
 from devctl.errors import NotFound, UsageError
@@ -20,22 +20,29 @@ TokenArgument = Annotated[str, typer.Argument(help="A session token, or - to rea
 
 
 def _token(value: str) -> str:
+    """The token given (or read from stdin); a malformed one is a usage error."""
+    from devctl.state.sessions import parse_token
+
     # Reading from stdin keeps the secret out of the shell history.
     token = sys.stdin.readline().strip() if value == "-" else value.strip()
     if not token:
         raise UsageError("no token given")
+    if parse_token(token) is None:
+        raise UsageError(
+            "this is not a session token", hint="a token looks like dc1.<43 characters>.<user>"
+        )
     return token
 
 
 def _row(info: Any) -> tuple[Any, ...]:
     return (
-        info.user_id,
+        cell(info.user_id),
         ago(info.created_at),
         duration(info.expires_in),
-        info.ip,
-        info.user_agent,
-        f"{info.token_prefix}…",
-        info.session_id[:12],
+        cell(info.ip),
+        cell(info.user_agent),
+        f"{cell(info.token_prefix)}…",
+        cell(info.session_id[:12]),
     )
 
 
@@ -51,12 +58,15 @@ def seed(
     ttl: Annotated[
         float | None,
         typer.Option(
-            "--ttl", min=1, help="Session lifetime in seconds (default state.session_ttl)."
+            "--ttl", help="Session lifetime in seconds, at least 1 (default state.session_ttl)."
         ),
     ] = None,
     show_tokens: Annotated[
         bool,
-        typer.Option("--show-tokens", help="Print the tokens (secrets: they log in as the user)."),
+        typer.Option(
+            "--show-tokens",
+            help="Print the tokens, one per line (secrets: they log in as the user).",
+        ),
     ] = False,
     id_prefix: Annotated[
         str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")
@@ -70,6 +80,7 @@ def seed(
     """
     from devctl.state.admin import seed_sessions
 
+    require_ttl(ttl)
     app = get_app(ctx)
     with open_state(ctx, data_dir) as state:
         seeded = seed_sessions(state, users, ttl=ttl, id_prefix=id_prefix)
@@ -91,9 +102,10 @@ def seed(
         highlight=False,
     )
     if show_tokens:
-        app.console.print(
-            table(None, ["user", "token"], [(s.info.user_id, s.token) for s in seeded.sessions])
-        )
+        # Plain lines, never wrapped or folded by Rich: a token must copy-paste whole.
+        app.info("user<TAB>token:")
+        sys.stdout.write("".join(f"{s.info.user_id}\t{s.token}\n" for s in seeded.sessions))
+        sys.stdout.flush()
     else:
         app.info("tokens not shown (they are secrets); pass --show-tokens to print them")
 
@@ -108,18 +120,22 @@ def list_sessions(
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """List live sessions, newest first (token prefix only, never the token).
+    """List live sessions (token prefix only, never the token); without --user, the first N found.
 
     Example: devctl sessions list --user 42 --json
     """
+    if user is not None:
+        require_id(user, "--user")
     with open_state(ctx, data_dir) as state:
         found = (
-            state.sessions.list_for_user(user)[:limit] if user else state.sessions.list_all(limit)
+            state.sessions.list_for_user(user)[:limit]
+            if user is not None
+            else state.sessions.list_all(limit)
         )
     if json_output:
         print_json([s.to_json() for s in found])
         return
-    title = f"sessions of {user}" if user else "sessions"
+    title = f"sessions of {cell(user)}" if user is not None else "sessions"
     get_app(ctx).console.print(table(f"{title} ({len(found)})", COLUMNS, [_row(s) for s in found]))
 
 
@@ -138,25 +154,25 @@ def show(
     with open_state(ctx, data_dir) as state:
         found = state.sessions.inspect(secret)
     if found is None:
-        raise NotFound("no valid session for this token (expired, revoked or malformed)")
+        raise NotFound("no valid session for this token (expired or revoked)")
     if json_output:
         print_json({"session": found.session.to_json(), "user": found.user})
         return
     info = found.session
     rows = [
-        ("user", info.user_id),
-        ("session id", info.session_id),
-        ("token prefix", f"{info.token_prefix}…"),
+        ("user", cell(info.user_id)),
+        ("session id", cell(info.session_id)),
+        ("token prefix", f"{cell(info.token_prefix)}…"),
         ("created", ago(info.created_at)),
         ("expires in", duration(info.expires_in)),
         ("lifetime", duration(info.ttl)),
-        ("IP", info.ip),
-        ("user agent", info.user_agent),
+        ("IP", cell(info.ip)),
+        ("user agent", cell(info.user_agent)),
         ("cached user", "yes" if found.user else "no (cache miss)"),
     ]
     if found.user:
         name = f"{found.user.get('firstName', '')} {found.user.get('lastName', '')}".strip()
-        rows.append(("name", name or None))
+        rows.append(("name", cell(name or None)))
     get_app(ctx).console.print(table("session", ["field", "value"], rows))
 
 
@@ -181,21 +197,27 @@ def revoke(
     Example: devctl sessions revoke --user 42 --yes
     """
     app = get_app(ctx)
-    if token is not None and (user or session_id):
+    if token is not None and (user is not None or session_id is not None):
         raise UsageError("give a TOKEN, or --user (with --id for one session), not both")
     if token is None and user is None:
         raise UsageError("give a TOKEN or --user", hint="devctl sessions revoke --user 42 --yes")
+    if user is not None:
+        require_id(user, "--user")
+    if session_id is not None:
+        require_id(session_id, "--id")
+        if user is None:
+            raise UsageError("--id needs --user", hint="devctl sessions list --user 42")
+    secret = _token(token) if token is not None else None
     with open_state(ctx, data_dir) as state:
-        if token is not None:
-            secret = _token(token)
+        if secret is not None:
             if state.sessions.inspect(secret) is None:
-                raise NotFound("no valid session for this token (expired, revoked or malformed)")
+                raise NotFound("no valid session for this token (expired or revoked)")
             confirm(app.err, "Revoke this session?", yes)
             state.sessions.revoke(secret)
             app.console.print("[green]✔[/green] revoked 1 session", highlight=False)
             return
         assert user is not None
-        if session_id:
+        if session_id is not None:
             live = {s.session_id: s for s in state.sessions.list_for_user(user)}
             matches = [sid for sid in live if sid.startswith(session_id)]
             if len(matches) != 1:
