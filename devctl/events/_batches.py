@@ -7,7 +7,11 @@ if nothing is, wait for one record, then take whatever arrived with it.
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, Message
+import contextlib
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaException, Message
 
 # Headers as librdkafka hands them over and takes them.
 Headers = list[tuple[str, str | bytes | None]]
@@ -36,3 +40,26 @@ def next_batch(consumer: Consumer, size: int, timeout: float) -> list[Message]:
     if first is None:
         return []
     return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
+
+
+def join_timeout(conf: dict[str, object]) -> float:
+    """How long a first group join may take: the session timeout and a margin."""
+    return int(str(conf.get("session.timeout.ms", 45000))) / 1000 + 5
+
+
+def close_consumer(
+    consumer: Consumer, joined: Callable[[], bool] | None = None, timeout: float = 0.0
+) -> None:
+    """Close (and leave the group), letting a first join in progress finish first.
+
+    Tansu breaks a group whose member leaves during its first join: later members
+    are answered with the departed leader and never get partitions. So a member
+    that has not had its first assignment yet keeps polling (up to ``timeout``)
+    until it has. Records read meanwhile are neither stored nor committed.
+    """
+    with contextlib.suppress(KafkaException, RuntimeError):
+        if joined is not None:
+            deadline = time.monotonic() + timeout
+            while not joined() and time.monotonic() < deadline:
+                consumer.poll(0.1)
+        consumer.close()

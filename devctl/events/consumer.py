@@ -51,7 +51,13 @@ from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, kafka_reason
 from devctl.config.loader import Settings
 from devctl.errors import UsageError
-from devctl.events._batches import coordinates, headers_of, next_batch
+from devctl.events._batches import (
+    close_consumer,
+    coordinates,
+    headers_of,
+    join_timeout,
+    next_batch,
+)
 from devctl.events.envelope import Event, decode_event, iso_millis
 from devctl.events.errors import InvalidEvent, PermanentError, UnknownEventType
 from devctl.events.producer import EventProducer
@@ -261,6 +267,8 @@ class ConsumerRuntime:
         self._stop = threading.Event()
         self._force = False
         self._consumer: Consumer | None = None
+        self._assigned_at: float | None = None  # when the first assignment came
+        self._join_timeout = 0.0
         # Dead letters go through this producer (made on first use unless given).
         self._producer = producer
         self._own_producer = producer is None
@@ -339,7 +347,12 @@ class ConsumerRuntime:
                 if messages:
                     last_record = now
                     self._process(messages)
-                elif until_idle is not None and now - last_record >= until_idle:
+                elif (
+                    until_idle is not None
+                    # Idle time counts from the first assignment (a group join takes seconds).
+                    and self._assigned_at is not None
+                    and now - max(last_record, self._assigned_at) >= until_idle
+                ):
                     break
                 if self.lag_interval and now - last_lag >= self.lag_interval:
                     last_lag = now
@@ -354,25 +367,33 @@ class ConsumerRuntime:
         conf = consumer_conf(self.endpoints, self.settings, group_id=self.group)
         conf.update(self._overrides)
         consumer = Consumer(conf)
+        self._join_timeout = join_timeout(conf)
         if self.partitions is not None:
             consumer.assign([TopicPartition(t, p, OFFSET_STORED) for t, p in self.partitions])
+            self._assigned_at = time.monotonic()
         else:
-            consumer.subscribe(
-                self.topics,
-                on_assign=lambda _c, parts: log.info(
-                    "%s: assigned %s", self.group, _partition_list(parts)
-                ),
-                on_revoke=lambda _c, parts: log.info(
-                    "%s: revoked %s", self.group, _partition_list(parts)
-                ),
-            )
+            self._assigned_at = None
+            consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
+
+    def _on_assign(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("%s: assigned %s", self.group, _partition_list(parts))
+        if self._assigned_at is None:
+            self._assigned_at = time.monotonic()
+
+    def _on_revoke(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("%s: revoked %s", self.group, _partition_list(parts))
 
     def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                consumer.close()  # leaves the group at once (no wait for the session timeout)
+            # Leaves the group at once (no wait for the session timeout), after the first
+            # join if it is still in progress (unless a second signal forces the stop).
+            close_consumer(
+                consumer,
+                None if self._force else (lambda: self._assigned_at is not None),
+                self._join_timeout,
+            )
         if self._producer is not None and self._own_producer:
             self._producer.close(5.0)
             self._producer = None

@@ -10,7 +10,6 @@ the embedded broker under-reports its high watermark after multi-record batches.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import json
 import re
@@ -20,13 +19,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, fetch_metadata, make_admin
 from devctl.config.loader import Settings
 from devctl.errors import NotFound, UsageError
-from devctl.events._batches import Headers, coordinates, headers_of, next_batch
+from devctl.events._batches import (
+    Headers,
+    close_consumer,
+    coordinates,
+    headers_of,
+    join_timeout,
+    next_batch,
+)
 from devctl.events.envelope import HEADER_TYPE, envelope_problem
 from devctl.events.positions import offsets_for_time
 from devctl.streams.offsets import Partition, end_offsets
@@ -162,6 +168,8 @@ class Tail:
         self._ends: dict[Partition, int] = {}
         self._done: set[Partition] = set()
         self._assigned: set[Partition] = set()
+        self._joined = False  # group mode: the first assignment came
+        self._join_timeout = 0.0
 
     # --- positions ----------------------------------------------------------
 
@@ -252,6 +260,7 @@ class Tail:
             },
         )
         consumer = Consumer(conf)
+        self._join_timeout = join_timeout(conf)
         consumer.subscribe(self.topics, on_assign=self._on_assign)
         if self.on_ready is not None:
             self.on_ready([])
@@ -259,6 +268,7 @@ class Tail:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions the group has never committed start at the true end (or the beginning)."""
+        self._joined = True
         committed = consumer.committed(partitions, timeout=self.timeout)
         fresh = [(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
         if fresh:
@@ -354,8 +364,10 @@ class Tail:
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
-        with contextlib.suppress(KafkaException, RuntimeError):
-            consumer.close()  # in group mode this commits the stored offsets and leaves
+        # In group mode this commits the stored offsets and leaves (after the first join).
+        close_consumer(
+            consumer, None if self.group is None else (lambda: self._joined), self._join_timeout
+        )
 
 
 def _headers_match(headers: Headers, wanted: tuple[tuple[str, str], ...]) -> bool:

@@ -486,3 +486,40 @@ def test_repeated_event_ids_in_one_poll_are_handled_once(
     assert counters.batches == 1
     assert client.lrange(effects, 0, -1) == ["x", "y"]
     assert (counters.processed, counters.duplicates) == (2, 1)
+
+
+def _run_bounded(rt: ConsumerRuntime, limit: float, **kwargs: Any) -> Any:
+    """Run in a thread, stopped after ``limit`` seconds if it has not ended by itself."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(rt.run(install_signals=False, **kwargs)))
+    thread.start()
+    thread.join(limit)
+    rt.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    return out[0]
+
+
+@pytest.mark.slow
+def test_stopping_during_the_first_join_leaves_the_group_usable(
+    stack: Any, make_topic: Any, producer: EventProducer, unique: str
+) -> None:
+    """Tansu breaks a group whose member leaves mid-join; the runtime finishes the join first."""
+    topic = make_topic("join", partitions=2)
+    activity(producer, topic, [f"j{i}" for i in range(4)])
+    group = f"g-{unique}"
+
+    def member() -> ConsumerRuntime:
+        rt = ConsumerRuntime(
+            stack.endpoints, stack.settings, group=group, topics=[topic], idempotency=False,
+            lag_interval=0,
+        )  # fmt: skip
+        rt.on(ACTIVITY, lambda e: None)
+        return rt
+
+    early = _run_bounded(member(), 1.5)  # stopped during its first join (~3 s on Tansu)
+    assert early.processed == 0
+    # until_idle shorter than the join: the idle clock starts at the assignment.
+    later = _run_bounded(member(), 20, until_idle=1.0)
+    assert later.processed == 4
+    GroupAdmin(stack.endpoints, stack.settings).delete(group)

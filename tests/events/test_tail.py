@@ -387,3 +387,30 @@ def test_a_closed_pipe_ends_tail_quietly(stack: Any, known: Known) -> None:
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_first_group_join_leaves_the_group_usable(
+    stack: Any, known: Known, devctl: Any, unique: str
+) -> None:
+    """Tansu breaks a group whose member leaves mid-join: tail finishes the join first."""
+    group = f"tail-join-{unique}"
+    proc = _spawn(stack, known.topic, "--group", group, "--from-beginning", "-o", "json")
+    try:
+        _wait_ready(proc)
+        time.sleep(0.7)  # the first join takes about 3 s on Tansu
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    try:
+        again = devctl(
+            "tail", known.topic, "--group", group, "--from-beginning", "--count", "3", "-o",
+            "json", timeout=40,
+        )  # fmt: skip
+        assert len(lines(again)) == 3
+    finally:
+        GroupAdmin(stack.endpoints, stack.settings).delete(group)
