@@ -369,6 +369,11 @@ class EventProducer:
         )
         self._thread.start()
 
+    @property
+    def max_record_bytes(self) -> int:
+        """The client's record size limit (``message.max.bytes``)."""
+        return int(self._conf.get("message.max.bytes", 1_000_000))
+
     # --- publishing ---------------------------------------------------------
 
     def encode(

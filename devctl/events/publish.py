@@ -4,8 +4,13 @@ Inputs are ``--data`` (one event, repeated ``count`` times with fresh ids) or JS
 lines (a file or standard input). A line is the event's data when a type is
 given, otherwise an object ``{"type": ..., "data": ..., "key"?: ..., "subject"?: ...}``
 (a whole CloudEvent fits: its id and time are assigned anew). Every event is
-validated before the first is sent, so a bad line sends nothing. ``raw`` sends
-the bytes as they are, without envelope or validation.
+validated (and its size checked against the producer's record limit) before the
+first is sent, so a bad line sends nothing. ``raw`` sends the bytes as they are,
+without envelope or validation (the size is still checked).
+
+A send that is cut short (Ctrl-C, a full queue, a refused record) still waits
+briefly for the reports of what was queued: the report says what was delivered,
+and ``aborted`` holds the exception for the caller to raise after showing it.
 """
 
 from __future__ import annotations
@@ -72,11 +77,14 @@ def prepare(
     """Build (and validate) every record before anything is sent."""
     if data is not None:
         if raw:
-            return [Outgoing(raw=data.encode(), raw_key=_bytes(key))] * (count or 1)
-        if event_type is None:
-            raise UsageError("--data needs --type (or --raw)")
-        payload = _loads(data, "--data")
-        return [_encode(producer, topic, event_type, payload, key, None, "--data")] * (count or 1)
+            one = Outgoing(raw=data.encode(), raw_key=_bytes(key))
+        else:
+            if event_type is None:
+                raise UsageError("--data needs --type (or --raw)")
+            payload = _loads(data, "--data")
+            one = _encode(producer, topic, event_type, payload, key, None, "--data")
+        _check_size(producer, one, "--data")
+        return [one] * (count or 1)
     out: list[Outgoing] = []
     for number, line in enumerate(lines or (), start=1):
         if count is not None and len(out) >= count:
@@ -86,25 +94,48 @@ def prepare(
             continue
         where = f"line {number}"
         if raw:
-            out.append(Outgoing(raw=text.encode(), raw_key=_bytes(key)))
+            out.append(
+                _check_size(producer, Outgoing(raw=text.encode(), raw_key=_bytes(key)), where)
+            )
             continue
         obj = _loads(text, where)
         if event_type is not None:
-            out.append(_encode(producer, topic, event_type, obj, key, None, where))
+            out.append(
+                _check_size(
+                    producer, _encode(producer, topic, event_type, obj, key, None, where), where
+                )
+            )
             continue
         if not isinstance(obj, dict) or "type" not in obj or "data" not in obj:
             raise UsageError(
                 f"{where}: expected an object with 'type' and 'data' (or pass --type)",
             )
         line_key = obj.get("key", obj.get("partitionkey", key))
-        out.append(
-            _encode(
-                producer, topic, str(obj["type"]), obj["data"], line_key, obj.get("subject"), where
-            )
+        encoded = _encode(
+            producer, topic, str(obj["type"]), obj["data"], line_key, obj.get("subject"), where
         )
+        out.append(_check_size(producer, encoded, where))
     if not out:
         raise UsageError("no events to publish (the input is empty)")
     return out
+
+
+# Room left under the record limit for headers, framing and a re-encoded id and time.
+_RECORD_OVERHEAD = 1024
+
+
+def _check_size(producer: EventProducer, record: Outgoing, where: str) -> Outgoing:
+    if record.encoded is not None:
+        size = len(record.encoded.value) + len(record.encoded.key)
+    else:
+        size = len(record.raw or b"") + len(record.raw_key or b"")
+    limit = producer.max_record_bytes - _RECORD_OVERHEAD
+    if size > limit:
+        raise UsageError(
+            f"{where}: the record is {size:,} bytes; the limit is {limit:,}",
+            hint="nothing was sent; large payloads belong in storage, with a reference in the event",
+        )
+    return record
 
 
 def _bytes(text: str | None) -> bytes | None:
@@ -142,6 +173,8 @@ class PublishReport:
     partitions: Counter[int] = field(default_factory=Counter)
     seconds: float = 0.0
     not_reported: int = 0
+    not_sent: int = 0  # records never handed to the producer (the send was cut short)
+    aborted: BaseException | None = None  # what cut it short (for the caller to raise)
 
     @property
     def delivered(self) -> int:
@@ -149,7 +182,7 @@ class PublishReport:
 
     @property
     def failed(self) -> int:
-        return len(self.failures) + self.not_reported
+        return len(self.failures) + self.not_reported + self.not_sent
 
 
 def send(
@@ -176,25 +209,32 @@ def send(
                 f"{delivery.type or 'record'} {delivery.event_id or ''}: {delivery.error}"
             )
 
-    for index, record in enumerate(records):
-        if rate is not None:
-            ahead = started + index / rate - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
-        # Outcomes arrive through `collect` (a failure is never only logged).
-        if record.encoded is not None:
-            producer.publish(
-                record.encoded.type,
-                record.payload,
-                key=record.key,
-                subject=record.subject,
-                topic=topic,
-                on_delivery=collect,
-            )
-        else:
-            producer.publish_raw(topic, record.raw, key=record.raw_key, on_delivery=collect)
-        if on_progress is not None and index % 1000 == 999:
-            on_progress(index + 1)
+    queued = 0
+    try:
+        for index, record in enumerate(records):
+            if rate is not None:
+                ahead = started + index / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+            # Outcomes arrive through `collect` (a failure is never only logged).
+            if record.encoded is not None:
+                producer.publish(
+                    record.encoded.type,
+                    record.payload,
+                    key=record.key,
+                    subject=record.subject,
+                    topic=topic,
+                    on_delivery=collect,
+                )
+            else:
+                producer.publish_raw(topic, record.raw, key=record.raw_key, on_delivery=collect)
+            queued = index + 1
+            if on_progress is not None and index % 1000 == 999:
+                on_progress(index + 1)
+    except (Exception, KeyboardInterrupt) as exc:
+        report.aborted = exc
+        report.not_sent = len(records) - queued
+        timeout = min(timeout, 5.0)  # what was queued is reported, without a long wait
     # flush() returns once every delivery report has been served (callbacks included).
     report.not_reported = producer.flush(timeout)
     report.deliveries.sort(key=lambda d: (d.partition, d.offset))

@@ -136,6 +136,9 @@ class UserActivity(Payload):
     userId: Id
     action: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
     properties: Annotated[
-        dict[Annotated[str, StringConstraints(max_length=64)], str | int | float | bool | None],
+        dict[
+            Annotated[str, StringConstraints(max_length=64)],
+            Annotated[str, StringConstraints(max_length=1000)] | int | float | bool | None,
+        ],
         Field(max_length=50),
     ] = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from typing import Any
 
@@ -12,6 +14,7 @@ from devctl.clients.kafka_client import consumer_conf
 from devctl.events.envelope import decode_event
 from devctl.events.registry import REGISTRY
 from devctl.streams.offsets import end_offsets
+from tests.events.conftest import DEVCTL
 
 
 def records(stack: Any, topic: str, partitions: int) -> list[Any]:
@@ -141,3 +144,51 @@ def test_events_types_lists_the_registry(devctl: Any) -> None:
     assert [t["type"] for t in json.loads(one.stdout)] == ["devconnect.user.signup"]
     bad = devctl("events", "types", "devconnect.nope")
     assert bad.returncode == 2 and "unknown event type" in bad.stderr
+
+
+def test_an_oversized_record_in_the_middle_sends_nothing(
+    stack: Any, make_topic: Any, devctl: Any, tmp_path: Any
+) -> None:
+    topic = make_topic("big", partitions=1)
+    small = json.dumps({"userId": "u1", "action": "a"})
+    big = json.dumps({"userId": "u1", "action": "b", "properties": {"blob": "x" * 1_200_000}})
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join([small, big, small]) + "\n")
+    typed = devctl(
+        "publish", topic, "--type", "devconnect.analytics.activity", "--file", str(events)
+    )
+    assert typed.returncode == 2, typed.stderr
+    assert "line 2" in typed.stderr
+    raw = tmp_path / "raw.txt"
+    raw.write_text("\n".join(["small", "y" * 1_200_000, "small"]) + "\n")
+    sent_raw = devctl("publish", topic, "--raw", "--file", str(raw))
+    assert sent_raw.returncode == 2, sent_raw.stderr
+    assert "line 2: the record is 1,200,000 bytes" in sent_raw.stderr
+    assert end_offsets(stack.endpoints, stack.settings, [(topic, 0)])[(topic, 0)].high == 0
+
+
+def test_ctrl_c_mid_send_reports_what_was_delivered(stack: Any, make_topic: Any) -> None:
+    topic = make_topic("interrupt", partitions=1)
+    proc = subprocess.Popen(
+        [*DEVCTL, "publish", topic, "--type", "devconnect.user.login", "--data",
+         '{"userId": "p1"}', "--count", "100", "--rate", "10/s"],
+        env={**stack.env, "COLUMNS": "200", "NO_COLOR": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until some are on the broker
+            if end_offsets(stack.endpoints, stack.settings, [(topic, 0)])[(topic, 0)].high >= 5:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    sent = end_offsets(stack.endpoints, stack.settings, [(topic, 0)])[(topic, 0)].high
+    assert 5 <= sent < 100
+    assert f"delivered {sent} of 100 events to {topic}" in out
+    assert f"{100 - sent} of 100 events were not sent" in err

@@ -126,6 +126,7 @@ def publish(
                 if len(records) <= 100
                 else None,
                 "failures": report.failures[:100],
+                "not_sent": report.not_sent,
             }
         )
     else:
@@ -156,6 +157,14 @@ def publish(
                 f"[red]✘[/red] {report.not_reported} events got no delivery report in time",
                 highlight=False,
             )
+        if report.not_sent:
+            app.err.print(
+                f"[red]✘[/red] stopped early: {report.not_sent} of {len(records)} events "
+                "were not sent",
+                highlight=False,
+            )
+    if report.aborted is not None:
+        raise report.aborted  # after showing what was delivered: its own message and exit code
     if report.failed:
         raise typer.Exit(EXIT_FAILED)
 
