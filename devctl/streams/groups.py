@@ -15,15 +15,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaException
+from confluent_kafka import (
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+)
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import fetch_metadata, kafka_reason, make_admin
 from devctl.config.loader import Settings
-from devctl.errors import NotFound, OperationFailed, UsageError
+from devctl.errors import DevctlError, KafkaUnavailable, NotFound, OperationFailed, UsageError
 from devctl.streams.offsets import Partition, PartitionOffsets, end_offsets
+
+# Error codes meaning "the broker did not answer" (exit 3, not an operation failure).
+_NO_ANSWER = {
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
 
 # States in which a group has (or is getting) members: offsets must not be reset then.
 ACTIVE_STATES = {"STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE"}
@@ -122,6 +137,13 @@ class GroupAdmin:
             )
         except KafkaException as exc:
             raise self._unavailable("list consumer groups", exc) from exc
+        if listing.errors:
+            # An empty list with errors is no answer, not "no groups".
+            error = listing.errors[0]
+            raise self._unavailable(
+                "list consumer groups",
+                error if isinstance(error, KafkaException) else KafkaException(error),
+            )
         names = sorted({g.group_id for g in listing.valid})
         if not names:
             return []
@@ -354,5 +376,14 @@ class GroupAdmin:
             self.endpoints, self.settings, sorted(partitions), timeout=self.timeout * 2
         )
 
-    def _unavailable(self, what: str, exc: KafkaException) -> OperationFailed:
+    def _unavailable(self, what: str, exc: KafkaException) -> DevctlError:
+        """KafkaUnavailable (exit 3) when the broker did not answer, else OperationFailed."""
+        error = exc.args[0] if exc.args else None
+        code = error.code() if isinstance(error, KafkaError) else None
+        if code in _NO_ANSWER:
+            return KafkaUnavailable(
+                f"Kafka at {self.endpoints.kafka_brokers} did not answer (cannot {what}): "
+                f"{kafka_reason(exc)}",
+                hint=self.endpoints.unreachable_hint,
+            )
         return OperationFailed(f"cannot {what}: {kafka_reason(exc)}")

@@ -159,3 +159,44 @@ def test_lag_watch_refreshes_until_ctrl_c(stack: Any, lagging: Any) -> None:
 def test_unknown_group(devctl: Any, unique: str) -> None:
     result = devctl("groups", "describe", f"never-{unique}")
     assert result.returncode == 1 and "does not exist" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_broker_that_does_not_answer_is_exit_3_not_no_groups(tmp_path: Any) -> None:
+    """kill -STOP on a broker of this test's own: list and lag must not say 'no groups'."""
+    import os
+
+    from devctl.engines.local import LocalEngine
+    from devctl.engines.processes import read_pidfile
+    from tests.conftest import stack_settings
+
+    settings = stack_settings(tmp_path / "data", tmp_path, **{"local.stop_timeout": 0.5})
+    engine = LocalEngine(settings)
+    record = None
+    try:
+        engine.up()
+        record = read_pidfile(engine.pidfile("kafka"))
+        assert record is not None
+        os.kill(record.pid, signal.SIGSTOP)
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))
+        }
+        env.update(
+            DEVCTL_DATA_DIR=str(tmp_path / "data"),
+            DEVCTL_REDIS_PORT=str(settings.values["redis.port"]),
+            DEVCTL_KAFKA_PORT=str(settings.values["kafka.port"]),
+            DEVCTL_KAFKA_REQUEST_TIMEOUT_MS="1000",
+            NO_COLOR="1",
+        )
+        for command in (["groups", "list"], ["groups", "lag"]):
+            result = subprocess.run(
+                [sys.executable, "-m", "devctl", *command],
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert result.returncode == 3, (command, result.stdout, result.stderr)
+            assert "did not answer" in result.stderr
+            assert "no consumer groups" not in result.stdout
+    finally:
+        if record is not None:
+            os.kill(record.pid, signal.SIGCONT)
+        engine.down()
