@@ -5,7 +5,9 @@ Each test uses its own key prefix (DEVCTL_REDIS_KEY_PREFIX), so counts and lists
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from devctl.errors import EXIT_FAILED, EXIT_USAGE
+from devctl.cli.main import main
+from devctl.engines.processes import free_port
+from devctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE
 from devctl.state import StateServices
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -38,6 +42,40 @@ def devctl(stack: Any, prefix: str, state: StateServices) -> Iterator[Run]:
         )
 
     yield run
+
+
+@pytest.fixture
+def cli(
+    stack: Any,
+    prefix: str,
+    state: StateServices,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Run:
+    """Like ``devctl`` but in this process (through the same ``main``): fast, for many cases.
+
+    Keyword arguments set environment variables for that one run (e.g. COLUMNS="40").
+    """
+    for name in list(os.environ):
+        if name.startswith(("DEVCTL_", "REDIS_", "KAFKA_")):
+            monkeypatch.delenv(name)
+    base = {**stack.env, "DEVCTL_REDIS_KEY_PREFIX": prefix, "COLUMNS": "250"}
+
+    def run(*args: str, stdin: str | None = None, **env: str) -> Any:
+        with monkeypatch.context() as patch:
+            for name, value in {**base, **env}.items():
+                patch.setenv(name, value)
+            patch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+            capsys.readouterr()
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return run
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -268,3 +306,111 @@ def test_presence_watch_exits_cleanly_on_ctrl_c(
             watcher.wait()
     assert watcher.returncode == 0, err
     assert out == "" and "0 presence changes seen" in err and "Traceback" not in err
+
+
+def test_data_is_shown_literally_never_as_markup(
+    cli: Run, state: StateServices, prefix: str
+) -> None:
+    state.user_cache.put({"_id": "[/x]", "firstName": "[bold]Eve[/]", "lastName": "[/x]"})
+    token = state.sessions.create("[/x]", ip="[red]10.0.0.1", user_agent="Mozilla [/x]").token
+    state.sessions.create("u", user_agent="Mozilla [/x]")
+    state.presence.heartbeat("api-1")
+    state.presence.connect("[/x]", "c1", "api-1")
+
+    listed = ok(cli("sessions", "list")).stdout
+    assert listed.count("Mozilla [/x]") == 2 and "[red]10.0.0.1" in listed
+    assert "sessions of [/x]" in ok(cli("sessions", "list", "--user", "[/x]")).stdout
+    shown = ok(cli("sessions", "show", "-", stdin=token)).stdout
+    assert "[bold]Eve[/] [/x]" in shown and "Mozilla [/x]" in shown
+    assert "[/x]" in ok(cli("presence", "show", "[/x]")).stdout
+    assert "[/x]" in ok(cli("presence", "list")).stdout
+    assert "[/x]" in ok(cli("ratelimit", "show", "login_ip", "[/x]")).stdout
+    odd_prefix = f"{prefix}[/x]:"
+    assert (
+        f"{odd_prefix}{{u:<user>}}:user"
+        in ok(cli("keys", "--count", DEVCTL_REDIS_KEY_PREFIX=odd_prefix)).stdout
+    )
+
+
+def test_show_tokens_prints_each_token_whole_on_a_narrow_terminal(
+    cli: Run, state: StateServices
+) -> None:
+    shown = ok(cli("sessions", "seed", "--users", "3", "--show-tokens", COLUMNS="40"))
+    lines = [line.split("\t") for line in shown.stdout.splitlines() if "\t" in line]
+    assert [user for user, _ in lines] == ["seed-user-00001", "seed-user-00002", "seed-user-00003"]
+    for user, token in lines:
+        valid = state.sessions.validate(token)
+        assert valid is not None and valid.session.user_id == user
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sessions", "seed", "--ttl", "1e18"], "--ttl must be between 1 and"),
+        (["sessions", "seed", "--ttl", "inf"], "--ttl must be between 1 and"),
+        (["sessions", "seed", "--ttl", "nan"], "--ttl must be between 1 and"),
+        (["presence", "seed", "--ttl", "inf"], "--ttl must be between 1 and"),
+        (["presence", "seed", "--ttl", "1e18"], "--ttl must be between 1 and"),
+        (["presence", "show", ""], "USER must not be empty"),
+        (["ratelimit", "show", "login_ip", ""], "KEY must not be empty"),
+        (["ratelimit", "show", "login_ip", " "], "KEY must not be empty"),
+        (["ratelimit", "reset", "login_ip", "", "--yes"], "KEY must not be empty"),
+        (["ratelimit", "show", "login_ip", "1.2.3.4", "--tier", "gold"], "has no tiers"),
+        (["sessions", "revoke", "--user", "", "--yes"], "--user must not be empty"),
+        (["sessions", "revoke", "--user", "7", "--id", "", "--yes"], "--id must not be empty"),
+        (["sessions", "revoke", "--id", "abc", "--yes"], "give a TOKEN or --user"),
+        (["sessions", "list", "--user", ""], "--user must not be empty"),
+        (["sessions", "show", "not-a-token"], "not a session token"),
+        (["sessions", "revoke", "dc1.short.NDI", "--yes"], "not a session token"),
+    ],
+)
+def test_bad_input_is_a_usage_error_and_changes_nothing(
+    cli: Run, state: StateServices, args: list[str], message: str
+) -> None:
+    keep = state.sessions.create("7")
+    result = cli(*args)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert message in result.stderr and "internal error" not in result.stderr
+    assert state.sessions.validate(keep.token) is not None
+    assert state.user_cache.peek("seed-user-00001") is None  # seed refused before writing
+
+
+def test_a_prefix_with_a_hash_tag_is_a_config_error(cli: Run) -> None:
+    for args in (["keys"], ["sessions", "count"]):
+        result = cli(*args, DEVCTL_REDIS_KEY_PREFIX="dev{x}:")
+        assert result.returncode == EXIT_USAGE and "redis.key_prefix" in result.stderr
+
+
+def test_presence_sweep_reports_dead_instances_and_offline_users(
+    cli: Run, state: StateServices
+) -> None:
+    state.presence.heartbeat("doomed", ttl=0.2)
+    state.presence.heartbeat("healthy", ttl=30)
+    state.presence.connect("gone", "c1", "doomed")
+    state.presence.connect("stays", "c2", "doomed")
+    state.presence.connect("stays", "c3", "healthy")
+    time.sleep(0.3)
+    swept = json.loads(ok(cli("presence", "sweep", "--json")).stdout)
+    assert swept == {
+        "dead_instances": ["doomed"],
+        "went_offline": ["gone"],
+        "connections_removed": 2,
+    }
+    again = ok(cli("presence", "sweep")).stdout
+    assert "0 dead instances swept, 0 connections removed, 0 users went offline" in again
+
+
+@pytest.mark.parametrize("mode", [["--json"], []])
+def test_presence_watch_needs_redis_to_start_in_both_modes(cli: Run, mode: list[str]) -> None:
+    started = time.monotonic()
+    result = cli(
+        "presence",
+        "watch",
+        *mode,
+        DEVCTL_ENGINE="external",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        KAFKA_BROKERS="127.0.0.1:1",
+        DEVCTL_REDIS_CONNECT_TIMEOUT="0.3",
+    )
+    assert result.returncode == EXIT_NOT_RUNNING, result.stderr
+    assert "Redis is not reachable" in result.stderr and time.monotonic() - started < 5

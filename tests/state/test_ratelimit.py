@@ -137,7 +137,7 @@ def test_policies_from_config(make_state: Callable[..., StateServices]) -> None:
         {"connection_request": {"tiers": {"basic": 1, "pro": 5}}},  # inherited 'free' is gone
         {"login_ip": {"default_tier": "free"}},
         {"login_ip": {"subject": "ipp"}},
-        {"search": {"limit": 3, "subject": None}},
+        {"search": {"limit": 3, "period": 60, "subject": None}},
     ],
 )
 def test_bad_policy_config_is_a_config_error(config: dict[str, object]) -> None:
