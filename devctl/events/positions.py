@@ -50,13 +50,21 @@ def parse_partition_offset(text: str) -> tuple[str | None, int, int]:
     parts = text.rsplit(":", 2)
     try:
         if len(parts) == 3:
-            return parts[0], int(parts[1]), int(parts[2])
-        if len(parts) == 2:
-            return None, int(parts[0]), int(parts[1])
+            topic, partition, offset = parts[0], int(parts[1]), int(parts[2])
+        elif len(parts) == 2:
+            topic, partition, offset = None, int(parts[0]), int(parts[1])
+        else:
+            raise ValueError(text)
     except ValueError:
         pass
+    else:
+        # Negative numbers are librdkafka's special offsets (-1 end, -2 beginning, ...),
+        # which would bypass the true end offsets: not accepted here.
+        if partition >= 0 and offset >= 0:
+            return topic, partition, offset
     raise UsageError(
-        f"--offset expects PARTITION:OFFSET (or TOPIC:PARTITION:OFFSET), got '{text}'",
+        f"--offset expects PARTITION:OFFSET (or TOPIC:PARTITION:OFFSET), "
+        f"both 0 or more, got '{text}'",
         hint="e.g. --offset 0:42",
     )
 

@@ -221,7 +221,10 @@ class Tail:
             targets = [topic] if topic is not None else self.topics
             for name in targets:
                 if (name, partition) not in partitions:
-                    raise NotFound(f"{name} has no partition {partition}")
+                    raise UsageError(
+                        f"--offset: {name} has no partition {partition}",
+                        hint="`devctl topics describe` lists the partitions",
+                    )
                 starts[(name, partition)] = offset
         return starts
 

@@ -414,3 +414,12 @@ def test_ctrl_c_during_the_first_group_join_leaves_the_group_usable(
         assert len(lines(again)) == 3
     finally:
         GroupAdmin(stack.endpoints, stack.settings).delete(group)
+
+
+def test_offsets_must_be_real_positions(devctl: Any, known: Known) -> None:
+    for bad in ("0:-1", "0:-5", "-1:0", f"{known.topic}:0:-2"):
+        result = devctl("tail", known.topic, "--offset", bad, "--no-follow", "-o", "json")
+        assert result.returncode == 2, (bad, result.stdout, result.stderr)
+        assert "both 0 or more" in result.stderr and result.stdout == ""
+    missing = devctl("tail", known.topic, "--offset", "7:0", "--no-follow")
+    assert missing.returncode == 2 and "has no partition 7" in missing.stderr
