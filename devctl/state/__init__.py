@@ -7,7 +7,8 @@ message cache and pub/sub.
     state.sessions.validate(new.token)
 
 Every operation raises ``devctl.errors.RedisUnavailable`` when Redis cannot be
-reached within the configured timeouts, and nothing else for that condition.
+reached within the configured timeouts, and nothing else for that condition;
+a bad argument (empty id, impossible TTL) raises ``InvalidArgument`` (a UsageError).
 See docs/state.md for the design.
 """
 
@@ -25,6 +26,7 @@ from devctl.state.pubsub import PubSub
 from devctl.state.ratelimit import RateLimiter, load_policies
 from devctl.state.sessions import SessionInfo, Sessions
 from devctl.state.user_cache import UserCache
+from devctl.state.validate import InvalidArgument
 
 if TYPE_CHECKING:
     from devctl.clients.endpoints import Endpoints
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from devctl.config.schema import StateSettings
 
 __all__ = [
+    "InvalidArgument",
     "KeySchema",
     "MessageCache",
     "Presence",
