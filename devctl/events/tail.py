@@ -2,7 +2,8 @@
 
 By default partitions are *assigned*, not subscribed: tail never joins a group and
 never commits, so it cannot disturb a consumer group. ``group=`` opts into one
-(offsets are stored after each record is handed out and committed on close).
+(the caller stores offsets with ``written()`` once it has written records out;
+stored offsets are committed periodically and on close).
 
 Every end offset comes from the foundation's helper (``end_offsets``), because
 the embedded broker under-reports its high watermark after multi-record batches.
@@ -300,13 +301,6 @@ class Tail:
                     remaining -= len(batch)
                 for record in batch:
                     self.stats.shown[record.topic] += 1
-                if self.group is not None:
-                    for record in batch:
-                        consumer.store_offsets(
-                            offsets=[
-                                TopicPartition(record.topic, record.partition, record.offset + 1)
-                            ]
-                        )
                 yield batch
                 if remaining == 0:
                     return
@@ -314,6 +308,21 @@ class Tail:
                     return
         finally:
             self.close()
+
+    def written(self, records: Sequence[TailRecord]) -> None:
+        """Group mode: store the offsets past ``records``, which the caller has written out.
+
+        Only stored offsets are committed (periodically and on close), so records read
+        but never written (the reader of a pipe went away) are not consumed for the group.
+        """
+        consumer = self._consumer
+        if self.group is None or consumer is None or not records:
+            return
+        ends: dict[Partition, int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            ends[key] = max(ends.get(key, 0), record.offset + 1)
+        consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()])
 
     def _select(self, messages: list[Message]) -> list[TailRecord]:
         out: list[TailRecord] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -423,3 +424,35 @@ def test_offsets_must_be_real_positions(devctl: Any, known: Known) -> None:
         assert "both 0 or more" in result.stderr and result.stdout == ""
     missing = devctl("tail", known.topic, "--offset", "7:0", "--no-follow")
     assert missing.returncode == 2 and "has no partition 7" in missing.stderr
+
+
+@pytest.mark.slow
+def test_group_commits_only_what_was_written(
+    stack: Any, make_topic: Any, producer: EventProducer, unique: str
+) -> None:
+    """`| head -1` with lines larger than a pipe buffer: what was not written is not consumed."""
+    topic = make_topic("pipe", partitions=1)
+    futures = [producer.publish_raw(topic, b"x" * 100_000) for _ in range(10)]
+    for future in futures:
+        future.result(timeout=10)
+    group = f"tail-pipe-{unique}"
+    command = (
+        f"{sys.executable} -m devctl tail {topic} --group {group} --from-beginning "
+        "-o raw | head -n 1 | wc -c"
+    )
+    result = subprocess.run(
+        ["bash", "-c", command],
+        env={**stack.env, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.strip() == "100001", result.stderr
+    assert "Traceback" not in result.stderr
+    admin = GroupAdmin(stack.endpoints, stack.settings)
+    try:
+        assert admin.committed(group).get((topic, 0), 0) <= 1
+    finally:
+        with contextlib.suppress(Exception):
+            admin.delete(group)

@@ -181,6 +181,7 @@ def tail(
             for record in batch:
                 render(record, extra, out)
             out.flush()
+            reader.written(batch)  # --group: only what reached our output counts as read
             if not batch and watch_pipe and _reader_gone(out):
                 raise BrokenPipeError
     except KeyboardInterrupt:
