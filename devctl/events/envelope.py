@@ -191,11 +191,15 @@ def decode_event(value: bytes | None, *, validate: bool = True) -> Event:
         datacontenttype=obj.get("datacontenttype", DATA_CONTENT_TYPE),
     )
     if validate:
-        spec = REGISTRY[event.type]
-        if event.dataschema is not None and event.dataschema != spec.dataschema:
-            raise InvalidEvent(
-                f"{event.type}: dataschema {event.dataschema} is not the registered "
-                f"{spec.dataschema}"
-            )
-        event.payload = spec.validate(event.data)
+        event.payload = validate_registered(event.type, event.data, event.dataschema)
     return event
+
+
+def validate_registered(event_type: str, data: Any, dataschema: str | None = None) -> Any:
+    """The typed payload of a registered type's data; UnknownEventType or InvalidEvent(Data)."""
+    spec = REGISTRY[event_type]
+    if dataschema is not None and dataschema != spec.dataschema:
+        raise InvalidEvent(
+            f"{event_type}: dataschema {dataschema} is not the registered {spec.dataschema}"
+        )
+    return spec.validate(data)

@@ -34,7 +34,8 @@ from devctl.events._batches import (
     join_timeout,
     next_batch,
 )
-from devctl.events.envelope import HEADER_TYPE, envelope_problem
+from devctl.events.envelope import HEADER_TYPE, envelope_problem, validate_registered
+from devctl.events.errors import InvalidEvent, UnknownEventType
 from devctl.events.positions import offsets_for_time
 from devctl.streams.offsets import Partition, end_offsets
 
@@ -97,7 +98,7 @@ class TailRecord:
     headers: Headers
     value: bytes | None
     event: dict[str, Any] | None = None  # the decoded CloudEvent, when valid
-    problem: str | None = None  # why the value is not a valid event
+    problem: str | None = None  # why the value is not a valid event (``event`` set: registry)
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers:
@@ -405,3 +406,8 @@ def _decode(record: TailRecord) -> None:
         record.problem = f"not a CloudEvent: {problem}"
         return
     record.event = obj
+    # A CloudEvent the registry rejects is shown, with the warning (consumers dead-letter it).
+    try:
+        validate_registered(obj["type"], obj["data"], obj.get("dataschema"))
+    except (UnknownEventType, InvalidEvent) as exc:
+        record.problem = exc.message

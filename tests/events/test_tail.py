@@ -456,3 +456,25 @@ def test_group_commits_only_what_was_written(
     finally:
         with contextlib.suppress(Exception):
             admin.delete(group)
+
+
+def test_events_the_registry_rejects_are_shown_with_a_warning(
+    stack: Any, make_topic: Any, producer: EventProducer, devctl: Any
+) -> None:
+    topic = make_topic("rejected", partitions=1)
+    good = producer.encode("devconnect.user.login", {"userId": "u1"})
+    envelope = json.loads(good.value)
+    bad_data = {**envelope, "data": {"userId": 5}}
+    unknown = {**envelope, "type": "devconnect.nope.unknown"}
+    for value in (good.value, json.dumps(bad_data).encode(), json.dumps(unknown).encode()):
+        producer.publish_raw(topic, value).result(timeout=10)
+    shown = lines(devctl("tail", topic, "--from-beginning", "--no-follow", "-o", "json"))
+    assert [("warning" in r, r["event"]["type"]) for r in shown] == [
+        (False, "devconnect.user.login"),
+        (True, "devconnect.user.login"),
+        (True, "devconnect.nope.unknown"),
+    ]
+    assert "userId" in shown[1]["warning"] and "devconnect.nope.unknown" in shown[2]["warning"]
+    pretty = devctl("tail", topic, "--from-beginning", "--no-follow")
+    assert pretty.stdout.count("⚠") == 2, pretty.stdout
+    assert "2 not valid events" in pretty.stderr

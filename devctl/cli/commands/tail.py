@@ -243,11 +243,19 @@ def json_line(record: TailRecord, enrichment: dict[str, Any] | None = None) -> s
     if enrichment is not None:
         head["enrich"] = enrichment
     value = record.value
-    if record.event is not None and value is not None and b"\n" not in value and b"\r" not in value:
+    if (
+        record.event is not None
+        and record.problem is None
+        and value is not None
+        and b"\n" not in value
+        and b"\r" not in value
+    ):
         # The value was just parsed as a valid event: splice its bytes in, unchanged.
         return f'{_dumps(head)[:-1]},"event":{value.decode()}}}'
     if record.event is not None:
         head["event"] = record.event
+        if record.problem is not None:
+            head["warning"] = record.problem
         return _dumps(head)
     head["event"] = None
     head["raw"] = None if value is None else value.decode("utf-8", "backslashreplace")
@@ -306,6 +314,8 @@ def _pretty(
         line.append(raw)
         console.print(line, soft_wrap=True, highlight=False)
         return
+    if record.problem is not None:
+        line.append(f"⚠ {record.problem} ", style="yellow")
     subject = event.get("subject")
     line.append(str(event.get("type")), style="bold magenta")
     line.append(" ")
