@@ -69,7 +69,7 @@ def prepare(
     *,
     event_type: str | None,
     data: str | None = None,
-    lines: Iterable[str] | None = None,
+    lines: Iterable[str | bytes] | None = None,
     key: str | None = None,
     count: int | None = None,
     raw: bool = False,
@@ -77,7 +77,8 @@ def prepare(
     """Build (and validate) every record before anything is sent."""
     if data is not None:
         if raw:
-            one = Outgoing(raw=data.encode(), raw_key=_bytes(key))
+            # surrogateescape: the bytes of the argument as they were given.
+            one = Outgoing(raw=data.encode("utf-8", "surrogateescape"), raw_key=_bytes(key))
         else:
             if event_type is None:
                 raise UsageError("--data needs --type (or --raw)")
@@ -89,14 +90,23 @@ def prepare(
     for number, line in enumerate(lines or (), start=1):
         if count is not None and len(out) >= count:
             break
-        text = line.rstrip("\r\n")
-        if not text.strip():
-            continue
         where = f"line {number}"
         if raw:
-            out.append(
-                _check_size(producer, Outgoing(raw=text.encode(), raw_key=_bytes(key)), where)
-            )
+            value = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
+            value = value.rstrip(b"\r\n")
+            if value.strip():
+                out.append(_check_size(producer, Outgoing(raw=value, raw_key=_bytes(key)), where))
+            continue
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError(
+                    f"{where}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})",
+                    hint="JSON lines must be UTF-8; --raw sends bytes as they are",
+                ) from None
+        text = line.rstrip("\r\n")
+        if not text.strip():
             continue
         obj = _loads(text, where)
         if event_type is not None:
@@ -110,10 +120,9 @@ def prepare(
             raise UsageError(
                 f"{where}: expected an object with 'type' and 'data' (or pass --type)",
             )
-        line_key = obj.get("key", obj.get("partitionkey", key))
-        encoded = _encode(
-            producer, topic, str(obj["type"]), obj["data"], line_key, obj.get("subject"), where
-        )
+        line_key = _text(obj.get("key", obj.get("partitionkey", key)), "key", where)
+        subject = _text(obj.get("subject"), "subject", where)
+        encoded = _encode(producer, topic, str(obj["type"]), obj["data"], line_key, subject, where)
         out.append(_check_size(producer, encoded, where))
     if not out:
         raise UsageError("no events to publish (the input is empty)")
@@ -139,7 +148,28 @@ def _check_size(producer: EventProducer, record: Outgoing, where: str) -> Outgoi
 
 
 def _bytes(text: str | None) -> bytes | None:
-    return None if text is None else text.encode()
+    return None if text is None else text.encode("utf-8", "surrogateescape")
+
+
+# Keys and subjects are ids (user ids, conversation ids): short by nature.
+MAX_KEY_LENGTH = 256
+
+
+def _text(value: Any, name: str, where: str) -> str | None:
+    """A key or subject from an input line: a short string of valid Unicode, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UsageError(f"{where}: '{name}' must be a string, got {type(value).__name__}")
+    if len(value) > MAX_KEY_LENGTH:
+        raise UsageError(f"{where}: '{name}' is longer than {MAX_KEY_LENGTH} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{where}: '{name}' is not valid Unicode text (a lone surrogate such as \\ud800)"
+        ) from None
+    return value
 
 
 def _encode(
@@ -158,6 +188,10 @@ def _encode(
     except (UnknownEventType, InvalidEvent) as exc:
         prefix = "" if where == "--data" else f"{where}: "
         raise type(exc)(prefix + exc.message, hint=exc.hint) from None
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{where}: the event is not valid Unicode text (a lone surrogate such as \\ud800)"
+        ) from None
     if encoded.topic != topic and topic in REGISTRY.topics():
         raise UsageError(
             f"{where}: {event_type} belongs on {encoded.topic}, not {topic}",

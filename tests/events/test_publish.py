@@ -192,3 +192,42 @@ def test_ctrl_c_mid_send_reports_what_was_delivered(stack: Any, make_topic: Any)
     assert 5 <= sent < 100
     assert f"delivered {sent} of 100 events to {topic}" in out
     assert f"{100 - sent} of 100 events were not sent" in err
+
+
+def test_bad_lines_are_numbered_usage_errors(stack: Any, make_topic: Any, devctl: Any) -> None:
+    topic = make_topic("badlines", partitions=1)
+    login = {"type": "devconnect.user.login", "data": {"userId": "u1"}}
+    good = json.dumps(login)
+    for bad, message in (
+        ({**login, "subject": 5}, "'subject' must be a string, got int"),
+        ({**login, "key": 5}, "'key' must be a string, got int"),
+        ({**login, "subject": "\ud800"}, "'subject' is not valid Unicode text"),
+        ({**login, "data": {"userId": "u1", "userAgent": "\ud800"}}, "unicode string"),
+    ):
+        result = devctl("publish", topic, input=f"{good}\n{json.dumps(bad)}\n")
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "line 2: " in result.stderr and message in result.stderr, result.stderr
+        assert "internal error" not in result.stderr
+    not_utf8 = subprocess.run(
+        [*DEVCTL, "publish", topic],
+        input=good.encode() + b"\n" + b'{"type": "devconnect.user.login", "data": "\xff"}\n',
+        env={**stack.env, "NO_COLOR": "1"}, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert not_utf8.returncode == 2, not_utf8.stderr
+    assert b"line 2: not UTF-8 text" in not_utf8.stderr
+    assert end_offsets(stack.endpoints, stack.settings, [(topic, 0)])[(topic, 0)].high == 0
+
+
+def test_raw_sends_bytes_as_they_are(stack: Any, make_topic: Any, tmp_path: Any) -> None:
+    topic = make_topic("rawbytes", partitions=1)
+    values = [b"\xff\xfe not text", b"caf\xc3\xa9", b"\x80"]
+    source = tmp_path / "raw.bin"
+    source.write_bytes(b"\n".join(values) + b"\n")
+    for args, stdin in ((["--file", str(source)], None), ([], source.read_bytes())):
+        result = subprocess.run(
+            [*DEVCTL, "publish", topic, "--raw", *args],
+            input=stdin, env={**stack.env, "NO_COLOR": "1"}, capture_output=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert [m.value() for m in records(stack, topic, 1)] == values * 2

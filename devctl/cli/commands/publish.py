@@ -62,15 +62,16 @@ def publish(
         raise UsageError("give --data or --file, not both")
     if raw and event_type is not None:
         raise UsageError("--raw sends bytes as they are; it takes no --type")
-    lines = None
+    lines: list[bytes] | None = None
     if data is None:
+        # Bytes: --raw sends them as they are; JSON lines are decoded (and checked) per line.
         if file is not None and str(file) != "-":
             try:
-                lines = file.read_text(encoding="utf-8").splitlines()
+                lines = file.read_bytes().splitlines()
             except OSError as exc:
                 raise UsageError(f"cannot read {file}: {exc.strerror}") from None
         elif file is not None or not sys.stdin.isatty():
-            lines = sys.stdin.read().splitlines()
+            lines = sys.stdin.buffer.read().splitlines()
         else:
             raise UsageError(
                 "nothing to publish", hint="give --type T --data JSON, --file F, or pipe JSON lines"
