@@ -84,18 +84,20 @@ class EncodedEvent(NamedTuple):
     subject: str
 
 
-_last_second = -1
-_last_prefix = ""
+# (second, its formatted prefix): one tuple, replaced whole, so threads never see
+# one second's prefix paired with another second.
+_last: tuple[int, str] = (-1, "")
 
 
 def iso_millis(ms: int) -> str:
     """UTC RFC 3339 time with milliseconds: 2026-11-25T18:06:09.123Z."""
-    global _last_second, _last_prefix
+    global _last
     second, millis = divmod(ms, 1000)
-    if second != _last_second:
-        _last_prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
-        _last_second = second
-    return f"{_last_prefix}.{millis:03d}Z"
+    cached_second, prefix = _last
+    if second != cached_second:
+        prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
+        _last = (second, prefix)
+    return f"{prefix}.{millis:03d}Z"
 
 
 def encode_event(

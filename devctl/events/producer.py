@@ -695,6 +695,12 @@ class EventProducer:
             self._producer.flush(1.0)  # serves the purge reports
         self._closed.set()
         self._thread.join(timeout=1.0)
+        # Events waiting to be sent again (after a fatal error) were never queued anew:
+        # their futures must not wait for ever.
+        with self._swap:
+            left, self._again = self._again, []
+        for pending, topic, _value, key, _headers in left:
+            self._fail(pending, topic, key, "the producer closed before it was sent again")
         return remaining
 
     def __enter__(self) -> EventProducer:

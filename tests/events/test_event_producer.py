@@ -27,7 +27,7 @@ from devctl.events.errors import (
     ProducerQueueFull,
     UnknownEventType,
 )
-from devctl.events.producer import Delivery, EventProducer
+from devctl.events.producer import Delivery, DeliveryFuture, EventProducer
 from devctl.streams.offsets import end_offsets
 from tests.conftest import stack_settings
 
@@ -308,3 +308,16 @@ def read_all_at(endpoints: Endpoints, settings: Any, topic: str) -> list[Any]:
         return out
     finally:
         consumer.close()
+
+
+def test_close_fails_events_still_waiting_to_be_sent_again(stack: Any) -> None:
+    """After a fatal error, events wait in the re-send list; close() must resolve them."""
+    producer = EventProducer(stack.endpoints, stack.settings)
+    producer._send_again = lambda: None  # type: ignore[method-assign]  # never re-sent
+    future = DeliveryFuture(producer, "ev-1", "devconnect.user.login")
+    with producer._swap:
+        producer._again.append((future, "some-topic", b"{}", b"k", None))
+    producer.close(0.5)
+    with pytest.raises(DeliveryFailed, match="closed before it was sent again"):
+        future.result(timeout=2)
+    assert producer.stats.failed == 1
