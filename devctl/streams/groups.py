@@ -331,8 +331,25 @@ class GroupAdmin:
                 hint="stop the group's consumers first, then run the reset again",
             )
 
+    def ensure_exists(self, group: str) -> None:
+        """NotFound for a group with no members and no committed offsets (a typo, most likely).
+
+        Committing offsets for an unknown id would silently create that group.
+        """
+        info = self._describe_raw([group]).get(group)
+        state = _state_name(getattr(info, "state", None))
+        members = list(getattr(info, "members", None) or [])
+        if members or state in ACTIVE_STATES or self.committed(group):
+            return
+        raise NotFound(
+            f"consumer group '{group}' does not exist (no members, no committed offsets); "
+            "resetting it would create it",
+            hint="check the name with `devctl groups list`",
+        )
+
     def reset(self, group: str, rows: list[ResetRow]) -> list[ResetRow]:
-        """Commit the planned offsets; refuses while the group has members."""
+        """Commit the planned offsets; refuses unknown groups and groups with members."""
+        self.ensure_exists(group)
         self.ensure_inactive(group)
         request = ConsumerGroupTopicPartitions(
             group, [KafkaTopicPartition(r.topic, r.partition, r.target) for r in rows]

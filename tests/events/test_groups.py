@@ -83,12 +83,16 @@ def test_reset_is_a_dry_run_unless_executed(lagging: Any, devctl: Any) -> None:
     ]
     assert admin.committed(group) == {(topic, 0): 4, (topic, 2): 5}  # untouched
 
-    latest = devctl("groups", "reset", group, "--topic", topic, "--to", "latest", "--execute")
+    latest = devctl(
+        "groups", "reset", group, "--topic", topic, "--to", "latest", "--execute", "--yes"
+    )
     assert latest.returncode == 0, latest.stderr
     assert admin.committed(group) == {(topic, 0): 10, (topic, 1): 0, (topic, 2): 5}
     assert admin.describe(group).lag == 0
 
-    two = devctl("groups", "reset", group, "--topic", topic, "--to", "2", "--execute", "--json")
+    two = devctl(
+        "groups", "reset", group, "--topic", topic, "--to", "2", "--execute", "--yes", "--json"
+    )
     rows = {r["partition"]: r for r in json.loads(two.stdout)["partitions"]}
     assert {p: r["target"] for p, r in rows.items()} == {0: 2, 1: 0, 2: 2}
     assert "clamped" in rows[1]["note"]
@@ -101,7 +105,7 @@ def test_reset_to_a_time(stack: Any, lagging: Any, devctl: Any) -> None:
     cut = datetime.now(UTC).isoformat()
     time.sleep(0.1)
     batch(stack, topic, 0, 3)  # offsets 10, 11, 12 come after the cut
-    result = devctl("groups", "reset", group, "--topic", topic, "--to", cut, "--execute")
+    result = devctl("groups", "reset", group, "--topic", topic, "--to", cut, "--execute", "--yes")
     assert result.returncode == 0, result.stderr
     assert admin.committed(group) == {(topic, 0): 10, (topic, 1): 0, (topic, 2): 5}
     bogus = devctl("groups", "reset", group, "--topic", topic, "--to", "yesterday-ish")
@@ -120,7 +124,7 @@ def test_reset_refuses_while_the_group_has_members(stack: Any, lagging: Any, dev
             member.poll(0.1)
         assert assigned, "the member never joined"
         refused = devctl(
-            "groups", "reset", group, "--topic", topic, "--to", "earliest", "--execute"
+            "groups", "reset", group, "--topic", topic, "--to", "earliest", "--execute", "--yes"
         )
         assert refused.returncode == 1
         assert "offsets can only be reset while it is empty" in refused.stderr
@@ -130,7 +134,9 @@ def test_reset_refuses_while_the_group_has_members(stack: Any, lagging: Any, dev
     finally:
         member.close()  # leaves the group at once
     assert admin.committed(group)[(topic, 0)] == 4
-    after = devctl("groups", "reset", group, "--topic", topic, "--to", "earliest", "--execute")
+    after = devctl(
+        "groups", "reset", group, "--topic", topic, "--to", "earliest", "--execute", "--yes"
+    )
     assert after.returncode == 0, after.stderr
 
 
@@ -200,3 +206,19 @@ def test_a_broker_that_does_not_answer_is_exit_3_not_no_groups(tmp_path: Any) ->
         if record is not None:
             os.kill(record.pid, signal.SIGCONT)
         engine.down()
+
+
+def test_reset_refuses_an_unknown_group_and_asks_first(
+    lagging: Any, devctl: Any, unique: str
+) -> None:
+    topic, group, admin = lagging
+    typo = f"typo-{unique}"
+    refused = devctl(
+        "groups", "reset", typo, "--topic", topic, "--to", "earliest", "--execute", "--yes"
+    )
+    assert refused.returncode == 1 and "does not exist" in refused.stderr
+    assert admin.committed(typo) == {}  # not created
+    before = admin.committed(group)
+    unasked = devctl("groups", "reset", group, "--topic", topic, "--to", "earliest", "--execute")
+    assert unasked.returncode == 2 and "--yes" in unasked.stderr
+    assert admin.committed(group) == before

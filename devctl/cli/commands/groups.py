@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from devctl.cli.app import get_app
-from devctl.cli.options import DataDirOption, JsonOption, data_dir_flag
-from devctl.cli.output import print_json, table
+from devctl.cli.options import DataDirOption, JsonOption, YesOption, data_dir_flag
+from devctl.cli.output import confirm, print_json, table
 from devctl.errors import EXIT_FAILED, UsageError
 
 if TYPE_CHECKING:
@@ -194,17 +194,21 @@ def reset(
     execute: Annotated[
         bool, typer.Option("--execute", help="Apply the plan (default: dry run).")
     ] = False,
+    yes: YesOption = False,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Reset a group's committed offsets on a topic; a dry run unless --execute. Refuses while the group has members.
+    """Reset a group's committed offsets on a topic; a dry run unless --execute (asks unless --yes). Refuses unknown groups and groups with members.
 
-    Example: devctl groups reset analytics-consumer --topic analytics-events --to 1h --execute
+    Example: devctl groups reset analytics-consumer --topic analytics-events --to 1h --execute --yes
     """
     admin = _admin(ctx, data_dir)
     app = get_app(ctx)
     rows = admin.plan_reset(group, topic, to)
     if execute:
+        admin.ensure_exists(group)  # before asking: a typo is refused, not confirmed
+        moves = ", ".join(f"{r.partition}: {r.current} -> {r.target}" for r in rows)
+        confirm(app.err, f"Reset group '{group}' on {topic} ({moves})?", yes)
         rows = admin.reset(group, rows)
     if json_output:
         print_json(
