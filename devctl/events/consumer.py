@@ -24,7 +24,8 @@ Semantics (docs/events.md has the long form):
   first, so only the poisonous events are dead-lettered.
 - **Stalls.** When the runtime's own infrastructure fails (Redis for the guard,
   the dead-letter write), it neither dead-letters nor commits: it seeks back and
-  tries again after a backoff, until the failure clears or it is stopped.
+  tries again after a backoff, until the failure clears or it is stopped. Redis
+  refusing writes (OOM, read-only, loading) is such a failure, not a handler error.
 - **Check records** (header ``devctl-check``) are skipped and committed past.
 - **Shutdown.** SIGTERM/SIGINT finish the in-flight batch, commit, and leave the
   group; a record waiting for a retry is left for the next run. A second signal
@@ -574,6 +575,9 @@ class ConsumerRuntime:
                 self._fail(unit[0], "handler-rejected", exc, attempt + 1)
                 return
             except Exception as exc:
+                if isinstance(exc, redis.ResponseError) and _redis_refuses_writes(exc):
+                    # Out of memory, read-only replica, ...: an outage, not the handler's fault.
+                    raise _Stall(f"Redis refuses writes: {exc}") from exc
                 if attempt >= self.max_retries:
                     if len(unit) > 1:
                         self._one_by_one(unit, pending_marks)
@@ -688,7 +692,8 @@ class ConsumerRuntime:
             for marker in markers:
                 pipe.set(marker, "1", ex=self.ttl)
             pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+            # A marker SET can only fail by the server's state (e.g. OOM): stall, never skip.
             raise _Stall(f"Redis (idempotency markers): {exc}") from exc
         markers.clear()
 
@@ -770,6 +775,26 @@ class ConsumerRuntime:
         self.counters.lag_by_partition = by_partition
         self.counters.lag = sum(by_partition.values())
         return self.counters.lag
+
+
+# Error prefixes of a Redis that refuses writes for reasons of its own state.
+_REFUSING_ERRORS = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.MasterDownError,
+)
+_REFUSING = ("OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "NOREPLICAS", "MASTERDOWN")
+
+
+def _redis_refuses_writes(exc: redis.ResponseError) -> bool:
+    if isinstance(exc, _REFUSING_ERRORS):
+        return True
+    text = str(exc).lstrip("-").upper()
+    if isinstance(exc, redis.exceptions.ExecAbortError):
+        # MULTI discarded because a queued command was refused; the cause follows.
+        return any(prefix in text for prefix in _REFUSING)
+    return text.startswith(_REFUSING)
 
 
 def _repeats(records: list[_Record]) -> set[int]:

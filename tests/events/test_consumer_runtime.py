@@ -523,3 +523,37 @@ def test_stopping_during_the_first_join_leaves_the_group_usable(
     later = _run_bounded(member(), 20, until_idle=1.0)
     assert later.processed == 4
     GroupAdmin(stack.endpoints, stack.settings).delete(group)
+
+
+def test_redis_out_of_memory_stalls_instead_of_failing_the_handler(
+    stack: Any, make_topic: Any, producer: EventProducer, scratch: Any, unique: str
+) -> None:
+    """OOM on the marker SET (or the tx) is a Redis outage: no retries, no dead letter."""
+    client, _prefix = scratch
+    topic = make_topic("oom", partitions=1, dead_letter=True)
+    ids = activity(producer, topic, ["x"])
+    group = f"g-{unique}"
+    effects = f"effects:{unique}"
+    previous = client.config_get("maxmemory")["maxmemory"]
+    plain = runtime(stack, topic, group, redis_client=client, backoff_ms=50, backoff_max_ms=100)
+    plain.on(ACTIVITY, lambda e: None)  # handled; then its marker SET is refused
+    tx = runtime(
+        stack, topic, f"{group}-tx", redis_client=client, backoff_ms=50, backoff_max_ms=100
+    )
+    tx.on(ACTIVITY, lambda e, ctx: ctx.tx.rpush(effects, e.id))
+    try:
+        client.config_set("maxmemory", "1")  # below what is in use: every write is refused
+        for rt in (plain, tx):
+            threading.Timer(1.0, rt.stop).start()
+            counters = rt.run(install_signals=False)
+            assert counters.stalls >= 1 and counters.dead_lettered == 0, counters
+            assert counters.retried == 0
+    finally:
+        client.config_set("maxmemory", previous)
+    # The tx's effect and marker were refused together: nothing committed, nothing applied.
+    assert committed(stack, f"{group}-tx", topic)[0] < 0 and client.llen(effects) == 0
+    assert not dead_letters(stack, topic)
+    healthy = runtime(stack, topic, f"{group}-tx", redis_client=client)
+    healthy.on(ACTIVITY, lambda e, ctx: ctx.tx.rpush(effects, e.id))
+    assert healthy.run(install_signals=False, until_idle=1.0).processed == 1
+    assert client.lrange(effects, 0, -1) == ids
