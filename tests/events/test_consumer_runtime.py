@@ -422,7 +422,7 @@ def test_a_unit_with_one_event_marked_elsewhere_handles_the_rest(
     rt = runtime(stack, topic, group, redis_client=client)
     rt.on("devconnect.user.login", login)
     rt.on(ACTIVITY, handle, batch=True)
-    counters = rt.run(install_signals=False, until_idle=1.0)
+    counters = rt.run(install_signals=False, until_idle=0.5)
     assert counters.batches == 1  # the three came in one poll
     assert client.lrange(effects, 0, -1) == ["y"]
     assert (counters.processed, counters.duplicates) == (2, 1)
@@ -451,7 +451,7 @@ def test_a_marker_set_during_a_batch_handler_drops_only_that_event(
 
     rt = runtime(stack, topic, group, redis_client=client)
     rt.on(ACTIVITY, handle, batch=True)
-    counters = rt.run(install_signals=False, until_idle=1.0)
+    counters = rt.run(install_signals=False, until_idle=0.5)
     assert calls == [["y", "x"], ["y"]]
     assert client.lrange(effects, 0, -1) == ["y"]
     assert (counters.processed, counters.duplicates) == (1, 1)
@@ -467,7 +467,7 @@ def test_repeated_event_ids_in_one_poll_are_handled_once(
     seen: list[str] = []
     rt = runtime(stack, topic, f"g1-{unique}", redis_client=client)
     rt.on(ACTIVITY, lambda e: seen.append(e.id))
-    counters = rt.run(install_signals=False, until_idle=1.0)
+    counters = rt.run(install_signals=False, until_idle=0.5)
     assert counters.batches == 1
     assert seen == [dup.id] and (counters.processed, counters.duplicates) == (1, 2)
 
@@ -482,7 +482,7 @@ def test_repeated_event_ids_in_one_poll_are_handled_once(
 
     rt = runtime(stack, topic, f"g2-{unique}", redis_client=client)
     rt.on(ACTIVITY, handle, batch=True)
-    counters = rt.run(install_signals=False, until_idle=1.0)
+    counters = rt.run(install_signals=False, until_idle=0.5)
     assert counters.batches == 1
     assert client.lrange(effects, 0, -1) == ["x", "y"]
     assert (counters.processed, counters.duplicates) == (2, 1)
@@ -544,7 +544,7 @@ def test_redis_out_of_memory_stalls_instead_of_failing_the_handler(
     try:
         client.config_set("maxmemory", "1")  # below what is in use: every write is refused
         for rt in (plain, tx):
-            threading.Timer(1.0, rt.stop).start()
+            threading.Timer(0.6, rt.stop).start()
             counters = rt.run(install_signals=False)
             assert counters.stalls >= 1 and counters.dead_lettered == 0, counters
             assert counters.retried == 0
