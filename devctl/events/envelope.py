@@ -100,6 +100,44 @@ def iso_millis(ms: int) -> str:
     return f"{prefix}.{millis:03d}Z"
 
 
+def envelope_text(spec: EventType, source: str, time_text: str) -> tuple[str, str, str]:
+    """The constant text of a type's envelope, around the values that change per event.
+
+    An event's value is ``head + id + middle + subject + tail + key + DATA_MEMBER``,
+    then the data's JSON and ``}``. Subject and key go in already escaped (``_escaped``;
+    ids need nothing). Assembled by hand: a third of the cost of json.dumps on a dict.
+    The type, the time and the schema URN never need escaping; the source is quoted.
+    """
+    head = '{"specversion":"1.0","id":"'
+    middle = f'","source":{_quote(source)},"type":"{spec.name}","time":"{time_text}","subject":"'
+    tail = (
+        f'","datacontenttype":"application/json","dataschema":"{spec.dataschema}","partitionkey":"'
+    )
+    return head, middle, tail
+
+
+DATA_MEMBER = '","data":'
+_HEAD = '{"specversion":"1.0","id":"'
+_HEAD_BYTES = _HEAD.encode()
+_ID_LENGTH = 36  # a UUID's canonical text
+
+
+def event_id_of(value: bytes | None) -> str | None:
+    """The id of an event this module encoded, read from its fixed place in the value.
+
+    Delivery reports carry the value but not the headers: this is how a report of a
+    batched event (which has no future of its own) names its event.
+    """
+    if value is None or not value.startswith(_HEAD_BYTES):
+        return None
+    return value[len(_HEAD_BYTES) : len(_HEAD_BYTES) + _ID_LENGTH].decode("ascii", "replace")
+
+
+def _escaped(text: str) -> str:
+    """A string's JSON form without its quotes."""
+    return _quote(text)[1:-1]
+
+
 def encode_event(
     event_type: str | EventType,
     data: Any,
@@ -113,19 +151,16 @@ def encode_event(
         spec = event_type
     else:
         spec = REGISTRY.get_fast(event_type) or REGISTRY[event_type]
-    payload = spec.validate(data)
+    fields = spec.validate_fields(data)
     event_id, ms = uuid7_parts()
-    key = key if key is not None else spec.key(payload)
-    subject = subject if subject is not None else spec.subject(payload)
-    # Assembled by hand: a third of the cost of json.dumps on a dict. Ids, the
-    # type, the time and the schema URN never need escaping; the rest is quoted.
-    head = (
-        f'{{"specversion":"1.0","id":"{event_id}","source":{_quote(source)},'
-        f'"type":"{spec.name}","time":"{iso_millis(ms)}","subject":{_quote(subject)},'
-        f'"datacontenttype":"application/json","dataschema":"{spec.dataschema}",'
-        f'"partitionkey":{_quote(key)},"data":'
-    ).encode()
-    value = b"".join((head, spec.to_json(payload), b"}"))
+    key = key if key is not None else spec.key_of(fields)
+    subject = subject if subject is not None else spec.subject_of(fields)
+    head, middle, tail = envelope_text(spec, source, iso_millis(ms))
+    value = (
+        f"{head}{event_id}{middle}{_escaped(subject)}{tail}{_escaped(key)}{DATA_MEMBER}".encode()
+        + spec.fields_json(fields)
+        + b"}"
+    )
     return EncodedEvent(
         topic=spec.topic,
         key=key.encode(),

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -46,9 +47,21 @@ from devctl.clients.kafka_client import kafka_reason, producer_conf
 from devctl.config.loader import Settings
 from devctl.errors import UsageError
 from devctl.events._batches import Headers
-from devctl.events.envelope import EncodedEvent, encode_event
+from devctl.events.envelope import (
+    _CONTENT_TYPE_BYTES,
+    DATA_MEMBER,
+    HEADER_CONTENT_TYPE,
+    HEADER_ID,
+    HEADER_TYPE,
+    EncodedEvent,
+    encode_event,
+    envelope_text,
+    event_id_of,
+    iso_millis,
+)
 from devctl.events.errors import DeliveryFailed, ProducerQueueFull
-from devctl.events.registry import EventType
+from devctl.events.ids import block_ids, uuid7_block
+from devctl.events.registry import REGISTRY, EventType
 
 log = logging.getLogger("devctl.events.producer")
 
@@ -146,26 +159,86 @@ _UNSET: Any = object()
 _future_lock = threading.Lock()
 
 
-class DeliveryFuture:
-    """The outcome of one publish: ``result(timeout)``, ``add_done_callback``, ``wait_async``.
+class _Outcome:
+    """A lean future (result, waiter, callbacks) shared by one event's and one batch's.
 
-    A lean future: concurrent.futures.Future builds a Condition per instance, which
-    cost more than the whole publish path; this one makes a waiter only when a
-    caller actually waits.
+    concurrent.futures.Future builds a Condition per instance, which cost more than the
+    whole publish path; this one makes a waiter only when a caller actually waits.
     """
 
-    __slots__ = (
-        "_callbacks",
-        "_exception",
-        "_generation",
-        "_on_delivery",
-        "_owner",
-        "_partition",
-        "_result",
-        "_waiter",
-        "event_id",
-        "type",
-    )
+    __slots__ = ("_callbacks", "_exception", "_result", "_waiter")
+
+    def __init__(self) -> None:
+        self._result: Any = _UNSET
+        self._exception: BaseException | None = None
+        self._waiter: threading.Event | None = None
+        self._callbacks: list[Callable[[Any], None]] | None = None
+
+    def done(self) -> bool:
+        return self._result is not _UNSET or self._exception is not None
+
+    def _finish(self, result: Any, exception: BaseException | None) -> None:
+        with _future_lock:
+            self._result = result
+            self._exception = exception
+            waiter, callbacks = self._waiter, self._callbacks
+            self._callbacks = None
+        if waiter is not None or callbacks:
+            self._notify(waiter, callbacks)
+
+    def _notify(
+        self, waiter: threading.Event | None, callbacks: list[Callable[[Any], None]] | None
+    ) -> None:
+        if waiter is not None:
+            waiter.set()
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                log.exception("future callback raised")
+
+    def _wait(self, timeout: float | None) -> None:
+        with _future_lock:
+            if self.done():
+                return
+            if self._waiter is None:
+                self._waiter = threading.Event()
+            waiter = self._waiter
+        if not waiter.wait(timeout):
+            raise TimeoutError(f"no delivery report within {timeout:g}s")
+
+    def _value(self) -> Any:
+        return self._result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._exception
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(future)`` when done (at once, in this thread, if already done)."""
+        with _future_lock:
+            if not self.done():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    async def _wait_async(self) -> Any:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+
+        def relay(done: _Outcome) -> None:
+            loop.call_soon_threadsafe(_settle, waiter, done)
+
+        self.add_done_callback(relay)
+        return await waiter
+
+
+class DeliveryFuture(_Outcome):
+    """The outcome of one publish: ``result(timeout)``, ``add_done_callback``, ``wait_async``."""
+
+    __slots__ = ("_generation", "_on_delivery", "_owner", "_partition", "event_id", "type")
 
     def __init__(
         self,
@@ -174,10 +247,7 @@ class DeliveryFuture:
         event_type: str | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        self._result: Any = _UNSET
-        self._exception: BaseException | None = None
-        self._waiter: threading.Event | None = None
-        self._callbacks: list[Callable[[DeliveryFuture], None]] | None = None
+        super().__init__()
         self._owner = owner
         self._on_delivery = on_delivery
         self._generation = 0  # which client of the producer queued it
@@ -202,88 +272,164 @@ class DeliveryFuture:
             return
         owner._report(self, err, msg)
 
-    def done(self) -> bool:
-        return self._result is not _UNSET or self._exception is not None
-
-    def _finish(self, result: Any, exception: BaseException | None) -> None:
-        with _future_lock:
-            self._result = result
-            self._exception = exception
-            waiter, callbacks = self._waiter, self._callbacks
-            self._callbacks = None
-        if waiter is not None or callbacks:
-            self._notify(waiter, callbacks)
-
-    def _notify(
-        self,
-        waiter: threading.Event | None,
-        callbacks: list[Callable[[DeliveryFuture], None]] | None,
-    ) -> None:
-        if waiter is not None:
-            waiter.set()
-        for callback in callbacks or ():
-            try:
-                callback(self)
-            except Exception:
-                log.exception("future callback raised")
-
-    def _wait(self, timeout: float | None) -> None:
-        with _future_lock:
-            if self.done():
-                return
-            if self._waiter is None:
-                self._waiter = threading.Event()
-            waiter = self._waiter
-        if not waiter.wait(timeout):
-            raise TimeoutError(f"no delivery report within {timeout:g}s")
-
     def result(self, timeout: float | None = None) -> Delivery:
         """The Delivery; raises DeliveryFailed if the broker refused, TimeoutError on timeout."""
         self._wait(timeout)
         if self._exception is not None:
             raise self._exception
-        return self._delivery()
+        return self._value()
 
-    def _delivery(self) -> Delivery:
+    def _value(self) -> Delivery:
         # Delivery reports store the librdkafka message; it becomes a Delivery on demand.
         result = self._result
         if not isinstance(result, Delivery):
             result = self._result = _delivery_of(result, self.event_id, self.type, None)
         return result
 
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._wait(timeout)
-        return self._exception
-
-    def add_done_callback(self, callback: Callable[[DeliveryFuture], None]) -> None:
-        """Call ``callback(future)`` when done (at once, in this thread, if already done)."""
-        with _future_lock:
-            if not self.done():
-                if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(callback)
-                return
-        callback(self)
-
     async def wait_async(self) -> Delivery:
         """Await the delivery from asyncio code without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Delivery] = loop.create_future()
-
-        def relay(done: DeliveryFuture) -> None:
-            loop.call_soon_threadsafe(_settle, waiter, done)
-
-        self.add_done_callback(relay)
-        return await waiter
+        result: Delivery = await self._wait_async()
+        return result
 
 
-def _settle(waiter: asyncio.Future[Delivery], done: DeliveryFuture) -> None:
+class BatchResult(NamedTuple):
+    """What the broker said about a batch: how many were delivered, and every failure."""
+
+    total: int
+    delivered: int
+    failures: list[Delivery]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class BatchFuture(_Outcome):
+    """The outcome of one ``publish_batch``: done when every event of it has its report.
+
+    ``result(timeout)`` gives a BatchResult (failures included: a batch with failures
+    does not raise, each failure was also logged, counted and passed to the callbacks);
+    ``event_ids`` lists the ids in the order of the input.
+    """
+
+    __slots__ = (
+        "_chunk_generations",
+        "_failures",
+        "_first",
+        "_on_delivery",
+        "_owner",
+        "_prefix",
+        "_slow",
+        "_slow_lock",
+        "settled",
+        "total",
+        "type",
+    )
+
+    def __init__(
+        self,
+        owner: EventProducer,
+        event_type: str,
+        count: int,
+        ids: tuple[str, int],
+        on_delivery: DeliveryCallback | None,
+    ) -> None:
+        super().__init__()
+        self._owner = owner
+        self.type = event_type
+        self.total = count
+        self._prefix, self._first = ids
+        self._on_delivery = on_delivery
+        self._failures: list[Delivery] = []
+        self._slow = 0  # events whose outcome went through _report (not the fast count)
+        self._slow_lock = threading.Lock()
+        self._chunk_generations: list[int] = []
+        # next(settled) is atomic (a C call under the GIL): the cheapest shared counter.
+        self.settled = itertools.count(1).__next__
+        if count == 0:
+            self._complete()
+
+    @property
+    def event_ids(self) -> list[str]:
+        return block_ids(self._prefix, self._first, self.total)
+
+    def result(self, timeout: float | None = None) -> BatchResult:
+        self._wait(timeout)
+        if self._exception is not None:
+            raise self._exception
+        result: BatchResult = self._result
+        return result
+
+    async def wait_async(self) -> BatchResult:
+        result: BatchResult = await self._wait_async()
+        return result
+
+    def _complete(self) -> None:
+        owner = self._owner
+        fast = self.total - self._slow
+        with owner._lock:
+            owner.stats.delivered += fast
+        failures = sorted(self._failures, key=lambda d: d.event_id or "")
+        self._finish(BatchResult(self.total, self.total - len(failures), failures), None)
+
+    def _report(self, err: KafkaError | None, msg: Message) -> None:
+        """A delivery report that is not a plain success (or any, with a per-event callback)."""
+        event_id = event_id_of(msg.value())
+        with self._slow_lock:
+            self._slow += 1
+        pending = DeliveryFuture(self._owner, event_id, self.type, self._collect)
+        pending._generation = self._generation_of(event_id)
+        self._owner._report(pending, err, msg)
+
+    def _unsent(self, index: int, topic: str, key: str | None, reason: str) -> None:
+        """An event of the batch that never reached the client's queue."""
+        with self._slow_lock:
+            self._slow += 1
+        event_id = f"{self._prefix}{self._first + index:012x}"
+        pending = DeliveryFuture(self._owner, event_id, self.type, self._collect)
+        self._owner._fail(pending, topic, key.encode() if key else None, reason)
+
+    def _collect(self, delivery: Delivery) -> None:
+        # The final outcome of one slow-path event (after any re-send).
+        # The caller's callback runs first: when the batch is done, it has seen every event.
+        if self._on_delivery is not None:
+            try:
+                self._on_delivery(delivery)
+            except Exception:  # a caller's bug must not leave the batch unsettled
+                log.exception("delivery callback raised")
+        if not delivery.ok:
+            self._failures.append(delivery)
+        if self.settled() == self.total:
+            self._complete()
+
+    def _generation_of(self, event_id: str | None) -> int:
+        generations = self._chunk_generations
+        if not generations:
+            return self._owner._generation
+        try:
+            index = int((event_id or "")[-12:], 16) - self._first
+        except ValueError:
+            index = -1
+        if 0 <= index < self.total:
+            return generations[min(index // _CHUNK, len(generations) - 1)]
+        return generations[-1]
+
+
+# How long a replaced client is still served after its replacement.
+_RETIRED_SECONDS = 5.0
+
+# A batch is handed to the client in chunks; each chunk re-reads the current client,
+# so a batch under way when the client is replaced moves to the new one.
+_CHUNK = 512
+
+
+def _settle(waiter: asyncio.Future[Any], done: _Outcome) -> None:
     if waiter.cancelled():
         return
     if done._exception is not None:
         waiter.set_exception(done._exception)
     else:
-        waiter.set_result(done._delivery())
+        waiter.set_result(done._value())
 
 
 def _delivery_of(
@@ -363,6 +509,7 @@ class EventProducer:
         self._generation = 0
         self._fatal: str | None = None
         self._again: list[tuple[DeliveryFuture, str, bytes | None, bytes | None, Any]] = []
+        self._retired: list[tuple[Producer, float]] = []  # replaced clients, still served
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=self._serve, name="devctl-producer-deliveries", daemon=True
@@ -444,6 +591,146 @@ class EventProducer:
         """Queue a record as-is (no envelope, no validation): --raw publishing and dead letters."""
         return self._produce(topic, value, key, headers, partition, None, None, on_delivery)
 
+    def publish_batch(
+        self,
+        event_type: str | EventType,
+        items: Sequence[Any],
+        *,
+        topic: str | None = None,
+        headers: Headers | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> BatchFuture:
+        """Queue many events of one type; returns at once with one future for the batch.
+
+        Every item is validated before the first is queued: one bad item raises
+        InvalidEventData naming it (by its position) and nothing is sent. The
+        events share one publish time and a block of UUIDv7 ids (``event_ids``).
+
+        Under the ``error`` policy a batch that does not fit in the local queue's
+        free room is refused whole (ProducerQueueFull, nothing queued). If the queue
+        fills anyway half-way (other threads publish too), the batch waits up to
+        ``block_timeout`` for room; events that still find none are reported as
+        failed through the future, the log, the counters and the callbacks.
+
+        Successes are counted, not reported one by one, unless ``on_delivery`` (or
+        the producer's own callback) wants each Delivery: that costs a callback per
+        event, as ``publish`` does.
+        """
+        if self._closed.is_set():
+            raise DeliveryFailed("the producer is closed")
+        spec = event_type if isinstance(event_type, EventType) else REGISTRY[event_type]
+        rows = spec.validate_many(items)  # raises before anything is queued
+        count = len(rows)
+        topic = topic or spec.topic
+        if self.queue_full == "error":
+            self._admit(count)
+        prefix, first, ms = uuid7_block(count)
+        batch = BatchFuture(self, spec.name, count, (prefix, first), on_delivery)
+        if count == 0:
+            return batch
+        report: Callable[[KafkaError | None, Message], None]
+        if on_delivery is None and self._on_delivery is None:
+            settled, complete, slow = batch.settled, batch._complete, batch._report
+
+            def report(err: KafkaError | None, msg: Message) -> None:
+                if err is None:
+                    if settled() == count:
+                        complete()
+                else:
+                    slow(err, msg)
+
+        else:
+            report = batch._report
+        head, middle, tail = envelope_text(spec, self.source, iso_millis(ms))
+        type_header: tuple[str, bytes] = (HEADER_TYPE, spec.name.encode())
+        content_header: tuple[str, bytes] = (HEADER_CONTENT_TYPE, _CONTENT_TYPE_BYTES)
+        extra: Headers = list(headers or ())
+        key_of, subject_of, dump = spec.key_of, spec.subject_of, spec.fields_serializer
+        unsent = 0
+        for low in range(0, count, _CHUNK):
+            high = min(low + _CHUNK, count)
+            batch._chunk_generations.append(self._generation)
+            index, attempts = low, 0
+            while index < high:
+                produce, start = self._producer.produce, index
+                try:
+                    # The hot loop: one f-string and one pydantic-core call per event.
+                    # Keys and subjects are id fields (the registry checks): no escaping.
+                    for index in range(
+                        start, high
+                    ):  # index survives an exception: it names the event
+                        fields = rows[index]
+                        event_id = f"{prefix}{first + index:012x}"
+                        key = key_of(fields)
+                        value = (
+                            f"{head}{event_id}{middle}{subject_of(fields)}{tail}{key}"
+                            f"{DATA_MEMBER}".encode()
+                            + dump(fields)
+                            + b"}"
+                        )
+                        record_headers: Headers = [
+                            type_header,
+                            (HEADER_ID, event_id),
+                            content_header,
+                        ]
+                        if extra:
+                            record_headers += extra
+                        produce(topic, value, key, headers=record_headers, on_delivery=report)
+                    index = high
+                except BufferError:
+                    try:
+                        self._wait_for_room(
+                            topic,
+                            value,
+                            {"key": key, "headers": record_headers, "on_delivery": report},
+                            block=True,
+                        )
+                    except ProducerQueueFull as exc:
+                        with self._lock:
+                            self.stats.rejected += count - index - 1
+                        for left in range(index, count):
+                            batch._unsent(left, topic, key_of(rows[left]), exc.message)
+                        unsent += count - index
+                        break
+                    index += 1
+                except KafkaException as exc:
+                    if _is_fatal(exc) and not attempts:
+                        attempts += 1  # replace the client, then try this event again
+                        self._fatal = self._fatal or kafka_reason(exc)
+                        self._rebuild(batch._chunk_generations[-1])
+                        continue
+                    batch._unsent(index, topic, key, f"not queued: {kafka_reason(exc)}")
+                    unsent += 1
+                    index += 1
+                attempts = 0
+            else:
+                continue
+            break  # the queue stayed full: the rest of the batch was reported as failed
+        with self._lock:
+            self.stats.queued += count - unsent
+        return batch
+
+    def _admit(self, count: int) -> None:
+        """Refuse, whole, a batch that does not fit in the local queue's free room."""
+        # Our own count: len(client) also counts the client's pending callbacks and errors.
+        with self._lock:
+            waiting = max(self.stats.in_flight, 0)
+        room = self.queue_size - waiting
+        if count <= room:
+            return
+        with self._lock:
+            self.stats.rejected += count
+        too_big = count > self.queue_size
+        raise ProducerQueueFull(
+            f"a batch of {count:,} events does not fit in the producer's local queue "
+            f"({room:,} of {self.queue_size:,} free, {waiting:,} events waiting for Kafka at "
+            f"{self.brokers}); nothing of it was queued",
+            hint="split the batch (it is larger than the whole queue)"
+            if too_big
+            else "is the broker reachable? raise events.producer_queue_size, or use "
+            "events.producer_queue_full: block to wait for room",
+        )
+
     async def publish_async(
         self, event_type: str | EventType, data: Any, **kwargs: Any
     ) -> Delivery:
@@ -493,8 +780,12 @@ class EventProducer:
             self.stats.queued += 1
         return future
 
-    def _wait_for_room(self, topic: str, value: bytes | None, kwargs: dict[str, Any]) -> None:
-        if self.queue_full == "block":
+    def _wait_for_room(
+        self, topic: str, value: bytes | None, kwargs: dict[str, Any], block: bool | None = None
+    ) -> None:
+        if block is None:
+            block = self.queue_full == "block"
+        if block:
             deadline = time.monotonic() + self.block_timeout
             while time.monotonic() < deadline:
                 self._producer.poll(0.05)
@@ -506,7 +797,7 @@ class EventProducer:
         with self._lock:
             self.stats.rejected += 1
             waiting = self.stats.in_flight
-        waited = f" after waiting {self.block_timeout:g}s" if self.queue_full == "block" else ""
+        waited = f" after waiting {self.block_timeout:g}s" if block else ""
         raise ProducerQueueFull(
             f"the producer's local queue is full ({waiting} events waiting for Kafka at "
             f"{self.brokers}){waited}; this event was not queued",
@@ -532,6 +823,8 @@ class EventProducer:
                 self._rebuild(self._generation)
             if self._again:
                 self._send_again()
+            if self._retired:
+                self._serve_retired()
 
     def _rebuild(self, seen_generation: int) -> None:
         """Replace a fatally failed client; what it never stored is sent again."""
@@ -565,7 +858,22 @@ class EventProducer:
             with contextlib.suppress(KafkaException):
                 old.purge(in_queue=True, in_flight=True)
                 old.poll(0.5)
+        # A publisher that read the client just before the swap may still queue into the
+        # old one: it stays served (and purged) for a while, so nothing waits there for ever.
+        self._retired.append((old, time.monotonic()))
         self._send_again()
+
+    def _serve_retired(self) -> None:
+        now = time.monotonic()
+        kept = []
+        for client, since in self._retired:
+            with contextlib.suppress(KafkaException):
+                if len(client):
+                    client.purge(in_queue=True, in_flight=True)
+                client.poll(0)
+            if len(client) or now - since < _RETIRED_SECONDS:
+                kept.append((client, since))
+        self._retired = kept
 
     def _send_again(self) -> None:
         with self._swap:
@@ -695,6 +1003,11 @@ class EventProducer:
             self._producer.flush(1.0)  # serves the purge reports
         self._closed.set()
         self._thread.join(timeout=1.0)
+        for client, _since in self._retired:
+            with contextlib.suppress(KafkaException):
+                client.purge()
+                client.flush(1.0)  # serves the purge reports: they fail their futures
+        self._retired = []
         # Events waiting to be sent again (after a fatal error) were never queued anew:
         # their futures must not wait for ever.
         with self._swap:

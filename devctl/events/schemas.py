@@ -6,7 +6,8 @@ fields, so a typo is an error at publish time rather than a silent loss.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -18,7 +19,8 @@ from pydantic import (
 )
 
 # Ids never contain ':' so that a conversation id (two user ids) is unambiguous.
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
@@ -35,15 +37,27 @@ def conversation_id(user_a: str, user_b: str) -> str:
 class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Rules across fields, as plain functions of the field values (raising ValueError):
+    # the model runs them after validating (see _TwoUsers), and the producer's fast
+    # path, which validates into plain dicts, runs the very same functions.
+    cross_field_checks: ClassVar[tuple[Callable[[Mapping[str, Any]], None], ...]] = ()
+
+
+def different_users(fields: Mapping[str, Any]) -> None:
+    if fields["fromUserId"] == fields["toUserId"]:
+        raise ValueError("fromUserId and toUserId must differ")
+
 
 class _TwoUsers(Payload):
     fromUserId: Id
     toUserId: Id
 
+    cross_field_checks = (different_users,)
+
     @model_validator(mode="after")
-    def _different_users(self) -> _TwoUsers:
-        if self.fromUserId == self.toUserId:
-            raise ValueError("fromUserId and toUserId must differ")
+    def _cross_field_checks(self) -> _TwoUsers:
+        for check in self.cross_field_checks:
+            check(self.__dict__)
         return self
 
 

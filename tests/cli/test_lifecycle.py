@@ -217,7 +217,9 @@ def test_logs_follow_stops_cleanly_on_ctrl_c(cli) -> None:  # type: ignore[no-un
 
 
 def test_shell_completion_script(cli) -> None:  # type: ignore[no-untyped-def]
-    result = cli.run("--show-completion", "bash")
+    # Typer's own switch: the shell is the option's value, not detected from the
+    # process tree (which holds no shell when pytest runs detached, e.g. under nohup).
+    result = cli.run("--show-completion", "bash", _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
     assert result.returncode == 0
     assert "complete" in result.stdout and "devctl" in result.stdout
 
