@@ -247,7 +247,11 @@ class DeliveryFuture(_Outcome):
         event_type: str | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        super().__init__()
+        # _Outcome's fields, set here: one future per event, so no super() call.
+        self._result: Any = _UNSET
+        self._exception: BaseException | None = None
+        self._waiter: threading.Event | None = None
+        self._callbacks: list[Callable[[Any], None]] | None = None
         self._owner = owner
         self._on_delivery = on_delivery
         self._generation = 0  # which client of the producer queued it
