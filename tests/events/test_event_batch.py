@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME
 from confluent_kafka.admin import NewTopic
 
 from devctl.clients.endpoints import Endpoints
@@ -205,7 +206,14 @@ def test_publish_batch_delivers_every_event_once_with_its_own_id(
     assert len(records) == count
     ids = batch.event_ids
     by_id = {}
+    now_ms = time.time() * 1000
+    key_partitions: dict[bytes, set[int]] = {}
     for msg in records:
+        # The producer calls librdkafka positionally: the partitioner chose by key, the
+        # record is stamped now (CreateTime), the headers are there (checked below).
+        key_partitions.setdefault(msg.key(), set()).add(msg.partition())
+        kind, stamp = msg.timestamp()
+        assert kind == TIMESTAMP_CREATE_TIME and now_ms - 60_000 < stamp <= now_ms + 1000
         event = decode_event(msg.value())  # validates envelope and data against the registry
         headers = dict(msg.headers())
         assert headers[HEADER_ID].decode() == event.id
@@ -217,6 +225,8 @@ def test_publish_batch_delivers_every_event_once_with_its_own_id(
         assert event.subject == event.data["fromUserId"]
         by_id[event.id] = (msg.partition(), msg.offset(), event)
     assert sorted(by_id) == sorted(ids) and len(by_id) == count
+    assert all(len(p) == 1 for p in key_partitions.values())
+    assert len({p for ps in key_partitions.values() for p in ps}) > 1  # spread by key
     # The batch's order survives per key (conversation): ids increase with offsets.
     for key in {e.partitionkey for _p, _o, e in by_id.values()}:
         same = sorted((o, i) for i, (_p, o, e) in by_id.items() if e.partitionkey == key)
