@@ -115,7 +115,7 @@ def envelope_text(spec: EventType, source: str, time_text: str) -> tuple[str, st
 
 
 def _constant_text(spec: EventType, source: str) -> tuple[str, str]:
-    found = _TEXT_CACHE.get((spec.name, source))
+    found = _TEXT_CACHE.get((spec.dataschema, source))  # the schema URN names type and version
     if found is None:
         before_time = f'","source":{_quote(source)},"type":"{spec.name}","time":"'
         tail = (
@@ -124,7 +124,7 @@ def _constant_text(spec: EventType, source: str) -> tuple[str, str]:
         )
         found = (before_time, tail)
         if len(_TEXT_CACHE) < 1024:  # sources are few; never grow without bound
-            _TEXT_CACHE[(spec.name, source)] = found
+            _TEXT_CACHE[(spec.dataschema, source)] = found
     return found
 
 

@@ -1,15 +1,16 @@
 """UUIDv7 event ids (RFC 9562): unique, and ordered by creation time.
 
 Layout: 48-bit Unix time in ms, version 7, a 12-bit counter (RFC 9562 method 1,
-seeded randomly each millisecond so ids stay unguessable), variant 10, 62
-random bits. The counter keeps ids from one process strictly increasing even
+seeded randomly each millisecond), variant 10, 62 random bits. Event ids are not
+secrets: nothing relies on them being unguessable, only unique and ordered. The counter keeps ids from one process strictly increasing even
 within a millisecond; when it overflows, the timestamp is advanced by one.
 
 A block of ids for a batch (``uuid7_block``) takes one timestamp and one counter
 value, and fills rand_b as RFC 9562's "monotonic random" method does: 14 random
-bits, then a 48-bit random start incremented by one per id. Ids stay unique,
-time-ordered and increasing (within the block, and against every id before and
-after it), and cost one integer format each instead of a lock and two random draws.
+bits, then a 48-bit random start incremented by one per id (so one id of a block
+gives away its neighbours). Ids stay unique, time-ordered and increasing (within
+the block, and against every id before and after it), and cost one integer format
+each instead of a lock and two random draws.
 """
 
 from __future__ import annotations

@@ -6,10 +6,18 @@ queue and returns at once with a ``DeliveryFuture`` that resolves to a
 thread serves delivery reports, so futures resolve without the caller polling;
 ``publish_async`` (or ``await future.wait_async()``) awaits it from asyncio code.
 
+``publish_batch`` queues many events of one type at about twice the rate: the
+list is validated first in one pydantic-core call (a bad item: nothing queued),
+the events share a block of ids and one publish time, successes are counted by
+one shared callback and failures still come one by one; one BatchFuture.
+
 The local queue is bounded (``events.producer_queue_size``). When it is full the
 policy ``events.producer_queue_full`` applies: ``error`` (default) raises
-``ProducerQueueFull`` at once and nothing is queued; ``block`` waits up to
-``events.producer_block_timeout`` seconds for room, then raises.
+``ProducerQueueFull`` at once and nothing is queued (a batch that does not fit is
+refused whole); ``block`` waits up to ``events.producer_block_timeout`` seconds
+for room, then raises. A batch that meets a full queue half-way waits that long
+whatever the policy, then reports the rest as failed. That is the only wait:
+publishing never waits for the network.
 
 No failure is silent: a failed delivery is logged, counted in ``stats.failed``,
 passed to the caller's callback and set on the future. Events still queued when
@@ -31,12 +39,14 @@ client still holds after a grace period are purged and sent again too.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import functools
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -56,6 +66,7 @@ from devctl.events.envelope import (
     EncodedEvent,
     encode_event,
     envelope_text,
+    event_headers,
     event_id_of,
     iso_millis,
 )
@@ -127,8 +138,9 @@ _rdkafka_log = logging.getLogger("devctl.events.librdkafka")
 class _LibrdkafkaLog:
     """librdkafka's ``logger``: forwards its log, and spots the unknown-producer-id loop."""
 
-    def __init__(self, owner: EventProducer):
+    def __init__(self, owner: EventProducer, generation: int):
         self._owner = owner
+        self._generation = generation  # the client it watches (a replaced one is ignored)
         self._lines = 0
         self._since = 0.0
         self._delivered = -1
@@ -149,9 +161,10 @@ class _LibrdkafkaLog:
         self._lines += 1
         if self._lines >= _STUCK_LINES and now - self._since >= _STUCK_SECONDS:
             self._lines, self._since = 0, now
-            owner._fatal = owner._fatal or (
+            owner._mark_failed(
+                self._generation,
                 "the broker keeps refusing the producer id (UNKNOWN_PRODUCER_ID) and "
-                "librdkafka does not recover"
+                "librdkafka does not recover",
             )
 
 
@@ -238,7 +251,15 @@ class _Outcome:
 class DeliveryFuture(_Outcome):
     """The outcome of one publish: ``result(timeout)``, ``add_done_callback``, ``wait_async``."""
 
-    __slots__ = ("_generation", "_on_delivery", "_owner", "_partition", "event_id", "type")
+    __slots__ = (
+        "_generation",
+        "_headers",
+        "_on_delivery",
+        "_owner",
+        "_partition",
+        "event_id",
+        "type",
+    )
 
     def __init__(
         self,
@@ -256,6 +277,8 @@ class DeliveryFuture(_Outcome):
         self._on_delivery = on_delivery
         self._generation = 0  # which client of the producer queued it
         self._partition: int | None = None
+        # The record's headers, for a re-send: delivery reports do not carry them.
+        self._headers: Headers | None = None
         self.event_id = event_id
         self.type = event_type
 
@@ -317,15 +340,17 @@ class BatchFuture(_Outcome):
     """
 
     __slots__ = (
-        "_chunk_generations",
+        "_extra_headers",
         "_failures",
+        "_fast",
         "_first",
         "_on_delivery",
         "_owner",
         "_prefix",
+        "_segments",
+        "_settled",
         "_slow",
         "_slow_lock",
-        "settled",
         "total",
         "type",
     )
@@ -337,6 +362,7 @@ class BatchFuture(_Outcome):
         count: int,
         ids: tuple[str, int],
         on_delivery: DeliveryCallback | None,
+        extra_headers: Headers,
     ) -> None:
         super().__init__()
         self._owner = owner
@@ -344,12 +370,17 @@ class BatchFuture(_Outcome):
         self.total = count
         self._prefix, self._first = ids
         self._on_delivery = on_delivery
+        self._extra_headers = extra_headers
         self._failures: list[Delivery] = []
         self._slow = 0  # events whose outcome went through _report (not the fast count)
         self._slow_lock = threading.Lock()
-        self._chunk_generations: list[int] = []
-        # next(settled) is atomic (a C call under the GIL): the cheapest shared counter.
-        self.settled = itertools.count(1).__next__
+        # (first index, generation of the client it went to), in order: a re-send after
+        # a client replacement needs to know which client an event was queued on.
+        self._segments: list[tuple[int, int]] = []
+        # next() of an itertools.count is atomic (a C call under the GIL): the cheapest
+        # counter shared by the threads that serve delivery reports.
+        self._settled = itertools.count(1).__next__
+        self._fast = itertools.count(1).__next__  # successes counted without a Delivery
         if count == 0:
             self._complete()
 
@@ -368,11 +399,14 @@ class BatchFuture(_Outcome):
         result: BatchResult = await self._wait_async()
         return result
 
+    def _event_id(self, index: int) -> str:
+        return f"{self._prefix}{self._first + index:012x}"
+
     def _complete(self) -> None:
-        owner = self._owner
+        # Fast successes reach stats.delivered in steps of _CREDIT; here the rest.
         fast = self.total - self._slow
-        with owner._lock:
-            owner.stats.delivered += fast
+        with self._owner._lock:
+            self._owner.stats.delivered += fast % _CREDIT
         failures = sorted(self._failures, key=lambda d: d.event_id or "")
         self._finish(BatchResult(self.total, self.total - len(failures), failures), None)
 
@@ -383,19 +417,20 @@ class BatchFuture(_Outcome):
             self._slow += 1
         pending = DeliveryFuture(self._owner, event_id, self.type, self._collect)
         pending._generation = self._generation_of(event_id)
+        if event_id is not None:
+            pending._headers = [*event_headers(self.type, event_id), *self._extra_headers]
         self._owner._report(pending, err, msg)
 
     def _unsent(self, index: int, topic: str, key: str | None, reason: str) -> None:
-        """An event of the batch that never reached the client's queue."""
+        """An event of the batch that never reached the client's queue (counted as rejected)."""
         with self._slow_lock:
             self._slow += 1
-        event_id = f"{self._prefix}{self._first + index:012x}"
-        pending = DeliveryFuture(self._owner, event_id, self.type, self._collect)
-        self._owner._fail(pending, topic, key.encode() if key else None, reason)
+        pending = DeliveryFuture(self._owner, self._event_id(index), self.type, self._collect)
+        self._owner._fail(pending, topic, key.encode() if key else None, reason, rejected=True)
 
     def _collect(self, delivery: Delivery) -> None:
-        # The final outcome of one slow-path event (after any re-send).
-        # The caller's callback runs first: when the batch is done, it has seen every event.
+        # The final outcome of one slow-path event (after any re-send); the producer
+        # calls it after its own callback, so a settled batch has been seen whole.
         if self._on_delivery is not None:
             try:
                 self._on_delivery(delivery)
@@ -403,20 +438,24 @@ class BatchFuture(_Outcome):
                 log.exception("delivery callback raised")
         if not delivery.ok:
             self._failures.append(delivery)
-        if self.settled() == self.total:
+        if self._settled() == self.total:
             self._complete()
 
     def _generation_of(self, event_id: str | None) -> int:
-        generations = self._chunk_generations
-        if not generations:
-            return self._owner._generation
+        segments = self._segments
+        if not segments:
+            return self._owner._current[1]
         try:
             index = int((event_id or "")[-12:], 16) - self._first
         except ValueError:
-            index = -1
-        if 0 <= index < self.total:
-            return generations[min(index // _CHUNK, len(generations) - 1)]
-        return generations[-1]
+            return segments[-1][1]
+        position = bisect.bisect_right(segments, (index, _MAX_GENERATION)) - 1
+        return segments[max(position, 0)][1]
+
+
+_MAX_GENERATION = 1 << 62
+# Fast successes are added to stats.delivered every this many (a power of two).
+_CREDIT = 64
 
 
 # Producer.produce called with positional arguments: (topic, value, key, partition,
@@ -506,27 +545,66 @@ class EventProducer:
                 "linger.ms": events.linger_ms,
                 "message.timeout.ms": events.delivery_timeout_ms,
                 "queue.buffering.max.messages": self.queue_size,
-                "error_cb": self._client_error,
             },
         )
         conf.update(overrides)
-        if conf.get("enable.idempotence") and "logger" not in conf:
+        # Each client gets its own error callback and log watcher (see _new_client).
+        self._own_error_cb = "error_cb" not in conf
+        self._watch_log = bool(conf.get("enable.idempotence")) and "logger" not in conf
+        if self._watch_log:
             debug = str(conf.get("debug") or "")
             conf["debug"] = f"{debug},eos" if debug else "eos"
-            conf["logger"] = _LibrdkafkaLog(self)
         self.brokers = endpoints.kafka_brokers
         self._conf = conf
-        self._producer = Producer(conf)
-        self._swap = threading.Lock()
-        self._generation = 0
+        self._swap = threading.Lock()  # guards _current, _fatal, _again and _retired
         self._fatal: str | None = None
+        # (client, generation), replaced whole: a reader never pairs one client with
+        # another's generation.
+        self._current: tuple[Producer, int] = (self._new_client(0), 0)
         self._again: list[tuple[DeliveryFuture, str, bytes | None, bytes | None, Any]] = []
         self._retired: list[tuple[Producer, float]] = []  # replaced clients, still served
+        # Batches under way: close() waits for them to stop queueing.
+        self._gate = threading.Condition()
+        self._publishing = 0
+        self._closing = False
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=self._serve, name="devctl-producer-deliveries", daemon=True
         )
         self._thread.start()
+
+    @property
+    def _producer(self) -> Producer:
+        return self._current[0]
+
+    @property
+    def _generation(self) -> int:
+        return self._current[1]
+
+    def _new_client(self, generation: int) -> Producer:
+        conf = dict(self._conf)
+        if self._own_error_cb:
+            conf["error_cb"] = functools.partial(self._client_error, generation=generation)
+        if self._watch_log:
+            conf["logger"] = _LibrdkafkaLog(self, generation)
+        return Producer(conf)
+
+    def _mark_failed(self, generation: int, reason: str) -> bool:
+        """Flag the client of ``generation`` for replacement; False if it is replaced already.
+
+        A replaced client (still served for a while) can report fatal errors too: they
+        must not condemn its healthy successor.
+        """
+        with self._swap:
+            if generation != self._current[1]:
+                return False
+            self._fatal = self._fatal or reason
+            return True
+
+    def _replace(self, generation: int, reason: str) -> None:
+        """A fatal error from the client of ``generation``: replace it (once)."""
+        self._mark_failed(generation, reason)
+        self._rebuild(generation)
 
     @property
     def max_record_bytes(self) -> int:
@@ -628,24 +706,53 @@ class EventProducer:
         the producer's own callback) wants each Delivery: that costs a callback per
         event, as ``publish`` does.
         """
-        if self._closed.is_set():
-            raise DeliveryFailed("the producer is closed")
         spec = event_type if isinstance(event_type, EventType) else REGISTRY[event_type]
         rows = spec.validate_many(items)  # raises before anything is queued
         count = len(rows)
-        topic = topic or spec.topic
-        if self.queue_full == "error":
-            self._admit(count)
-        prefix, first, ms = uuid7_block(count)
-        batch = BatchFuture(self, spec.name, count, (prefix, first), on_delivery)
-        if count == 0:
+        extra: Headers = list(headers or ())
+        with self._gate:
+            if self._closing:
+                raise DeliveryFailed("the producer is closed")
+            if self.queue_full == "error":
+                self._admit(count)
+            self._publishing += 1
+        try:
+            prefix, first, ms = uuid7_block(count)
+            batch = BatchFuture(self, spec.name, count, (prefix, first), on_delivery, extra)
+            if count:
+                self._queue_batch(batch, spec, rows, topic or spec.topic, extra, ms)
             return batch
+        finally:
+            with self._gate:
+                self._publishing -= 1
+                if not self._publishing:
+                    self._gate.notify_all()
+
+    def _queue_batch(
+        self,
+        batch: BatchFuture,
+        spec: EventType,
+        rows: list[dict[str, Any]],
+        topic: str,
+        extra: Headers,
+        ms: int,
+    ) -> None:
+        count, prefix, first = batch.total, batch._prefix, batch._first
         report: Callable[[KafkaError | None, Message], None]
-        if on_delivery is None and self._on_delivery is None:
-            settled, complete, slow = batch.settled, batch._complete, batch._report
+        if batch._on_delivery is None and self._on_delivery is None:
+            settled, fast, complete, slow = (
+                batch._settled,
+                batch._fast,
+                batch._complete,
+                batch._report,
+            )
+            stats, lock, credit, step = self.stats, self._lock, _CREDIT - 1, _CREDIT
 
             def report(err: KafkaError | None, msg: Message) -> None:
                 if err is None:
+                    if not fast() & credit:  # every _CREDIT successes: into the stats
+                        with lock:
+                            stats.delivered += step
                     if settled() == count:
                         complete()
                 else:
@@ -656,17 +763,21 @@ class EventProducer:
         head, middle, tail = envelope_text(spec, self.source, iso_millis(ms))
         type_header: tuple[str, bytes] = (HEADER_TYPE, spec.name.encode())
         content: tuple[str, bytes] = (HEADER_CONTENT_TYPE, _CONTENT_TYPE_BYTES)
-        extra: Headers = list(headers or ())
         key_of, subject_of, dump = spec.key_of, spec.subject_of, spec.fields_serializer
         # Locals, not globals, in the hot loop.
         id_name, data, anywhere, now = HEADER_ID, DATA_MEMBER, _ANY_PARTITION, _NOW
-        unsent = 0
-        for low in range(0, count, _CHUNK):
-            high = min(low + _CHUNK, count)
-            batch._chunk_generations.append(self._generation)
-            index, attempts = low, 0
-            while index < high:
-                produce, start = self._producer.produce, index
+        index = queued = attempts = 0
+        room_until: float | None = None  # one wait for room per batch, not per event
+        try:
+            while index < count:
+                if self._closing:
+                    self._reject_rest(
+                        batch, rows, index, topic, key_of, "the producer closed first"
+                    )
+                    return
+                client, generation = self._current
+                batch._segments.append((index, generation))
+                produce, start, high = client.produce, index, min(index + _CHUNK, count)
                 try:
                     # The hot loop: one f-string and one pydantic-core call per event.
                     # Keys and subjects are id fields (the registry checks): no escaping.
@@ -681,39 +792,49 @@ class EventProducer:
                         if extra:
                             record_headers += extra
                         produce(topic, value, key, anywhere, report, None, now, record_headers)
-                    index = high
-                except BufferError:
+                    queued += high - start
+                    index, attempts = high, 0
+                    continue
+                except (BufferError, KafkaException) as exc:
+                    queued += index - start
+                    failure: BaseException = exc
+                if isinstance(failure, BufferError):
+                    room_until = room_until or time.monotonic() + self.block_timeout
+                    kwargs = {"key": key, "headers": record_headers, "on_delivery": report}
                     try:
-                        self._wait_for_room(
-                            topic,
-                            value,
-                            {"key": key, "headers": record_headers, "on_delivery": report},
-                            block=True,
-                        )
-                    except ProducerQueueFull as exc:
-                        with self._lock:
-                            self.stats.rejected += count - index - 1
-                        for left in range(index, count):
-                            batch._unsent(left, topic, key_of(rows[left]), exc.message)
-                        unsent += count - index
-                        break
-                    index += 1
-                except KafkaException as exc:
-                    if _is_fatal(exc) and not attempts:
-                        attempts += 1  # replace the client, then try this event again
-                        self._fatal = self._fatal or kafka_reason(exc)
-                        self._rebuild(batch._chunk_generations[-1])
+                        self._wait_for_room(topic, value, kwargs, block=True, until=room_until)
+                        queued += 1
+                        index += 1
                         continue
-                    batch._unsent(index, topic, key, f"not queued: {kafka_reason(exc)}")
-                    unsent += 1
-                    index += 1
-                attempts = 0
-            else:
-                continue
-            break  # the queue stayed full: the rest of the batch was reported as failed
-        with self._lock:
-            self.stats.queued += count - unsent
-        return batch
+                    except (ProducerQueueFull, DeliveryFailed) as full:
+                        self._reject_rest(batch, rows, index, topic, key_of, full.message)
+                        return
+                    except KafkaException as exc:
+                        failure = exc
+                assert isinstance(failure, KafkaException)
+                if _is_fatal(failure) and attempts < 2:
+                    attempts += 1  # replace the client, then queue this event again
+                    self._replace(generation, kafka_reason(failure))
+                    continue
+                reason = f"not queued: {kafka_reason(failure)}"
+                batch._unsent(index, topic, key_of(rows[index]), reason)
+                index += 1
+        finally:
+            with self._lock:
+                self.stats.queued += queued
+
+    @staticmethod
+    def _reject_rest(
+        batch: BatchFuture,
+        rows: list[dict[str, Any]],
+        index: int,
+        topic: str,
+        key_of: Callable[[Mapping[str, Any]], str],
+        reason: str,
+    ) -> None:
+        """Events index.. of a batch never reached the queue: each fails visibly (rejected)."""
+        for left in range(index, batch.total):
+            batch._unsent(left, topic, key_of(rows[left]), reason)
 
     def _admit(self, count: int) -> None:
         """Refuse, whole, a batch that does not fit in the local queue's free room."""
@@ -753,58 +874,69 @@ class EventProducer:
         event_type: str | None,
         callback: DeliveryCallback | None,
     ) -> DeliveryFuture:
-        if self._closed.is_set():
+        if self._closing:
             raise DeliveryFailed("the producer is closed")
         future = DeliveryFuture(self, event_id, event_type, callback)
         future._partition = partition
-        for _attempt in range(2):
-            future._generation = generation = self._generation
+        future._headers = headers
+        target = _ANY_PARTITION if partition is None else partition
+        for attempt in range(3):
+            client, future._generation = self._current
             try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    _ANY_PARTITION if partition is None else partition,
-                    future,
-                    None,
-                    _NOW,
-                    headers,
-                )  # positional: see _ANY_PARTITION
+                # Positional arguments: see _ANY_PARTITION.
+                client.produce(topic, value, key, target, future, None, _NOW, headers)
                 break
             except BufferError:
                 kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": future}
                 if partition is not None:
                     kwargs["partition"] = partition
-                self._wait_for_room(topic, value, kwargs)
-                break
+                try:
+                    future._generation = self._wait_for_room(topic, value, kwargs)
+                    break
+                except ProducerQueueFull:
+                    with self._lock:
+                        self.stats.rejected += 1
+                    raise
+                except KafkaException as exc:
+                    failure = exc
             except KafkaException as exc:
-                if not _is_fatal(exc) or _attempt:
-                    # Invalid arguments, or a client that cannot be replaced: nothing queued.
-                    raise DeliveryFailed(
-                        f"cannot queue an event for {topic}: {kafka_reason(exc)}"
-                    ) from exc
-                self._fatal = self._fatal or kafka_reason(exc)
-                self._rebuild(generation)
+                failure = exc
+            if not _is_fatal(failure) or attempt == 2:
+                # Invalid arguments, or a client that cannot be replaced: nothing queued.
+                raise DeliveryFailed(
+                    f"cannot queue an event for {topic}: {kafka_reason(failure)}"
+                ) from failure
+            self._replace(future._generation, kafka_reason(failure))
         with self._lock:
             self.stats.queued += 1
         return future
 
     def _wait_for_room(
-        self, topic: str, value: bytes | None, kwargs: dict[str, Any], block: bool | None = None
-    ) -> None:
+        self,
+        topic: str,
+        value: bytes | None,
+        kwargs: dict[str, Any],
+        *,
+        block: bool | None = None,
+        until: float | None = None,
+    ) -> int:
+        """Queue one record once the local queue has room; the generation of the client
+        that took it. ProducerQueueFull (not counted here) when there is none in time."""
         if block is None:
             block = self.queue_full == "block"
         if block:
-            deadline = time.monotonic() + self.block_timeout
-            while time.monotonic() < deadline:
-                self._producer.poll(0.05)
+            deadline = time.monotonic() + self.block_timeout if until is None else until
+            while time.monotonic() < deadline and not self._closing:
+                client, generation = self._current
+                client.poll(0.05)
                 try:
-                    self._producer.produce(topic, value, **kwargs)
-                    return
+                    client.produce(topic, value, **kwargs)
+                    return generation
                 except BufferError:
                     continue
+        if self._closing:
+            raise DeliveryFailed("the producer closed while the event waited for queue room")
         with self._lock:
-            self.stats.rejected += 1
             waiting = self.stats.in_flight
         waited = f" after waiting {self.block_timeout:g}s" if block else ""
         raise ProducerQueueFull(
@@ -819,17 +951,18 @@ class EventProducer:
     def _serve(self) -> None:
         # A short wait keeps close() quick; an idle poll costs next to nothing.
         while not self._closed.is_set():
+            client, generation = self._current
             try:
-                self._producer.poll(0.05)
+                client.poll(0.05)
             except KafkaException as exc:
                 if _is_fatal(exc):
-                    self._fatal = self._fatal or kafka_reason(exc)
+                    self._mark_failed(generation, kafka_reason(exc))
                 else:
                     log.warning("producer poll: %s", kafka_reason(exc))
             except Exception:  # this thread must outlive any callback's bug
                 log.exception("producer poll failed")
             if self._fatal is not None:
-                self._rebuild(self._generation)
+                self._rebuild(self._current[1])
             if self._again:
                 self._send_again()
             if self._retired:
@@ -838,12 +971,11 @@ class EventProducer:
     def _rebuild(self, seen_generation: int) -> None:
         """Replace a fatally failed client; what it never stored is sent again."""
         with self._swap:
-            if self._generation != seen_generation:
+            old, generation = self._current
+            if generation != seen_generation:
                 return  # another thread did it
-            old = self._producer
             reason = self._fatal or "fatal error"
-            self._producer = Producer(self._conf)
-            self._generation += 1
+            self._current = (self._new_client(generation + 1), generation + 1)
             self._fatal = None
         with self._lock:
             self.stats.rebuilds += 1
@@ -869,43 +1001,61 @@ class EventProducer:
                 old.poll(0.5)
         # A publisher that read the client just before the swap may still queue into the
         # old one: it stays served (and purged) for a while, so nothing waits there for ever.
-        self._retired.append((old, time.monotonic()))
+        with self._swap:
+            self._retired.append((old, time.monotonic()))
         self._send_again()
 
     def _serve_retired(self) -> None:
+        with self._swap:
+            retired = list(self._retired)
         now = time.monotonic()
-        kept = []
-        for client, since in self._retired:
+        done = []
+        for client, since in retired:
             with contextlib.suppress(KafkaException):
                 if len(client):
                     client.purge(in_queue=True, in_flight=True)
                 client.poll(0)
-            if len(client) or now - since < _RETIRED_SECONDS:
-                kept.append((client, since))
-        self._retired = kept
+            if not len(client) and now - since >= _RETIRED_SECONDS:
+                done.append(client)
+        if done:
+            with self._swap:
+                self._retired = [(c, t) for c, t in self._retired if not any(c is d for d in done)]
 
     def _send_again(self) -> None:
         with self._swap:
             batch, self._again = self._again, []
         for pending, topic, value, key, headers in batch:
-            pending._generation = self._generation
+            client, pending._generation = self._current
             kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": pending}
             if pending._partition is not None:
                 kwargs["partition"] = pending._partition
             try:
                 try:
-                    self._producer.produce(topic, value, **kwargs)
+                    client.produce(topic, value, **kwargs)
                 except BufferError:
-                    self._wait_for_room(topic, value, kwargs)
-            except (KafkaException, ProducerQueueFull) as exc:
+                    pending._generation = self._wait_for_room(topic, value, kwargs)
+            except (KafkaException, ProducerQueueFull, DeliveryFailed) as exc:
                 self._fail(pending, topic, key, f"not sent again: {exc}")
                 continue
             with self._lock:
                 self.stats.resent += 1
 
-    def _fail(self, pending: DeliveryFuture, topic: str, key: bytes | None, reason: str) -> None:
+    def _fail(
+        self,
+        pending: DeliveryFuture,
+        topic: str,
+        key: bytes | None,
+        reason: str,
+        *,
+        rejected: bool = False,
+    ) -> None:
+        """An event that failed without a delivery report; ``rejected``: it never reached
+        the local queue (counted in stats.rejected, not stats.failed)."""
         with self._lock:
-            self.stats.failed += 1
+            if rejected:
+                self.stats.rejected += 1
+            else:
+                self.stats.failed += 1
         delivery = Delivery(
             topic, -1, -1, key.decode("utf-8", "replace") if key else None,
             pending.event_id, pending.type, reason, None,
@@ -913,26 +1063,31 @@ class EventProducer:
         log.error("delivery of %s %s to %s failed: %s", pending.type or "record",
                   pending.event_id or "", topic, reason)  # fmt: skip
         pending._finish(None, DeliveryFailed(f"{pending.type or 'record'} to {topic}: {reason}"))
-        for callback in (pending._on_delivery, self._on_delivery):
+        self._call_back(pending, delivery)
+
+    def _call_back(self, pending: DeliveryFuture, delivery: Delivery) -> None:
+        # The producer's callback first: a batch's own (last) settles the batch, which
+        # must not resolve before every callback has seen its events.
+        for callback in (self._on_delivery, pending._on_delivery):
             if callback is not None:
                 try:
                     callback(delivery)
-                except Exception:
+                except Exception:  # a caller's bug must not stop delivery reports
                     log.exception("delivery callback raised")
 
     def _report(self, pending: DeliveryFuture, err: KafkaError | None, msg: Message) -> None:
         if (
             err is not None
             and err.code() in _SEND_AGAIN
-            and (self._fatal is not None or pending._generation != self._generation)
+            and (self._fatal is not None or pending._generation != self._current[1])
             and not self._closed.is_set()
         ):
+            # Delivery reports carry no headers: the future kept them for this.
             with self._swap:
                 self._again.append(
-                    (pending, msg.topic() or "", msg.value(), msg.key(), msg.headers())
+                    (pending, msg.topic() or "", msg.value(), msg.key(), pending._headers)
                 )
             return
-        callbacks = (pending._on_delivery, self._on_delivery)
         if err is None:
             with self._lock:
                 self.stats.delivered += 1
@@ -958,22 +1113,18 @@ class EventProducer:
                     retriable=bool(err.retriable()),
                 ),
             )
-        for callback in callbacks:
-            if callback is not None:
-                try:
-                    callback(delivery)
-                except Exception:  # a caller's bug must not stop delivery reports
-                    log.exception("delivery callback raised")
+        self._call_back(pending, delivery)
 
-    def _client_error(self, err: KafkaError) -> None:
+    def _client_error(self, err: KafkaError, generation: int = 0) -> None:
         with self._lock:
             self.stats.errors += 1
         text = f"Kafka client error ({self.brokers}): {err.str()}"
-        if err.fatal():
-            self._fatal = err.str()
+        if not err.fatal():
+            log.warning("%s", text)
+        elif self._mark_failed(generation, err.str()):
             log.error("%s (fatal: the client will be replaced)", text)
         else:
-            log.warning("%s", text)
+            log.warning("%s (from a client already replaced)", text)
         self._tell(text)
 
     def _tell(self, text: str) -> None:
@@ -989,18 +1140,32 @@ class EventProducer:
         """Wait up to ``timeout`` seconds for queued events; return how many are still queued."""
         deadline = time.monotonic() + timeout
         while True:
-            client = self._producer
+            client = self._current[0]
             left = max(deadline - time.monotonic(), 0.0)
             remaining = int(client.flush(min(left, 0.5)))
-            settled = client is self._producer and not self._again and self._fatal is None
-            if (remaining == 0 and settled) or time.monotonic() >= deadline:
-                return remaining + len(self._again)
+            with self._swap:
+                again = len(self._again)
+                retired = sum(len(c) for c, _since in self._retired)
+                settled = client is self._current[0] and self._fatal is None
+            if (remaining == 0 and not again and not retired and settled) or (
+                time.monotonic() >= deadline
+            ):
+                return remaining + again + retired
 
     def close(self, timeout: float = 10.0) -> int:
-        """Flush, then fail (and report) whatever is still queued; return that count."""
-        if self._closed.is_set():
-            return 0
-        remaining = self.flush(timeout)
+        """Flush, then fail (and report) whatever is still queued; return that count.
+
+        Publishing stops first: a batch under way stops queueing at its next chunk and
+        reports the rest as failed; close() waits for it before flushing.
+        """
+        deadline = time.monotonic() + timeout
+        with self._gate:
+            if self._closing:
+                return 0
+            self._closing = True
+            while self._publishing and time.monotonic() < deadline:
+                self._gate.wait(0.1)
+        remaining = self.flush(max(deadline - time.monotonic(), 0.0))
         if remaining:
             log.error(
                 "%d events still queued for %s after %gs; reporting them as failed",
@@ -1008,15 +1173,17 @@ class EventProducer:
                 self.brokers,
                 timeout,
             )
-            self._producer.purge()
-            self._producer.flush(1.0)  # serves the purge reports
+            self._drain(self._current[0])
         self._closed.set()
-        self._thread.join(timeout=1.0)
-        for client, _since in self._retired:
-            with contextlib.suppress(KafkaException):
-                client.purge()
-                client.flush(1.0)  # serves the purge reports: they fail their futures
-        self._retired = []
+        self._thread.join(timeout=_RETIRED_SECONDS)
+        # What is left anywhere now (a publish that passed its check just before close,
+        # clients replaced meanwhile) is purged: each purge report fails its event.
+        with self._swap:
+            clients = [self._current[0], *(c for c, _since in self._retired)]
+            self._retired = []
+        for client in clients:
+            if len(client):
+                self._drain(client)
         # Events waiting to be sent again (after a fatal error) were never queued anew:
         # their futures must not wait for ever.
         with self._swap:
@@ -1024,6 +1191,12 @@ class EventProducer:
         for pending, topic, _value, key, _headers in left:
             self._fail(pending, topic, key, "the producer closed before it was sent again")
         return remaining
+
+    @staticmethod
+    def _drain(client: Producer) -> None:
+        with contextlib.suppress(KafkaException):
+            client.purge()
+            client.flush(1.0)  # serves the purge reports
 
     def __enter__(self) -> EventProducer:
         return self

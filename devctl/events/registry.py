@@ -199,6 +199,7 @@ class FieldsSchema:
     list_validator: SchemaValidator
     serializer: SchemaSerializer
     field_schemas: Mapping[str, Mapping[str, Any]]
+    config: core_schema.CoreConfig
 
     @classmethod
     def of(cls, model: type[BaseModel]) -> FieldsSchema | None:
@@ -232,12 +233,30 @@ class FieldsSchema:
             list_validator=SchemaValidator(core_schema.list_schema(typed)),
             serializer=SchemaSerializer(typed),
             field_schemas={name: f["schema"] for name, f in fields.items()},
+            config=cast(core_schema.CoreConfig, config),
         )
 
     def is_id(self, name: str) -> bool:
-        """Whether a field is an id: a string whose pattern admits nothing JSON escapes."""
+        """Whether a field is an id: a string whose rules admit nothing JSON escapes.
+
+        The pattern text is not enough (another regex engine reads ``$`` differently),
+        so the field's own validator must also refuse what would need escaping.
+        """
         schema = self.field_schemas.get(name, {})
-        return schema.get("type") == "str" and schema.get("pattern") == s.ID_PATTERN
+        if schema.get("type") != "str" or schema.get("pattern") != s.ID_PATTERN:
+            return False
+        validator = SchemaValidator(schema, self.config)
+        for probe in _NEEDS_ESCAPING:
+            try:
+                validator.validate_python(probe)
+            except ValidationError:
+                continue
+            return False
+        return True
+
+
+# Ids with what JSON escapes (quote, backslash, control characters, a trailing newline).
+_NEEDS_ESCAPING = ('a"', "a\\", "a\n", "a\x00", "a\x1f", "\ta", "a\u2028")
 
 
 def _describe_error(error: Mapping[str, Any], *, numbered: bool = False) -> str:

@@ -9,8 +9,10 @@ when one item is bad, a batch too big for the queue refused whole, failures surf
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,17 +21,23 @@ from typing import Any
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 from confluent_kafka.admin import NewTopic
+from pydantic import ConfigDict
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import make_admin
 from devctl.engines.local import LocalEngine
 from devctl.engines.processes import free_port
 from devctl.events.envelope import HEADER_ID, decode_event, encode_event
-from devctl.events.errors import InvalidEventData, ProducerQueueFull, UnknownEventType
+from devctl.events.errors import (
+    DeliveryFailed,
+    InvalidEventData,
+    ProducerQueueFull,
+    UnknownEventType,
+)
 from devctl.events.ids import block_ids, uuid7, uuid7_block
 from devctl.events.producer import Delivery, EventProducer
 from devctl.events.registry import REGISTRY
-from devctl.events.schemas import conversation_id
+from devctl.events.schemas import Id, Payload, conversation_id
 from devctl.streams.offsets import end_offsets
 from tests.conftest import stack_settings
 from tests.events.test_event_producer import read_all
@@ -303,7 +311,9 @@ def test_a_batch_larger_than_the_free_queue_is_refused_whole(
     assert (second.delivered, len(second.failures)) == (0, 4)
     assert sorted(f.event_id or "" for f in second.failures) == partial.event_ids
     assert any("local queue is full" in (f.error or "") for f in second.failures)
-    assert producer.stats.failed == 7 and len(failures) == 7
+    # Queued then purged: failed; never queued: rejected; the books balance.
+    stats = producer.stats
+    assert (stats.failed, stats.rejected, stats.in_flight, len(failures)) == (5, 11, 0, 7)
     assert sum("delivery of devconnect.user.login" in r.getMessage() for r in caplog.records) == 7
 
 
@@ -352,3 +362,47 @@ def test_batch_failures_surface_with_the_broker_down_and_deliver_when_it_is_back
         if producer is not None:
             producer.close(1)
         engine.down()
+
+
+def test_close_while_a_batch_is_queueing_settles_every_event() -> None:
+    """No broker: close() stops the batch at its next chunk; nothing is left unreported."""
+    endpoints = Endpoints("local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}")
+    settings = stack_settings(
+        Path("/nonexistent"), Path.cwd(), **{"events.producer_queue_size": 500_000}
+    )
+    producer = EventProducer(endpoints, settings)
+    items = [{"userId": f"u{i}"} for i in range(200_000)]
+    batches: list[Any] = []
+    publisher = threading.Thread(
+        target=lambda: batches.append(producer.publish_batch("devconnect.user.login", items))
+    )
+    publisher.start()
+    while producer._publishing == 0 and publisher.is_alive():
+        time.sleep(0.001)
+    producer.close(timeout=0.1)
+    publisher.join(timeout=30)
+    result = batches[0].result(timeout=10)
+    assert result.delivered == 0 and len(result.failures) == result.total == 200_000
+    stats = producer.stats
+    assert stats.queued + stats.rejected == 200_000 and stats.in_flight == 0
+    assert stats.failed == stats.queued  # queued then purged at close
+    with pytest.raises(DeliveryFailed, match="closed"):
+        producer.publish_batch("devconnect.user.login", items[:1])
+
+
+def test_envelope_text_follows_the_schema_version() -> None:
+    v1 = REGISTRY["devconnect.user.login"]
+    v2 = dataclasses.replace(v1, version=2)
+    for spec, version in ((v1, 1), (v2, 2), (v1, 1)):
+        obj = json.loads(encode_event(spec, {"userId": "u1"}, source="/x").value)
+        assert obj["dataschema"] == f"urn:devconnect:schema:devconnect.user.login:{version}"
+
+
+def test_the_registry_refuses_keys_that_could_need_escaping() -> None:
+    class Loose(Payload):
+        # Python's re lets "$" match before a trailing newline: "u1\n" would pass.
+        model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+        userId: Id
+
+    with pytest.raises(TypeError, match="must be ids"):
+        dataclasses.replace(REGISTRY["devconnect.user.login"], model=Loose)

@@ -284,10 +284,15 @@ def test_producer_recovers_when_the_broker_restarts_with_nothing_in_flight(
         assert all(d.ok for d in deliveries)
         assert time.monotonic() - started < 20  # well before delivery_timeout
         assert producer.stats.rebuilds == 1 and producer.stats.failed == 0
-        users = [
-            decode_event(m.value()).data["userId"] for m in read_all_at(endpoints, settings, topic)
-        ]
+        records = read_all_at(endpoints, settings, topic)
+        users = [decode_event(m.value()).data["userId"] for m in records]
         assert users == [f"after{i}" for i in range(3)]
+        # Sent again through the new client, with their headers (delivery reports do not
+        # carry headers: the producer kept them).
+        for msg, future in zip(records, queued, strict=True):
+            headers = dict(msg.headers() or [])
+            assert headers.get("ce_id") == (future.event_id or "").encode()
+            assert headers.get("ce_type") == login.encode()
     finally:
         if producer is not None:
             producer.close(1)
