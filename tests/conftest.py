@@ -7,6 +7,7 @@ when tests fail or the run is interrupted.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,13 @@ from devctl.clients.redis_client import make_redis
 from devctl.config.loader import Settings, load_settings
 from devctl.engines.local import LocalEngine
 from devctl.engines.processes import free_port, read_pidfile, stop
+
+# A test run started as a background job (`make test &`, nohup, a CI step without job
+# control) inherits SIGINT ignored, and so would every devctl it starts: the Ctrl-C
+# tests would wait for ever. A handled signal is reset to the default in a child, so
+# handling it here gives the children a normal Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
