@@ -177,6 +177,7 @@ def bench_publish(
         "ratio_single": median(rates["single"]) / median(rates["raw"]),
         # The same round's contenders share its conditions: their ratios show the noise.
         "round_ratios_batch": [b / r for b, r in zip(rates["batch"], rates["raw"], strict=True)],
+        "raw_range": (min(rates["raw"]), max(rates["raw"])),
         "batch_size": batch,
         "value_bytes": len(encode_event(MESSAGE, sample, source=source).value),
         "us_validate_model": micros(lambda: spec.validate(sample)),
@@ -385,7 +386,7 @@ engine's Tansu (memory storage) on the same machine, so client and broker share 
   envelope, UUIDv7 ids and JSON encoding, and reports every failure. The table
   gives the ratio of the medians; `publish_batch`'s ratio round by round was
   {", ".join(f"{r:.0%}" for r in publish["round_ratios_batch"])} (the raw producer alone
-  swings by a third between rounds on this machine). Per event:
+  ranged over {publish["raw_range"][0]:,.0f}-{publish["raw_range"][1]:,.0f}/s in these rounds). Per event:
   raw {1e6 / publish["raw"]:.1f} µs, `publish_batch` {1e6 / publish["batch"]:.1f} µs, `publish`
   {1e6 / publish["single"]:.1f} µs.
   `publish_batch` validates the whole list in one pydantic-core call
