@@ -5,13 +5,19 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka.admin import NewTopic
 
+from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import make_admin
+from devctl.config.loader import Settings
+from devctl.engines.local import LocalEngine
 from devctl.events.producer import EventProducer
+from tests.conftest import stack_settings
 
 DEVCTL = [sys.executable, "-m", "devctl"]
 
@@ -64,3 +70,51 @@ def devctl(stack: Any) -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@dataclass
+class OwnStack:
+    """A stack of one test's own, on fixed ports, to stop and start under a producer."""
+
+    engine: LocalEngine
+    settings: Settings
+    endpoints: Endpoints
+    topic: str
+    producers: list[EventProducer] = field(default_factory=list)
+
+    def create_topic(self) -> None:
+        # Also after every restart: the embedded broker keeps topics in memory only.
+        admin = make_admin(self.endpoints, self.settings)
+        admin.create_topics([NewTopic(self.topic, 1, 1)])[self.topic].result(timeout=10)
+
+    def producer(self, **kwargs: Any) -> EventProducer:
+        """A producer that reconnects fast; closed before the stack stops."""
+        overrides = {"reconnect.backoff.max.ms": 200, "linger.ms": 5}
+        made = EventProducer(self.endpoints, self.settings, **kwargs, **overrides)
+        self.producers.append(made)
+        return made
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Callable[..., OwnStack]]:
+    """Start a stack of this test's own with one topic; producers and stack always stop."""
+    started: list[OwnStack] = []
+
+    def start(topic: str, delivery_timeout_ms: int) -> OwnStack:
+        settings = stack_settings(
+            tmp_path / "data",
+            tmp_path,
+            # Tansu waits for connected clients on SIGTERM; a short grace stops it like a crash.
+            **{"events.delivery_timeout_ms": delivery_timeout_ms, "local.stop_timeout": 0.5},
+        )
+        engine = LocalEngine(settings)
+        stack = OwnStack(engine, settings, engine.up().endpoints, topic)
+        started.append(stack)
+        stack.create_topic()
+        return stack
+
+    yield start
+    for stack in started:
+        for made in stack.producers:
+            made.close(1)
+        stack.engine.down()

@@ -20,12 +20,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
-from confluent_kafka.admin import NewTopic
 from pydantic import ConfigDict
 
 from devctl.clients.endpoints import Endpoints
-from devctl.clients.kafka_client import make_admin
-from devctl.engines.local import LocalEngine
 from devctl.engines.processes import free_port
 from devctl.events.envelope import HEADER_ID, decode_event, encode_event
 from devctl.events.errors import (
@@ -319,49 +316,26 @@ def test_a_batch_larger_than_the_free_queue_is_refused_whole(
 
 @pytest.mark.slow
 def test_batch_failures_surface_with_the_broker_down_and_deliver_when_it_is_back(
-    tmp_path: Path,
+    own_stack: Any,
 ) -> None:
-    settings = stack_settings(
-        tmp_path / "data",
-        tmp_path,
-        **{"events.delivery_timeout_ms": 3000, "local.stop_timeout": 0.5},
-    )
-    engine = LocalEngine(settings)
-    topic = "batch-outage"
-    producer = None
-    try:
-        endpoints = engine.up().endpoints
-        admin = make_admin(endpoints, settings)
-        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
-        producer = EventProducer(
-            endpoints, settings, **{"reconnect.backoff.max.ms": 200, "linger.ms": 5}
-        )
-        login = "devconnect.user.login"
-        assert producer.publish_batch(login, [{"userId": "before"}], topic=topic).result(10).ok
+    stack = own_stack("batch-outage", delivery_timeout_ms=3000)
+    topic, producer, login = stack.topic, stack.producer(), "devconnect.user.login"
+    assert producer.publish_batch(login, [{"userId": "before"}], topic=topic).result(10).ok
 
-        engine.down()
-        lost = producer.publish_batch(
-            login, [{"userId": f"lost{i}"} for i in range(5)], topic=topic
-        )
-        result = lost.result(timeout=20)
-        assert result.delivered == 0 and len(result.failures) == 5
-        assert all("timed out" in (f.error or "") for f in result.failures)
-        assert sorted(f.event_id or "" for f in result.failures) == lost.event_ids
-        assert producer.stats.failed == 5
+    stack.engine.down()
+    lost = producer.publish_batch(login, [{"userId": f"lost{i}"} for i in range(5)], topic=topic)
+    result = lost.result(timeout=20)
+    assert result.delivered == 0 and len(result.failures) == 5
+    assert all("timed out" in (f.error or "") for f in result.failures)
+    assert sorted(f.event_id or "" for f in result.failures) == lost.event_ids
+    assert producer.stats.failed == 5
 
-        kept = producer.publish_batch(
-            login, [{"userId": f"kept{i}"} for i in range(5)], topic=topic
-        )
-        engine.up()
-        admin = make_admin(endpoints, settings)
-        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
-        result = kept.result(timeout=30)
-        assert result.ok and result.delivered == 5
-        assert producer.stats.delivered == 6 and producer.stats.failed == 5
-    finally:
-        if producer is not None:
-            producer.close(1)
-        engine.down()
+    kept = producer.publish_batch(login, [{"userId": f"kept{i}"} for i in range(5)], topic=topic)
+    stack.engine.up()
+    stack.create_topic()
+    result = kept.result(timeout=30)
+    assert result.ok and result.delivered == 5
+    assert producer.stats.delivered == 6 and producer.stats.failed == 5
 
 
 def test_close_while_a_batch_is_queueing_settles_every_event() -> None:

@@ -13,11 +13,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import NewTopic
 
 from devctl.clients.endpoints import Endpoints
-from devctl.clients.kafka_client import consumer_conf, make_admin
-from devctl.engines.local import LocalEngine
+from devctl.clients.kafka_client import consumer_conf
 from devctl.engines.processes import free_port, has_exited, read_pidfile
 from devctl.errors import PortInUse
 from devctl.events.envelope import decode_event
@@ -159,144 +157,85 @@ def test_full_queue_policies_and_purge_on_close(caplog: pytest.LogCaptureFixture
 
 @pytest.mark.slow
 def test_broker_down_surfaces_failures_then_delivers_what_was_queued(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_stack: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An engine of this test's own on a fixed port, stopped and started again."""
-    settings = stack_settings(
-        tmp_path / "data",
-        tmp_path,
-        # Tansu waits for connected clients on SIGTERM; a short grace stops it like a crash.
-        **{"events.delivery_timeout_ms": 3000, "local.stop_timeout": 0.5},
-    )
-    engine = LocalEngine(settings)
-    topic = "outage"
-    producer = None
-    try:
-        endpoints = engine.up().endpoints
-        admin = make_admin(endpoints, settings)
-        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
-        errors: list[str] = []
-        outcomes: list[Delivery] = []
-        producer = EventProducer(
-            endpoints,
-            settings,
-            on_delivery=outcomes.append,
-            on_error=errors.append,
-            **{"reconnect.backoff.max.ms": 200, "linger.ms": 5},
-        )
-        assert (
-            producer.publish("devconnect.user.login", {"userId": "before"}, topic=topic)
-            .result(10)
-            .ok
-        )
+    stack = own_stack("outage", delivery_timeout_ms=3000)
+    topic, login = stack.topic, "devconnect.user.login"
+    errors: list[str] = []
+    outcomes: list[Delivery] = []
+    producer = stack.producer(on_delivery=outcomes.append, on_error=errors.append)
+    assert producer.publish(login, {"userId": "before"}, topic=topic).result(10).ok
 
-        engine.down()
-        with caplog.at_level(logging.ERROR, logger="devctl.events.producer"):
-            lost = [
-                producer.publish("devconnect.user.login", {"userId": f"lost{i}"}, topic=topic)
-                for i in range(5)
-            ]
-            for future in lost:
-                with pytest.raises(DeliveryFailed, match="timed out"):
-                    future.result(timeout=15)
-        assert producer.stats.failed == 5
-        assert [o.ok for o in outcomes].count(False) == 5
-        assert sum("delivery of" in r.getMessage() for r in caplog.records) == 5
-        assert errors, "the client-level error (broker down) reached on_error"
+    stack.engine.down()
+    with caplog.at_level(logging.ERROR, logger="devctl.events.producer"):
+        lost = [producer.publish(login, {"userId": f"lost{i}"}, topic=topic) for i in range(5)]
+        for future in lost:
+            with pytest.raises(DeliveryFailed, match="timed out"):
+                future.result(timeout=15)
+    assert producer.stats.failed == 5
+    assert [o.ok for o in outcomes].count(False) == 5
+    assert sum("delivery of" in r.getMessage() for r in caplog.records) == 5
+    assert errors, "the client-level error (broker down) reached on_error"
 
-        kept = [
-            producer.publish("devconnect.user.login", {"userId": f"kept{i}"}, topic=topic)
-            for i in range(5)
-        ]
-        engine.up()  # same ports: the producer reconnects by itself
-        admin = make_admin(endpoints, settings)
-        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(
-            timeout=10
-        )  # memory storage: gone
-        deliveries = [f.result(timeout=20) for f in kept]
-        assert all(d.ok for d in deliveries)
-        assert producer.stats.delivered == 6 and producer.stats.failed == 5
-        # The restarted broker forgot the idempotent producer: the client was replaced and
-        # the refused events sent again (surfaced through on_error, not lost).
-        assert producer.stats.rebuilds <= 1 and producer.stats.resent <= 5
-        if producer.stats.rebuilds:
-            assert any("failed fatally" in e for e in errors)
-        consumer = Consumer(consumer_conf(endpoints, settings, group_id="outage-reader"))
-        try:
-            consumer.assign([TopicPartition(topic, 0, 0)])
-            users, deadline = [], time.monotonic() + 10
-            while len(users) < 5 and time.monotonic() < deadline:
-                msg = consumer.poll(0.1)
-                if msg is not None and msg.error() is None:
-                    users.append(decode_event(msg.value()).data["userId"])
-        finally:
-            consumer.close()
-        assert users == [f"kept{i}" for i in range(5)]  # in order, once each
-    finally:
-        if producer is not None:
-            producer.close(1)
-        engine.down()
+    kept = [producer.publish(login, {"userId": f"kept{i}"}, topic=topic) for i in range(5)]
+    stack.engine.up()  # same ports: the producer reconnects by itself
+    stack.create_topic()
+    deliveries = [f.result(timeout=20) for f in kept]
+    assert all(d.ok for d in deliveries)
+    assert producer.stats.delivered == 6 and producer.stats.failed == 5
+    # The restarted broker forgot the idempotent producer: the client was replaced and
+    # the refused events sent again (surfaced through on_error, not lost).
+    assert producer.stats.rebuilds <= 1 and producer.stats.resent <= 5
+    if producer.stats.rebuilds:
+        assert any("failed fatally" in e for e in errors)
+    users = [
+        decode_event(m.value()).data["userId"]
+        for m in read_all_at(stack.endpoints, stack.settings, topic)
+    ]
+    assert users == [f"kept{i}" for i in range(5)]  # in order, once each
 
 
 @pytest.mark.slow
 def test_producer_recovers_when_the_broker_restarts_with_nothing_in_flight(
-    tmp_path: Path,
+    own_stack: Any,
 ) -> None:
     """kill -9 of an idle broker: librdkafka loops on UNKNOWN_PRODUCER_ID without a fatal
     error; the producer notices, replaces its client and delivers what is queued."""
-    settings = stack_settings(
-        tmp_path / "data",
-        tmp_path,
-        **{"events.delivery_timeout_ms": 30000, "local.stop_timeout": 0.5},
-    )
-    engine = LocalEngine(settings)
-    topic = "restart"
-    producer = None
-    try:
-        endpoints = engine.up().endpoints
-        admin = make_admin(endpoints, settings)
-        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)
-        producer = EventProducer(
-            endpoints, settings, **{"reconnect.backoff.max.ms": 200, "linger.ms": 5}
-        )
-        login = "devconnect.user.login"
-        assert producer.publish(login, {"userId": "before"}, topic=topic).result(10).ok
+    stack = own_stack("restart", delivery_timeout_ms=30000)
+    topic, producer, login = stack.topic, stack.producer(), "devconnect.user.login"
+    assert producer.publish(login, {"userId": "before"}, topic=topic).result(10).ok
 
-        record = read_pidfile(engine.pidfile("kafka"))
-        assert record is not None
-        os.kill(record.pid, signal.SIGKILL)  # nothing in flight
-        deadline = time.monotonic() + 10
-        while not has_exited(record.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        while True:  # same port: wait until the kernel lets it go
-            try:
-                engine.up()
-                break
-            except PortInUse:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        admin = make_admin(endpoints, settings)
-        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=10)  # memory storage
+    record = read_pidfile(stack.engine.pidfile("kafka"))
+    assert record is not None
+    os.kill(record.pid, signal.SIGKILL)  # nothing in flight
+    deadline = time.monotonic() + 10
+    while not has_exited(record.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while True:  # same port: wait until the kernel lets it go
+        try:
+            stack.engine.up()
+            break
+        except PortInUse:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    stack.create_topic()
 
-        started = time.monotonic()
-        queued = [producer.publish(login, {"userId": f"after{i}"}, topic=topic) for i in range(3)]
-        deliveries = [f.result(timeout=25) for f in queued]
-        assert all(d.ok for d in deliveries)
-        assert time.monotonic() - started < 20  # well before delivery_timeout
-        assert producer.stats.rebuilds == 1 and producer.stats.failed == 0
-        records = read_all_at(endpoints, settings, topic)
-        users = [decode_event(m.value()).data["userId"] for m in records]
-        assert users == [f"after{i}" for i in range(3)]
-        # Sent again through the new client, with their headers (delivery reports do not
-        # carry headers: the producer kept them).
-        for msg, future in zip(records, queued, strict=True):
-            headers = dict(msg.headers() or [])
-            assert headers.get("ce_id") == (future.event_id or "").encode()
-            assert headers.get("ce_type") == login.encode()
-    finally:
-        if producer is not None:
-            producer.close(1)
-        engine.down()
+    started = time.monotonic()
+    queued = [producer.publish(login, {"userId": f"after{i}"}, topic=topic) for i in range(3)]
+    deliveries = [f.result(timeout=25) for f in queued]
+    assert all(d.ok for d in deliveries)
+    assert time.monotonic() - started < 20  # well before delivery_timeout
+    assert producer.stats.rebuilds == 1 and producer.stats.failed == 0
+    records = read_all_at(stack.endpoints, stack.settings, topic)
+    users = [decode_event(m.value()).data["userId"] for m in records]
+    assert users == [f"after{i}" for i in range(3)]
+    # Sent again through the new client, with their headers (delivery reports do not
+    # carry headers: the producer rebuilt them).
+    for msg, future in zip(records, queued, strict=True):
+        headers = dict(msg.headers() or [])
+        assert headers.get("ce_id") == (future.event_id or "").encode()
+        assert headers.get("ce_type") == login.encode()
 
 
 def read_all_at(endpoints: Endpoints, settings: Any, topic: str) -> list[Any]:
