@@ -12,6 +12,7 @@ import psutil
 
 from devctl.engines.processes import PidRecord, write_pidfile
 from devctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE
+from tests.conftest import interrupt, running
 
 
 def test_up_test_down_leaves_nothing_behind(cli) -> None:  # type: ignore[no-untyped-def]
@@ -192,7 +193,6 @@ def test_servers_listen_on_loopback_only(cli) -> None:  # type: ignore[no-untype
 
 
 def test_logs_follow_stops_cleanly_on_ctrl_c(cli) -> None:  # type: ignore[no-untyped-def]
-    import signal
     import sys
 
     assert cli.run("up").returncode == 0
@@ -204,13 +204,9 @@ def test_logs_follow_stops_cleanly_on_ctrl_c(cli) -> None:  # type: ignore[no-un
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    with running(follower):
         time.sleep(1.5)
-        follower.send_signal(signal.SIGINT)
-        out, err = follower.communicate(timeout=10)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
+        out, err = interrupt(follower, timeout=10)
     assert follower.returncode == 0, err
     assert len(out.splitlines()) >= 1
     assert "Traceback" not in err

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from devctl.clients.kafka_client import consumer_conf, producer_conf
 from devctl.streams.groups import GroupAdmin
+from tests.conftest import interrupt, running
 
 
 def batch(stack: Any, topic: str, partition: int, count: int) -> None:
@@ -149,14 +150,9 @@ def test_lag_watch_refreshes_until_ctrl_c(stack: Any, lagging: Any) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    with running(proc):
         time.sleep(2.5)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err = interrupt(proc, timeout=10)
     assert proc.returncode == 0, err
     assert out.count("lag at ") >= 2  # refreshed at least once
     assert group in out and "Traceback" not in err

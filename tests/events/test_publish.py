@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from typing import Any
@@ -14,6 +13,7 @@ from devctl.clients.kafka_client import consumer_conf
 from devctl.events.envelope import decode_event
 from devctl.events.registry import REGISTRY
 from devctl.streams.offsets import end_offsets
+from tests.conftest import interrupt, running
 from tests.events.conftest import DEVCTL
 
 
@@ -175,18 +175,13 @@ def test_ctrl_c_mid_send_reports_what_was_delivered(stack: Any, make_topic: Any)
         env={**stack.env, "COLUMNS": "200", "NO_COLOR": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:
+    with running(proc):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # wait until some are on the broker
             if end_offsets(stack.endpoints, stack.settings, [(topic, 0)])[(topic, 0)].high >= 5:
                 break
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err = interrupt(proc, timeout=30)
     assert proc.returncode == 130, err
     sent = end_offsets(stack.endpoints, stack.settings, [(topic, 0)])[(topic, 0)].high
     assert 5 <= sent < 100

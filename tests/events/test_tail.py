@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from devctl.clients.kafka_client import make_admin
 from devctl.events.producer import Delivery, EventProducer
 from devctl.streams.groups import GroupAdmin
 from devctl.streams.offsets import end_offsets
+from tests.conftest import interrupt, running
 
 DEVCTL = [sys.executable, "-m", "devctl"]
 
@@ -269,7 +269,7 @@ def test_follows_from_the_end_and_ctrl_c_prints_a_summary(stack: Any, make_topic
             ]
         ]
         proc = _spawn(stack, topic, "-o", "json")
-        try:
+        with running(proc):
             assert "from the end" in _wait_ready(proc)
             [
                 f.result(10)
@@ -280,12 +280,7 @@ def test_follows_from_the_end_and_ctrl_c_prints_a_summary(stack: Any, make_topic
             ]
             assert proc.stdout is not None
             shown = [json.loads(proc.stdout.readline()) for _ in range(3)]
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            out, err = interrupt(proc, timeout=15)
     assert sorted(r["event"]["data"]["userId"] for r in shown) == ["late0", "late1", "late2"]
     assert out == ""
     assert proc.returncode == 0
@@ -397,15 +392,10 @@ def test_ctrl_c_during_the_first_group_join_leaves_the_group_usable(
     """Tansu breaks a group whose member leaves mid-join: tail finishes the join first."""
     group = f"tail-join-{unique}"
     proc = _spawn(stack, known.topic, "--group", group, "--from-beginning", "-o", "json")
-    try:
+    with running(proc):
         _wait_ready(proc)
         time.sleep(0.7)  # the first join takes about 3 s on Tansu
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _out, err = interrupt(proc, timeout=30)
     assert proc.returncode == 0, err
     try:
         again = devctl(

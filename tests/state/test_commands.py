@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from devctl.cli.main import main
 from devctl.engines.processes import free_port
 from devctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE
 from devctl.state import StateServices
+from tests.conftest import interrupt, running
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -293,17 +293,12 @@ def test_presence_watch_exits_cleanly_on_ctrl_c(
         text=True,
         stdin=subprocess.DEVNULL,
     )
-    try:
+    with running(watcher):
         deadline = time.monotonic() + 20
         while state.pubsub.subscribers(state.pubsub.presence_channel()) < 1:
             assert time.monotonic() < deadline and watcher.poll() is None, "watch never subscribed"
             time.sleep(0.05)
-        watcher.send_signal(signal.SIGINT)
-        out, err = watcher.communicate(timeout=10)
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait()
+        out, err = interrupt(watcher, timeout=10)
     assert watcher.returncode == 0, err
     assert out == "" and "0 presence changes seen" in err and "Traceback" not in err
 
