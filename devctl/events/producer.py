@@ -347,6 +347,7 @@ class BatchFuture(_Outcome):
         "_on_delivery",
         "_owner",
         "_prefix",
+        "_queued",
         "_segments",
         "_settled",
         "_slow",
@@ -373,6 +374,7 @@ class BatchFuture(_Outcome):
         self._extra_headers = extra_headers
         self._failures: list[Delivery] = []
         self._slow = 0  # events whose outcome went through _report (not the fast count)
+        self._queued = 0  # events handed to the client so far
         self._slow_lock = threading.Lock()
         # (first index, generation of the client it went to), in order: a re-send after
         # a client replacement needs to know which client an event was queued on.
@@ -464,6 +466,9 @@ _CREDIT = 64
 # (partitioner, callback, timestamp and headers on the records) against the broker.
 _ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA: the partitioner picks, by key
 _NOW = 0  # timestamp 0: librdkafka stamps the record when it is produced
+
+# How long close() waits at most for batches to stop and for its delivery thread.
+_CLOSE_PATIENCE = 30.0
 
 # How long a replaced client is still served after its replacement.
 _RETIRED_SECONDS = 5.0
@@ -565,6 +570,8 @@ class EventProducer:
         # Batches under way: close() waits for them to stop queueing.
         self._gate = threading.Condition()
         self._publishing = 0
+        # Events of admitted batches not queued yet: admission counts them as taken.
+        self._reserved = 0
         # Set while no batch is being queued. A batch serves delivery reports itself
         # between chunks; the background thread stays out of its way meanwhile,
         # because two threads serving reports hand the GIL back and forth per report
@@ -725,7 +732,9 @@ class EventProducer:
             if self.queue_full == "error":
                 self._admit(count)
             self._publishing += 1
+            self._reserved += count
             self._no_batch.clear()
+        batch: BatchFuture | None = None
         try:
             prefix, first, ms = uuid7_block(count)
             batch = BatchFuture(self, spec.name, count, (prefix, first), on_delivery, extra)
@@ -734,6 +743,7 @@ class EventProducer:
             return batch
         finally:
             with self._gate:
+                self._reserved -= count - (batch._queued if batch is not None else 0)
                 self._publishing -= 1
                 if not self._publishing:
                     self._no_batch.set()
@@ -777,67 +787,73 @@ class EventProducer:
         key_of, subject_of, dump = spec.key_of, spec.subject_of, spec.fields_serializer
         # Locals, not globals, in the hot loop.
         id_name, data, anywhere, now = HEADER_ID, DATA_MEMBER, _ANY_PARTITION, _NOW
-        index = queued = attempts = 0
+        index = attempts = 0
         room_until: float | None = None  # one wait for room per batch, not per event
-        try:
-            while index < count:
-                if self._closing:
-                    self._reject_rest(
-                        batch, rows, index, topic, key_of, "the producer closed first"
-                    )
-                    return
-                client, generation = self._current
-                batch._segments.append((index, generation))
-                produce, start, high = client.produce, index, min(index + _CHUNK, count)
+        while index < count:
+            if self._closing:
+                self._reject_rest(batch, rows, index, topic, key_of, "the producer closed first")
+                return
+            client, generation = self._current
+            batch._segments.append((index, generation))
+            produce, start, high = client.produce, index, min(index + _CHUNK, count)
+            try:
+                # The hot loop: one f-string and one pydantic-core call per event.
+                # Keys and subjects are id fields (the registry checks): no escaping.
+                # After an exception, index names the event that raised it.
+                for index in range(start, high):
+                    fields = rows[index]
+                    event_id = f"{prefix}{first + index:012x}"
+                    key = key_of(fields)
+                    text = f"{head}{event_id}{middle}{subject_of(fields)}{tail}{key}{data}"
+                    value = text.encode() + dump(fields) + b"}"
+                    record_headers: Headers = [type_header, (id_name, event_id), content]
+                    if extra:
+                        record_headers += extra
+                    produce(topic, value, key, anywhere, report, None, now, record_headers)
+                self._count_queued(batch, high - start)  # before a report can count it
+                index, attempts = high, 0
                 try:
-                    # The hot loop: one f-string and one pydantic-core call per event.
-                    # Keys and subjects are id fields (the registry checks): no escaping.
-                    # After an exception, index names the event that raised it.
-                    for index in range(start, high):
-                        fields = rows[index]
-                        event_id = f"{prefix}{first + index:012x}"
-                        key = key_of(fields)
-                        text = f"{head}{event_id}{middle}{subject_of(fields)}{tail}{key}{data}"
-                        value = text.encode() + dump(fields) + b"}"
-                        record_headers: Headers = [type_header, (id_name, event_id), content]
-                        if extra:
-                            record_headers += extra
-                        produce(topic, value, key, anywhere, report, None, now, record_headers)
-                    queued += high - start
-                    index, attempts = high, 0
-                    try:
-                        client.poll(0)  # the reports that are ready, in this thread
-                    except KafkaException as exc:
-                        if _is_fatal(exc):
-                            self._mark_failed(generation, kafka_reason(exc))
+                    client.poll(0)  # the reports that are ready, in this thread
+                except KafkaException as exc:
+                    if _is_fatal(exc):
+                        self._mark_failed(generation, kafka_reason(exc))
+                continue
+            except (BufferError, KafkaException) as exc:
+                self._count_queued(batch, index - start)
+                failure: BaseException = exc
+            if isinstance(failure, BufferError):
+                room_until = room_until or time.monotonic() + self.block_timeout
+                kwargs = {"key": key, "headers": record_headers, "on_delivery": report}
+                try:
+                    waited_on = self._wait_for_room(
+                        topic, value, kwargs, block=True, until=room_until
+                    )
+                    self._count_queued(batch, 1)
+                    batch._segments.append((index, waited_on))  # maybe a new client
+                    index += 1
                     continue
-                except (BufferError, KafkaException) as exc:
-                    queued += index - start
-                    failure: BaseException = exc
-                if isinstance(failure, BufferError):
-                    room_until = room_until or time.monotonic() + self.block_timeout
-                    kwargs = {"key": key, "headers": record_headers, "on_delivery": report}
-                    try:
-                        self._wait_for_room(topic, value, kwargs, block=True, until=room_until)
-                        queued += 1
-                        index += 1
-                        continue
-                    except (ProducerQueueFull, DeliveryFailed) as full:
-                        self._reject_rest(batch, rows, index, topic, key_of, full.message)
-                        return
-                    except KafkaException as exc:
-                        failure = exc
-                assert isinstance(failure, KafkaException)
-                if _is_fatal(failure) and attempts < 2:
-                    attempts += 1  # replace the client, then queue this event again
-                    self._replace(generation, kafka_reason(failure))
-                    continue
-                reason = f"not queued: {kafka_reason(failure)}"
-                batch._unsent(index, topic, key_of(rows[index]), reason)
-                index += 1
-        finally:
-            with self._lock:
-                self.stats.queued += queued
+                except (ProducerQueueFull, DeliveryFailed) as full:
+                    self._reject_rest(batch, rows, index, topic, key_of, full.message)
+                    return
+                except KafkaException as exc:
+                    failure = exc
+            assert isinstance(failure, KafkaException)
+            if _is_fatal(failure) and attempts < 2:
+                attempts += 1  # replace the client, then queue this event again
+                self._replace(generation, kafka_reason(failure))
+                continue
+            reason = f"not queued: {kafka_reason(failure)}"
+            batch._unsent(index, topic, key_of(rows[index]), reason)
+            index += 1
+        # A KeyboardInterrupt raised in here leaves the batch unsettled: the caller gets
+        # the exception instead of the future, queued events still report one by one.
+
+    def _count_queued(self, batch: BatchFuture, count: int) -> None:
+        batch._queued += count
+        with self._lock:
+            self.stats.queued += count
+        with self._gate:
+            self._reserved -= count
 
     @staticmethod
     def _reject_rest(
@@ -855,8 +871,9 @@ class EventProducer:
     def _admit(self, count: int) -> None:
         """Refuse, whole, a batch that does not fit in the local queue's free room."""
         # Our own count: len(client) also counts the client's pending callbacks and errors.
+        # Events of batches admitted but not queued yet are taken too (caller holds _gate).
         with self._lock:
-            waiting = max(self.stats.in_flight, 0)
+            waiting = max(self.stats.in_flight, 0) + self._reserved
         room = self.queue_size - waiting
         if count <= room:
             return
@@ -914,7 +931,7 @@ class EventProducer:
                 try:
                     future._generation = self._wait_for_room(topic, value, kwargs)
                     break
-                except ProducerQueueFull:
+                except (ProducerQueueFull, DeliveryFailed):  # no room in time / closing
                     with self._lock:
                         self.stats.rejected += 1
                     raise
@@ -996,8 +1013,8 @@ class EventProducer:
         """Replace a fatally failed client; what it never stored is sent again."""
         with self._swap:
             old, generation = self._current
-            if generation != seen_generation:
-                return  # another thread did it
+            if generation != seen_generation or self._closed.is_set():
+                return  # another thread did it, or close() has drained everything
             reason = self._fatal or "fatal error"
             self._current = (self._new_client(generation + 1), generation + 1)
             self._fatal = None
@@ -1049,6 +1066,9 @@ class EventProducer:
         with self._swap:
             batch, self._again = self._again, []
         for pending, topic, value, key, headers in batch:
+            if self._closed.is_set():  # close() has drained the clients: nothing would send it
+                self._fail(pending, topic, key, "the producer closed before it was sent again")
+                continue
             client, pending._generation = self._current
             kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": pending}
             if pending._partition is not None:
@@ -1187,7 +1207,10 @@ class EventProducer:
             if self._closing:
                 return 0
             self._closing = True
-            while self._publishing and time.monotonic() < deadline:
+            # Batches notice at their next chunk (or while waiting for room): not long,
+            # whatever the timeout; what they queue must be in the flush below.
+            patience = time.monotonic() + max(timeout, _CLOSE_PATIENCE)
+            while self._publishing and time.monotonic() < patience:
                 self._gate.wait(0.1)
         remaining = self.flush(max(deadline - time.monotonic(), 0.0))
         if remaining:
@@ -1199,7 +1222,9 @@ class EventProducer:
             )
             self._drain(self._current[0])
         self._closed.set()
-        self._thread.join(timeout=_RETIRED_SECONDS)
+        self._thread.join(timeout=_CLOSE_PATIENCE)
+        if self._thread.is_alive():
+            log.warning("the producer's delivery thread is still busy (a callback blocks?)")
         # What is left anywhere now (a publish that passed its check just before close,
         # clients replaced meanwhile) is purged: each purge report fails its event.
         with self._swap:

@@ -380,3 +380,34 @@ def test_the_registry_refuses_keys_that_could_need_escaping() -> None:
 
     with pytest.raises(TypeError, match="must be ids"):
         dataclasses.replace(REGISTRY["devconnect.user.login"], model=Loose)
+
+
+def test_in_flight_stays_exact_while_batches_are_queued_and_delivered(
+    stack: Any, make_topic: Any
+) -> None:
+    """Stats are counted per chunk, before a report can count a delivery: never negative."""
+    topic = make_topic("batch-stats", partitions=1)
+    producer = EventProducer(stack.endpoints, stack.settings, queue_full="error")
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(producer.stats.in_flight)
+            time.sleep(0.0002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        items = [{"userId": f"u{i}"} for i in range(45_000)]
+        batches = [producer.publish_batch("devconnect.user.login", items, topic=topic)]
+        batches.append(producer.publish_batch("devconnect.user.login", items, topic=topic))
+        results = [b.result(timeout=60) for b in batches]
+    finally:
+        stop.set()
+        sampler.join()
+        producer.close(5)
+    assert all(r.ok and r.delivered == 45_000 for r in results)
+    assert len(samples) > 10 and min(samples) >= 0
+    stats = producer.stats
+    assert (stats.queued, stats.delivered, stats.failed, stats.in_flight) == (90_000, 90_000, 0, 0)
