@@ -585,14 +585,6 @@ class EventProducer:
         )
         self._thread.start()
 
-    @property
-    def _producer(self) -> Producer:
-        return self._current[0]
-
-    @property
-    def _generation(self) -> int:
-        return self._current[1]
-
     def _new_client(self, generation: int) -> Producer:
         conf = dict(self._conf)
         if self._own_error_cb:
