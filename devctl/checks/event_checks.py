@@ -140,9 +140,9 @@ def envelope_round_trip(ctx: CheckContext) -> str:
     expect(event.dataschema == spec.dataschema, f"dataschema {event.dataschema}")
     expect(
         headers.get(HEADER_TYPE) == ACTIVITY.encode(),
-        f"ce_type header {headers.get(HEADER_TYPE)!r}",
+        f"{HEADER_TYPE} header {headers.get(HEADER_TYPE)!r}",
     )
-    expect(headers.get(HEADER_ID) == event.id.encode(), f"ce_id header {headers.get(HEADER_ID)!r}")
+    expect(headers.get(HEADER_ID) == event.id.encode(), f"{HEADER_ID} header {headers.get(HEADER_ID)!r}")
     expect(msg.key() == ctx.run_id.encode(), f"key {msg.key()!r}, expected the user id")  # type: ignore[attr-defined]
     return f"{spec.topic}[{delivery.partition}]@{delivery.offset}"
 

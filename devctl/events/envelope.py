@@ -10,7 +10,8 @@ A record's value is the whole event as JSON::
 
 ``partitionkey`` is the CloudEvents partitioning extension: the record key, kept
 inside the event so a dead-lettered or replayed copy still says where it belongs.
-Headers repeat ``ce_type`` and ``ce_id`` (filters need not parse the value) and
+Headers repeat the type and id as ``event-type`` and ``event-id`` (filters need not parse
+the value) and
 set ``content-type`` to the structured-mode media type.
 """
 
@@ -32,8 +33,11 @@ from devctl.events.registry import REGISTRY, EventType
 SPECVERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
 CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"
-HEADER_TYPE = "ce_type"
-HEADER_ID = "ce_id"
+# Not ``ce_type``/``ce_id``: the CloudEvents Kafka binding reads any record with a
+# ``ce_`` header as binary mode (the Python SDK's ``from_kafka`` does), which would
+# break every SDK reader of our structured-mode records.
+HEADER_TYPE = "event-type"
+HEADER_ID = "event-id"
 HEADER_CONTENT_TYPE = "content-type"
 REQUIRED = ("id", "source", "type")
 

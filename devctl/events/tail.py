@@ -83,7 +83,7 @@ def parse_header_filter(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise UsageError(
-            f"--header expects NAME=VALUE, got '{text}'", hint="e.g. --header ce_type=x"
+            f"--header expects NAME=VALUE, got '{text}'", hint="e.g. --header event-type=x"
         )
     return name, value
 

@@ -222,7 +222,7 @@ def test_publish_batch_delivers_every_event_once_with_its_own_id(
         event = decode_event(msg.value())  # validates envelope and data against the registry
         headers = dict(msg.headers())
         assert headers[HEADER_ID].decode() == event.id
-        assert headers["ce_type"] == b"devconnect.message.sent"
+        assert headers["event-type"] == b"devconnect.message.sent"
         assert msg.key().decode() == event.partitionkey
         assert event.partitionkey == conversation_id(
             event.data["fromUserId"], event.data["toUserId"]

@@ -67,8 +67,8 @@ def test_encode_is_a_structured_cloudevent_with_headers_and_key() -> None:
     assert encoded.key == b"adam:zoe" == conversation_id("adam", "zoe").encode()
     assert body["partitionkey"] == "adam:zoe"
     headers = dict(encoded.headers)
-    assert headers["ce_type"] == b"devconnect.message.sent"
-    assert headers["ce_id"] == encoded.id.encode()
+    assert headers["event-type"] == b"devconnect.message.sent"
+    assert headers["event-id"] == encoded.id.encode()
     assert headers["content-type"] == CONTENT_TYPE.encode()
     assert encoded.topic == "message-events"
 

@@ -76,7 +76,7 @@ def test_publish_returns_at_once_and_the_future_resolves(
         msg = by_id[result.event_id]
         assert (msg.partition(), msg.offset()) == (result.partition, result.offset)
         assert msg.key() == result.key.encode()  # type: ignore[union-attr]
-        assert dict(msg.headers())["ce_id"] == result.event_id.encode()  # type: ignore[union-attr]
+        assert dict(msg.headers())["event-id"] == result.event_id.encode()  # type: ignore[union-attr]
     # One user's events share a key, hence a partition, hence an order.
     u1 = [r for r in results if r.key == "u1"]
     assert len({r.partition for r in u1}) == 1
@@ -234,8 +234,8 @@ def test_producer_recovers_when_the_broker_restarts_with_nothing_in_flight(
     # carry headers: the producer rebuilt them).
     for msg, future in zip(records, queued, strict=True):
         headers = dict(msg.headers() or [])
-        assert headers.get("ce_id") == (future.event_id or "").encode()
-        assert headers.get("ce_type") == login.encode()
+        assert headers.get("event-id") == (future.event_id or "").encode()
+        assert headers.get("event-type") == login.encode()
 
 
 def read_all_at(endpoints: Endpoints, settings: Any, topic: str) -> list[Any]:

@@ -112,7 +112,7 @@ def test_json_from_the_beginning(stack: Any, known: Known, devctl: Any) -> None:
         delivery = ids.pop(record["event"]["id"])
         assert (record["partition"], record["offset"]) == (delivery.partition, delivery.offset)
         assert record["key"] == delivery.key
-        assert record["headers"]["ce_type"] == record["event"]["type"] == delivery.type
+        assert record["headers"]["event-type"] == record["event"]["type"] == delivery.type
         assert record["event"]["specversion"] == "1.0"
     assert not ids, "every published event was shown once"
     assert f"17 events shown ({known.topic} 17); 1 not valid events" in result.stderr
