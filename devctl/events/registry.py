@@ -77,6 +77,10 @@ class EventType:
         fix(self, "_fast", fast)
         fix(self, "_checks", _checks_of(self.model))
         fix(self, "fields_serializer", fast.serializer.to_json)
+        bare_times = [n for n, schema in fast.field_schemas.items() if _has_bare_time(schema)]
+        if bare_times:
+            # Events state every time in UTC ("...Z"); see schemas.UtcDatetime.
+            raise TypeError(f"{self.name}: time fields must be schemas.UtcDatetime: {bare_times}")
         not_ids = [n for n in (*self.key_fields, self.subject_field) if not fast.is_id(n)]
         if not_ids:
             # The envelope writes keys and subjects unescaped (see envelope_text).
@@ -196,9 +200,11 @@ class FieldsSchema:
     dicts (no model instance: half the cost) with the model's own field rules, and
     serializes those dicts to the bytes the model would give.
 
-    Derived from the model's core schema, so the model stays the one definition. A model
-    this cannot mirror exactly (aliases, validators other than the cross-field check,
-    nested definitions) gets None and the producer validates through the model instead.
+    Derived from the model's core schema, so the model stays the one definition: field
+    schemas are copied whole, with any validator or serializer of their own (such as the
+    UTC normalisation of times). A model this cannot mirror exactly (aliases, model
+    validators other than the cross-field check, nested definitions) gets None, and the
+    registry refuses it.
     """
 
     validator: SchemaValidator
@@ -259,6 +265,22 @@ class FieldsSchema:
                 continue
             return False
         return True
+
+
+def _has_bare_time(schema: Any) -> bool:
+    """Whether a core schema holds a datetime that is not normalised by schemas.TO_UTC."""
+    if isinstance(schema, Mapping):
+        if schema.get("type") == "datetime":
+            return True
+        if (
+            schema.get("type") == "function-after"
+            and schema["function"].get("function") is s.TO_UTC
+        ):
+            return False  # a datetime inside is normalised on both paths
+        return any(_has_bare_time(value) for value in schema.values())
+    if isinstance(schema, list | tuple):
+        return any(_has_bare_time(value) for value in schema)
+    return False
 
 
 # Ids with what JSON escapes (quote, backslash, control characters, a trailing newline).

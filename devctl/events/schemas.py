@@ -7,9 +7,12 @@ fields, so a typo is an error at publish time rather than a silent loss.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC
+from operator import methodcaller
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -25,6 +28,13 @@ Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
 ]
+# Times arrive with any offset and leave in UTC ("...Z"), so that every event states
+# time alike and times compare as text. A C callable (no Python frame per event) inside
+# the field's own core schema: the registry's fast path (FieldsSchema) copies field
+# schemas as they are, so it normalises exactly as the model does. Every time field of a
+# payload must be a UtcDatetime: the registry refuses a bare aware datetime.
+TO_UTC = methodcaller("astimezone", UTC)
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(TO_UTC)]
 Tier = Literal["free", "silver", "gold"]
 ProfileField = Literal["firstName", "lastName", "photoUrl", "gender", "age", "about", "skills"]
 
@@ -89,7 +99,7 @@ class UserOnline(Payload):
 
 class UserOffline(Payload):
     userId: Id
-    lastSeen: AwareDatetime
+    lastSeen: UtcDatetime
 
 
 class ProfileUpdated(Payload):
@@ -103,17 +113,17 @@ class ProfileUpdated(Payload):
 class MessageSent(_TwoUsers):
     messageId: Id
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
-    ts: AwareDatetime
+    ts: UtcDatetime
 
 
 class MessageDelivered(_TwoUsers):
     messageId: Id
-    deliveredAt: AwareDatetime
+    deliveredAt: UtcDatetime
 
 
 class MessageRead(_TwoUsers):
     messageId: Id
-    readAt: AwareDatetime
+    readAt: UtcDatetime
 
 
 # --- connection-events -------------------------------------------------------
