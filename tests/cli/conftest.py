@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from devctl.engines.processes import PidRecord, free_port, read_pidfile, stop
@@ -76,3 +77,20 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
         # (stop() checks each process is still the one recorded).
         for record in runner.seen.values():
             stop(record, 5)
+        _stop_strays(tmp_path)
+
+
+def _stop_strays(root: Path) -> None:
+    """Kill any process still working inside the test's directory.
+
+    The servers run with their cwd in the data dir; one that no pidfile names
+    (a bug under test, e.g. a server behind a wrapper script) must not outlive
+    the test.
+    """
+    for proc in psutil.process_iter():
+        try:
+            if Path(proc.cwd()).is_relative_to(root):
+                proc.kill()
+                proc.wait(5)
+        except (psutil.Error, OSError):
+            continue
