@@ -59,9 +59,10 @@ from devctl.events._batches import (
     join_timeout,
     next_batch,
 )
-from devctl.events.envelope import Event, decode_event, iso_millis
-from devctl.events.errors import InvalidEvent, PermanentError, UnknownEventType
+from devctl.events.envelope import Event, event_of, iso_millis
+from devctl.events.errors import PermanentError
 from devctl.events.producer import EventProducer
+from devctl.events.reading import read_record
 from devctl.streams.offsets import Partition, end_offsets, offsets_consumer
 
 log = logging.getLogger("devctl.events.consumer")
@@ -81,14 +82,23 @@ DLQ_GROUP = "dlq-group"
 DLQ_ATTEMPTS = "dlq-attempts"
 DLQ_TIME = "dlq-time"
 DLQ_REASONS = (
-    "invalid-envelope",  # not JSON, or not a CloudEvents 1.0 event
-    "unknown-type",  # a type the registry does not know
+    "invalid-envelope",  # not JSON, or not a CloudEvents 1.0 event (or undecodable at all)
+    "unknown-type",  # a type the registry does not know (or an unknown legacy name)
     "invalid-data",  # data fails the type's schema (or names another schema version)
+    "wrong-topic",  # a registered type on another registered type's topic
     "handler-rejected",  # the handler raised PermanentError
     "retries-exhausted",  # the handler kept failing
 )
 
 ANY_TYPE = "*"
+
+# The dlq-error-type header of records the reader could not take (as before: error class names).
+_ERROR_TYPES = {
+    "invalid-envelope": "InvalidEvent",
+    "unknown-type": "UnknownEventType",
+    "invalid-data": "InvalidEventData",
+    "wrong-topic": "WrongTopic",
+}
 
 
 def dead_letter_topic(settings: Settings, topic: str) -> str:
@@ -464,16 +474,20 @@ class ConsumerRuntime:
         if self.skip_check_records and any(k == CHECK_HEADER for k, _ in headers_of(msg)):
             record.action = "skip"
             return record
-        try:
-            record.event = decode_event(msg.value())
-        except UnknownEventType as exc:
-            record.action, record.reason = "dead", "unknown-type"
-            record.error, record.error_type = exc.message, type(exc).__name__
+        reading = read_record(
+            record.topic,
+            msg.key(),
+            msg.value(),
+            headers_of(msg),
+            partition=record.partition,
+            offset=record.offset,
+        )
+        if reading.problem is not None or reading.event is None:
+            record.action, record.reason = "dead", reading.reason or "invalid-envelope"
+            record.error = reading.problem or "no event"
+            record.error_type = _ERROR_TYPES.get(record.reason, "InvalidEvent")
             return record
-        except InvalidEvent as exc:
-            record.action, record.reason = "dead", exc.reason
-            record.error, record.error_type = exc.message, type(exc).__name__
-            return record
+        record.event = event_of(reading.event, reading.payload, reading.legacy)
         if self._route(record.event.type) is None:
             record.action = "ignore"
         return record

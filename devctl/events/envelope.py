@@ -61,6 +61,7 @@ class Event:
     datacontenttype: str = DATA_CONTENT_TYPE
     specversion: str = SPECVERSION
     payload: BaseModel | None = None
+    legacy: str | None = None  # today's name, for a record of today's backend (upcast)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -224,6 +225,23 @@ def envelope_problem(obj: Any) -> str | None:
     return None
 
 
+def event_of(envelope: dict[str, Any], payload: Any = None, legacy: str | None = None) -> Event:
+    """An Event from a CloudEvent's JSON form (one ``envelope_problem`` found nothing in)."""
+    return Event(
+        id=envelope["id"],
+        source=envelope["source"],
+        type=envelope["type"],
+        time=envelope.get("time"),
+        subject=envelope.get("subject"),
+        data=envelope["data"],
+        dataschema=envelope.get("dataschema"),
+        partitionkey=envelope.get("partitionkey"),
+        datacontenttype=envelope.get("datacontenttype", DATA_CONTENT_TYPE),
+        payload=payload,
+        legacy=legacy,
+    )
+
+
 def parse_json(value: bytes | None) -> Any:
     if value is None:
         raise InvalidEvent("empty value (a tombstone), not an event")
@@ -231,28 +249,22 @@ def parse_json(value: bytes | None) -> Any:
         return json.loads(value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent(f"value is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent("value is not JSON that can be read: nested too deeply") from None
 
 
 def decode_event(value: bytes | None, *, validate: bool = True) -> Event:
-    """Parse a record value; with ``validate``, check the type and data against the registry.
+    """Parse a structured-mode value; with ``validate``, check type and data against the registry.
 
-    Raises InvalidEvent (bad envelope), UnknownEventType or InvalidEventData.
+    Raises InvalidEvent (bad envelope), UnknownEventType or InvalidEventData. Readers of
+    topics use ``devctl.events.reading.read_record`` instead: every mode, the record's
+    topic and headers, and no exception for any record.
     """
     obj = parse_json(value)
     problem = envelope_problem(obj)
     if problem is not None:
         raise InvalidEvent(f"not a CloudEvent: {problem}")
-    event = Event(
-        id=obj["id"],
-        source=obj["source"],
-        type=obj["type"],
-        time=obj.get("time"),
-        subject=obj.get("subject"),
-        data=obj["data"],
-        dataschema=obj.get("dataschema"),
-        partitionkey=obj.get("partitionkey"),
-        datacontenttype=obj.get("datacontenttype", DATA_CONTENT_TYPE),
-    )
+    event = event_of(obj)
     if validate:
         event.payload = validate_registered(event.type, event.data, event.dataschema)
     return event

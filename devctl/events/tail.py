@@ -11,21 +11,22 @@ the embedded broker under-reports its high watermark after multi-record batches.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
-import json
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, fetch_metadata, make_admin
 from devctl.config.loader import Settings
-from devctl.errors import NotFound, UsageError
+from devctl.errors import NotFound, OperationFailed, UsageError
 from devctl.events._batches import (
     Headers,
     close_consumer,
@@ -34,9 +35,11 @@ from devctl.events._batches import (
     join_timeout,
     next_batch,
 )
-from devctl.events.envelope import HEADER_TYPE, envelope_problem, validate_registered
-from devctl.events.errors import InvalidEvent, UnknownEventType
+from devctl.events.envelope import HEADER_TYPE
+from devctl.events.markers import CHECK_HEADER
 from devctl.events.positions import offsets_for_time
+from devctl.events.reading import read_record
+from devctl.events.registry import REGISTRY
 from devctl.streams.offsets import Partition, end_offsets
 
 START_MODES = ("end", "beginning", "last", "since", "offsets")
@@ -69,14 +72,45 @@ class Filters:
     def active(self) -> bool:
         return bool(self.types or self.keys or self.headers or self.grep)
 
-    def type_matches(self, event_type: str | None) -> bool:
+    def type_matches(self, event_type: str | None, legacy: str | None = None) -> bool:
+        """The type (or, for a legacy record, today's name) matches one of ``types``."""
         if not self.types:
             return True
-        if event_type is None:
-            return False
         return any(
-            event_type == wanted or fnmatch.fnmatchcase(event_type, wanted) for wanted in self.types
+            name is not None
+            and any(name == wanted or fnmatch.fnmatchcase(name, wanted) for wanted in self.types)
+            for name in (event_type, legacy)
         )
+
+
+def resolve_types(types: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
+    """Type filters with today's names (USER_LOGIN) added as their registered types.
+
+    Returns the filters and notes for the user: which legacy names were mapped, and
+    names that are neither registered nor globs (still kept: foreign types exist).
+    """
+    from devctl.events.legacy import LEGACY_NAMES
+
+    resolved: list[str] = []
+    notes: list[str] = []
+    for name in types:
+        resolved.append(name)
+        if name in REGISTRY or any(c in name for c in "*?["):
+            continue
+        mapped = LEGACY_NAMES.get(name) or LEGACY_NAMES.get(name.upper())
+        if mapped:
+            resolved.extend(mapped)
+            notes.append(
+                f"{name} is today's name of {' and '.join(mapped)}: "
+                "matching legacy records and typed events"
+            )
+            continue
+        close = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see `devctl events types`"
+        notes.append(
+            f"no registered event type {name} ({hint}); only records of that exact type match"
+        )
+    return tuple(dict.fromkeys(resolved)), notes
 
 
 def parse_header_filter(text: str) -> tuple[str, str]:
@@ -99,6 +133,9 @@ class TailRecord:
     value: bytes | None
     event: dict[str, Any] | None = None  # the decoded CloudEvent, when valid
     problem: str | None = None  # why the value is not a valid event (``event`` set: registry)
+    mode: str | None = None  # structured | binary | legacy (see devctl.events.reading)
+    legacy: str | None = None  # today's name of an upcast legacy record
+    check: bool = False  # a probe written by `devctl test`
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers:
@@ -107,11 +144,22 @@ class TailRecord:
         return None
 
 
+@dataclass(frozen=True)
+class StartPosition:
+    """Where reading one partition starts, and why there (for the banner)."""
+
+    topic: str
+    partition: int
+    offset: int
+    origin: str  # end | beginning | last | since | offset | committed
+
+
 @dataclass
 class TailStats:
     shown: Counter[str] = field(default_factory=Counter)  # per topic
     scanned: int = 0
     invalid: int = 0
+    checks: int = 0  # `devctl test` probes skipped
 
     def summary(self) -> str:
         total = sum(self.shown.values())
@@ -120,14 +168,24 @@ class TailStats:
         if per_topic:
             text += f" ({per_topic})"
         if self.invalid:
-            text += f"; {self.invalid} not valid events"
+            text += f"; {self.invalid} not valid event{'s' if self.invalid != 1 else ''}"
         if self.scanned != total:
             text += f"; {self.scanned} records read"
+        if self.checks:
+            text += (
+                f"; {self.checks} `devctl test` record{'s' if self.checks != 1 else ''} "
+                "skipped (--include-checks shows them)"
+            )
         return text
 
 
 class Tail:
-    """Iterate over the records of some topics, filtered and decoded, in batches."""
+    """Iterate over the records of some topics, filtered and decoded, one at a time.
+
+    ``on_ready`` is told where each partition starts (in group mode: at every
+    assignment); ``on_notice`` gets warnings meant for the user (the broker stopped or
+    came back, an offset past the end). Neither prints: the caller decides how.
+    """
 
     def __init__(
         self,
@@ -140,9 +198,11 @@ class Tail:
         follow: bool = True,
         count: int | None = None,
         group: str | None = None,
+        include_checks: bool = False,
         batch_size: int = 1000,
         poll_timeout: float = 0.2,
-        on_ready: Callable[[list[TopicPartition]], None] | None = None,
+        on_ready: Callable[[list[StartPosition]], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ):
         if not topics:
             raise UsageError("name at least one topic")
@@ -154,9 +214,11 @@ class Tail:
         self.follow = follow
         self.count = count
         self.group = group
+        self.include_checks = include_checks
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
-        self.on_ready = on_ready  # told the assignment once reading starts
+        self.on_ready = on_ready
+        self.on_notice = on_notice
         self.stats = TailStats()
         self.timeout = settings.kafka.request_timeout_ms / 1000
         if group is not None and self.start.mode in ("last", "since", "offsets"):
@@ -164,14 +226,19 @@ class Tail:
                 "--group resumes from the group's committed offsets; "
                 "it cannot be combined with --last, --since or --offset"
             )
-        if group is not None and not follow:
-            raise UsageError("--group follows the topics; use --count N to stop")
         self._consumer: Consumer | None = None
         self._ends: dict[Partition, int] = {}
         self._done: set[Partition] = set()
         self._assigned: set[Partition] = set()
         self._joined = False  # group mode: the first assignment came
         self._join_timeout = 0.0
+        self._down_since: float | None = None  # the client said no broker answers
+        self._down_told = False
+        self._last_probe = 0.0
+
+    def _notice(self, text: str) -> None:
+        if self.on_notice is not None:
+            self.on_notice(text)
 
     # --- positions ----------------------------------------------------------
 
@@ -215,6 +282,18 @@ class Tail:
             )
         else:
             starts = self._explicit_offsets(partitions)
+            for (topic, partition), offset in starts.items():
+                bounds = ends[(topic, partition)]
+                if offset > bounds.high:
+                    self._notice(
+                        f"offset {offset} of {topic}[{partition}] lies past its end "
+                        f"({bounds.high}): only records written from now on reach it"
+                    )
+                elif offset < bounds.low:
+                    self._notice(
+                        f"offset {offset} of {topic}[{partition}] lies before its first "
+                        f"record ({bounds.low}): reading starts there"
+                    )
         return [TopicPartition(t, p, starts[(t, p)]) for t, p in partitions if (t, p) in starts]
 
     def _explicit_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
@@ -232,6 +311,12 @@ class Tail:
 
     # --- reading ------------------------------------------------------------
 
+    def _on_client_error(self, error: KafkaError) -> None:
+        # librdkafka reports losing every broker here (never through poll()).
+        down = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
+        if error.code() in down and self._down_since is None:
+            self._down_since = time.monotonic()
+
     def _open(self) -> Consumer:
         if self.group is None:
             assignment = self.plan()
@@ -240,12 +325,19 @@ class Tail:
                 self.settings,
                 # librdkafka wants a group id even for assign-only reading; nothing is committed.
                 group_id=f"devctl-tail-{uuid.uuid4().hex[:8]}",
-                **{"enable.partition.eof": True, "fetch.wait.max.ms": 100},
+                **{
+                    "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 100,
+                    "error_cb": self._on_client_error,
+                },
             )
             consumer = Consumer(conf)
             consumer.assign(assignment)
             if self.on_ready is not None:
-                self.on_ready(assignment)
+                origin = "offset" if self.start.mode == "offsets" else self.start.mode
+                self.on_ready(
+                    [StartPosition(tp.topic, tp.partition, tp.offset, origin) for tp in assignment]
+                )
             self._done = {
                 (tp.topic, tp.partition)
                 for tp in assignment
@@ -262,53 +354,123 @@ class Tail:
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
+                "enable.partition.eof": not self.follow,
+                "error_cb": self._on_client_error,
             },
         )
         consumer = Consumer(conf)
         self._join_timeout = join_timeout(conf)
         consumer.subscribe(self.topics, on_assign=self._on_assign)
-        if self.on_ready is not None:
-            self.on_ready([])
         return consumer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Partitions the group has never committed start at the true end (or the beginning)."""
+        """Committed partitions resume there; the others start at the true end (or beginning)."""
         self._joined = True
         committed = consumer.committed(partitions, timeout=self.timeout)
-        fresh = [(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
-        if fresh:
-            ends = end_offsets(self.endpoints, self.settings, fresh, timeout=self.timeout * 2)
-            use_low = self.start.mode == "beginning"
-            for tp in committed:
-                bounds = ends.get((tp.topic, tp.partition))
-                if bounds is not None:
-                    tp.offset = bounds.low if use_low else bounds.high
+        keys = [(tp.topic, tp.partition) for tp in committed]
+        ends = end_offsets(self.endpoints, self.settings, keys, timeout=self.timeout * 2)
+        use_low = self.start.mode == "beginning"
+        positions: list[StartPosition] = []
+        for tp in committed:
+            bounds = ends.get((tp.topic, tp.partition))
+            if tp.offset >= 0:
+                positions.append(StartPosition(tp.topic, tp.partition, tp.offset, "committed"))
+            elif bounds is not None:
+                tp.offset = bounds.low if use_low else bounds.high
+                origin = "beginning" if use_low else "end"
+                positions.append(StartPosition(tp.topic, tp.partition, tp.offset, origin))
+        self._ends = {key: bounds.high for key, bounds in ends.items()}
+        self._assigned = set(keys)
+        self._done = {
+            (tp.topic, tp.partition)
+            for tp in committed
+            if tp.offset >= self._ends.get((tp.topic, tp.partition), 0)
+        }
         consumer.assign(committed)
+        if self.on_ready is not None:
+            self.on_ready(positions)
 
-    def batches(self) -> Iterator[list[TailRecord]]:
-        """Matching records, a batch per poll; an empty batch when nothing arrived."""
+    def records(self) -> Iterator[TailRecord | None]:
+        """Matching records, decoded one at a time as they are taken; ``None`` after each poll.
+
+        A record is decoded only once the one before it has been taken (and written
+        out), so a bad record never holds back the good ones before it.
+        """
         consumer = self._consumer = self._open()
         remaining = self.count
+        started = time.monotonic()
         try:
-            if not self.follow and self._assigned == self._done:
+            if not self.follow and self.group is None and self._assigned == self._done:
                 return
             while True:
                 messages = next_batch(consumer, self.batch_size, self.poll_timeout)
-                batch = self._select(messages)
-                if remaining is not None and len(batch) >= remaining:
-                    batch = batch[:remaining]
-                    remaining = 0
-                elif remaining is not None:
-                    remaining -= len(batch)
-                for record in batch:
+                if messages:
+                    self._broker_answered()
+                else:
+                    self._watch_broker(consumer)
+                for record in self._select(messages):
                     self.stats.shown[record.topic] += 1
-                yield batch
-                if remaining == 0:
-                    return
-                if not self.follow and self._assigned <= self._done:
+                    yield record
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining == 0:
+                            return
+                yield None
+                if not self.follow and self._finished(started):
                     return
         finally:
             self.close()
+
+    def batches(self) -> Iterator[list[TailRecord]]:
+        """Matching records, a list per poll (an empty list when nothing arrived)."""
+        batch: list[TailRecord] = []
+        for record in self.records():
+            if record is None:
+                yield batch
+                batch = []
+            else:
+                batch.append(record)
+        if batch:
+            yield batch
+
+    def _finished(self, started: float) -> bool:
+        if self.group is not None and not self._joined:
+            if time.monotonic() - started > self._join_timeout:
+                raise OperationFailed(
+                    f"group {self.group} got no partitions within {self._join_timeout:g}s",
+                    hint="another member may hold them; see `devctl groups describe`",
+                )
+            return False
+        return self._assigned <= self._done
+
+    def _broker_answered(self) -> None:
+        if self._down_since is not None:
+            if self._down_told:
+                self._notice(
+                    f"the broker answers again (after {time.monotonic() - self._down_since:.0f}s)"
+                )
+            self._down_since = None
+            self._down_told = False
+
+    def _watch_broker(self, consumer: Consumer) -> None:
+        """While the client says no broker answers: warn once after the timeout, then probe."""
+        if self._down_since is None:
+            return
+        now = time.monotonic()
+        silent = now - self._down_since
+        if not self._down_told and silent >= self.timeout:
+            self._down_told = True
+            self._notice(
+                f"the broker at {self.endpoints.kafka_brokers} does not answer "
+                f"(for {silent:.0f}s); still trying"
+            )
+        if now - self._last_probe >= 1.0:
+            self._last_probe = now
+            try:
+                consumer.list_topics(self.topics[0], timeout=0.5)
+            except KafkaException:
+                return
+            self._broker_answered()
 
     def written(self, records: Sequence[TailRecord]) -> None:
         """Group mode: store the offsets past ``records``, which the caller has written out.
@@ -325,10 +487,10 @@ class Tail:
             ends[key] = max(ends.get(key, 0), record.offset + 1)
         consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()])
 
-    def _select(self, messages: list[Message]) -> list[TailRecord]:
-        out: list[TailRecord] = []
+    def _select(self, messages: list[Message]) -> Iterator[TailRecord]:
         filters = self.filters
         track_end = not self.follow
+        skip_checks = not self.include_checks
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -348,6 +510,9 @@ class Tail:
                     self._done.add((topic, partition))
             self.stats.scanned += 1
             headers = headers_of(msg)
+            if skip_checks and headers and any(name == CHECK_HEADER for name, _ in headers):
+                self.stats.checks += 1
+                continue
             key = msg.key()
             value = msg.value()
             if filters.keys and (key is None or key.decode("utf-8", "replace") not in filters.keys):
@@ -360,18 +525,19 @@ class Tail:
                 continue
             record = TailRecord(topic, partition, offset, msg.timestamp()[1], key, headers, value)
             if filters.types:
-                header_type = record.header(HEADER_TYPE)
-                if header_type is not None and not filters.type_matches(header_type.decode()):
+                header_type = record.header(HEADER_TYPE) or record.header("ce_type")
+                if header_type is not None and not filters.type_matches(
+                    header_type.decode("utf-8", "replace")
+                ):
                     continue
-            _decode(record)
+            decode(record)
             if filters.types and not filters.type_matches(
-                record.event["type"] if record.event is not None else None
+                record.event.get("type") if record.event is not None else None, record.legacy
             ):
                 continue
             if record.problem is not None:
                 self.stats.invalid += 1
-            out.append(record)
-        return out
+            yield record
 
     def close(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -391,23 +557,18 @@ def _headers_match(headers: Headers, wanted: tuple[tuple[str, str], ...]) -> boo
     return all(value in have.get(name, ()) for name, value in wanted)
 
 
-def _decode(record: TailRecord) -> None:
-    value = record.value
-    if value is None:
-        record.problem = "empty value (a tombstone)"
-        return
-    try:
-        obj = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        record.problem = f"not JSON ({exc})"
-        return
-    problem = envelope_problem(obj)
-    if problem is not None:
-        record.problem = f"not a CloudEvent: {problem}"
-        return
-    record.event = obj
-    # A CloudEvent the registry rejects is shown, with the warning (consumers dead-letter it).
-    try:
-        validate_registered(obj["type"], obj["data"], obj.get("dataschema"))
-    except (UnknownEventType, InvalidEvent) as exc:
-        record.problem = exc.message
+def decode(record: TailRecord) -> None:
+    """Fill in the event (or the problem) of a record; never raises (devctl.events.reading)."""
+    reading = read_record(
+        record.topic,
+        record.key,
+        record.value,
+        record.headers,
+        partition=record.partition,
+        offset=record.offset,
+    )
+    record.event = reading.event
+    record.problem = reading.problem
+    record.mode = reading.mode
+    record.legacy = reading.legacy
+    record.check = reading.check

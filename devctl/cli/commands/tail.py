@@ -23,7 +23,7 @@ from devctl.errors import UsageError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from devctl.events.tail import TailRecord
+    from devctl.events.tail import StartPosition, Tail, TailRecord
 
 
 class Output(StrEnum):
@@ -91,16 +91,21 @@ def tail(
         bool,
         typer.Option("--no-follow", help="Stop at the end offsets taken when tail started."),
     ] = False,
+    include_checks: Annotated[
+        bool,
+        typer.Option("--include-checks", help="Also show the probe records of `devctl test`."),
+    ] = False,
     data_dir: DataDirOption = None,
 ) -> None:
     """Follow events on topics: decoded, filtered, with partition:offset; Ctrl-C prints a summary.
 
     Reads with assigned partitions and commits nothing unless --group is given.
+    Reads structured and binary CloudEvents and the legacy records of today's backend.
 
     Example: devctl tail user-events message-events --type 'devconnect.user.*' --last 5
     """
     from devctl.events.positions import parse_partition_offset, parse_time
-    from devctl.events.tail import Filters, Start, Tail, parse_header_filter
+    from devctl.events.tail import Filters, Start, Tail, parse_header_filter, resolve_types
 
     app = get_app(ctx)
     settings = app.settings(data_dir_flag(data_dir))
@@ -132,14 +137,26 @@ def tail(
         pattern = re.compile(grep) if grep is not None else None
     except re.error as exc:
         raise UsageError(f"--grep: invalid regular expression: {exc}") from None
+    types, notes = resolve_types(event_type or ())
+    for note in notes:
+        app.err.print(f"tail: --type {note}", highlight=False, soft_wrap=True, markup=False)
     filters = Filters(
-        types=tuple(event_type or ()),
+        types=types,
         keys=tuple(key or ()),
         headers=tuple(parse_header_filter(h) for h in header or ()),
         grep=pattern,
     )
 
-    def ready(assignment: list[Any]) -> None:
+    def ready(starts: list[StartPosition]) -> None:
+        until = "up to the current end" if no_follow else "Ctrl-C to stop"
+        if group is not None:
+            where = _group_starts(starts)
+            app.err.print(
+                f"[dim]tail: reading {', '.join(topics)} as group {group}: {where}; {until}[/dim]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
         where = {
             "end": "from the end",
             "beginning": "from the beginning",
@@ -147,12 +164,16 @@ def tail(
             "since": f"since {since}",
             "offsets": "from the given offsets",
         }[start.mode]
-        parts = f"{len(assignment)} partitions" if assignment else f"as group {group}"
-        until = "up to the current end" if no_follow else "Ctrl-C to stop"
+        count_text = f"{len(starts)} partition{'s' if len(starts) != 1 else ''}"
         app.err.print(
-            f"[dim]tail: reading {', '.join(topics)} ({parts}) {where}; {until}[/dim]",
+            f"[dim]tail: reading {', '.join(topics)} ({count_text}) {where}; {until}[/dim]",
             highlight=False,
             soft_wrap=True,
+        )
+
+    def notice(text: str) -> None:
+        app.err.print(
+            f"tail: warning: {text}", style="yellow", highlight=False, soft_wrap=True, markup=False
         )
 
     reader = Tail(
@@ -164,7 +185,9 @@ def tail(
         follow=not no_follow,
         count=count,
         group=group,
+        include_checks=include_checks,
         on_ready=ready,
+        on_notice=notice,
     )
     enricher = _enricher(app) if enrich else None
     render = _renderer(output, app.console, full)
@@ -176,14 +199,23 @@ def tail(
     out = sys.stdout
     try:
         watch_pipe = _is_pipe(out)
-        for batch in reader.batches():
-            extra = enricher(batch) if enricher is not None and batch else None
-            for record in batch:
-                render(record, extra, out)
-            out.flush()
-            reader.written(batch)  # --group: only what reached our output counts as read
-            if not batch and watch_pipe and _reader_gone(out):
-                raise BrokenPipeError
+        if enricher is not None:
+            for batch in reader.batches():
+                extra = enricher(batch) if batch else None
+                for record in batch:
+                    _render_safely(render, record, extra, out)
+                _written(reader, batch, out, watch_pipe)
+        else:
+            # Record by record: each is written before the next one is decoded.
+            pending: list[TailRecord] = []
+            for item in reader.records():
+                if item is None:
+                    _written(reader, pending, out, watch_pipe)
+                    pending = []
+                    continue
+                _render_safely(render, item, None, out)
+                pending.append(item)
+            _written(reader, pending, out, watch_pipe)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
@@ -195,6 +227,43 @@ def tail(
         signal.signal(signal.SIGTERM, previous)
         reader.close()
     app.err.print(f"tail: {reader.stats.summary()}", highlight=False, soft_wrap=True)
+
+
+def _written(reader: Tail, records: list[TailRecord], out: TextIO, watch_pipe: bool) -> None:
+    out.flush()
+    reader.written(records)  # --group: only what reached our output counts as read
+    if not records and watch_pipe and _reader_gone(out):
+        raise BrokenPipeError
+
+
+def _render_safely(
+    render: Renderer, record: TailRecord, extra: dict[str, dict[str, Any]] | None, out: TextIO
+) -> None:
+    """Render a record; one whose event cannot be rendered (nested too deep for the
+    encoder, ...) is shown as its raw value with a warning instead of ending tail."""
+    try:
+        render(record, extra, out)
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        record.event = None
+        record.mode = None
+        record.problem = f"cannot be shown as an event ({type(exc).__name__})"
+        render(record, extra, out)
+
+
+def _group_starts(starts: list[StartPosition]) -> str:
+    if not starts:
+        return "no partitions assigned"
+    parts = []
+    for position in starts:
+        where = {
+            "committed": f"at its committed offset {position.offset}",
+            "end": f"from the end ({position.offset})",
+            "beginning": f"from the beginning ({position.offset})",
+        }.get(position.origin, f"at {position.offset}")
+        parts.append(f"{position.topic}[{position.partition}] {where}")
+    return ", ".join(parts)
 
 
 def _is_pipe(out: TextIO) -> bool:
@@ -242,9 +311,11 @@ def json_line(record: TailRecord, enrichment: dict[str, Any] | None = None) -> s
     }
     if enrichment is not None:
         head["enrich"] = enrichment
+    if record.legacy is not None:
+        head["legacy"] = record.legacy
     value = record.value
     if (
-        record.event is not None
+        record.mode == "structured"
         and record.problem is None
         and value is not None
         and b"\n" not in value
@@ -316,6 +387,8 @@ def _pretty(
         return
     if record.problem is not None:
         line.append(f"⚠ {record.problem} ", style="yellow")
+    if record.legacy is not None:
+        line.append(f"legacy {record.legacy} ", style="dim yellow")
     subject = event.get("subject")
     line.append(str(event.get("type")), style="bold magenta")
     line.append(" ")
