@@ -8,6 +8,7 @@ in the working directory, the config file (``--config``, ``$DEVCTL_CONFIG``,
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from devctl.config import envvars
 from devctl.config.schema import (
     DEFAULT_TOPICS,
     FIELDS,
+    MAX_PARTITIONS,
+    RELATIONS,
     SECTIONS,
     TOPIC_KEYS,
     EventsSettings,
@@ -31,6 +34,7 @@ from devctl.config.schema import (
     TopicSpec,
     topic_name_problem,
 )
+from devctl.config.topic_configs import topic_config_problem
 from devctl.errors import ConfigError
 
 CONFIG_CANDIDATES = ("devctl.yaml", "config/devctl.yaml")
@@ -177,6 +181,7 @@ def load_settings(
         values[key] = _check_value(key, FIELDS[key], value, source=f"flag {flag}", line=None)
         sources[key] = f"flag {flag}"
 
+    _check_relations(values, sources)
     topics = _build_topics(
         raw_topics,
         values,
@@ -306,7 +311,7 @@ def _flatten_file(data: Any, lines: dict[str, int], source: str) -> tuple[dict[s
                         hint=f"set {envvars.ENV_NAMES[key][0]} in the environment or in .env",
                     )
                 values[key] = _check_value(
-                    key, FIELDS[key], subvalue, source=source, line=lines.get(key)
+                    key, FIELDS[key], subvalue, source=source, line=lines.get(key), lines=lines
                 )
         else:
             raise ConfigError(
@@ -329,8 +334,20 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _check_value(key: str, spec: Field, value: Any, *, source: str, line: int | None) -> Any:
-    """Validate a typed value (YAML or flag); raise ConfigError naming the key and line."""
+def _check_value(
+    key: str,
+    spec: Field,
+    value: Any,
+    *,
+    source: str,
+    line: int | None,
+    lines: Mapping[str, int] | None = None,
+) -> Any:
+    """Validate a typed value (YAML, environment or flag) against its schema entry.
+
+    Raise ConfigError naming the source, key and line; ``lines`` (the line of every
+    nested key of a YAML file) lets a problem inside a mapping point at its own line.
+    """
 
     def bad(expected: str) -> ConfigError:
         return ConfigError(
@@ -351,6 +368,8 @@ def _check_value(key: str, spec: Field, value: Any, *, source: str, line: int | 
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("a number")
         value = float(value)
+        if not math.isfinite(value):  # YAML's .inf / .nan; nan would pass every range
+            raise bad("a finite number")
     elif spec.kind == "bool":
         if not isinstance(value, bool):
             raise bad("true or false")
@@ -364,13 +383,60 @@ def _check_value(key: str, spec: Field, value: Any, *, source: str, line: int | 
         raise bad("a mapping")
     if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
         raise ConfigError(
-            f"must be at least {spec.minimum:g}, got {value!r}", source=source, key=key, line=line
+            f"must be at least {_number(spec.minimum)}, got {value!r}",
+            source=source,
+            key=key,
+            line=line,
         )
     if spec.maximum is not None and isinstance(value, int | float) and value > spec.maximum:
         raise ConfigError(
-            f"must be at most {spec.maximum:g}, got {value!r}", source=source, key=key, line=line
+            f"must be at most {_number(spec.maximum)}, got {value!r}",
+            source=source,
+            key=key,
+            line=line,
         )
+    if spec.check is not None:
+        try:
+            problem = spec.check(value)
+        except ConfigError as exc:
+            # Raised by a nested check (rate-limit policies) naming a key inside this
+            # mapping: point at that key's own line, or the nearest enclosing one.
+            inner = exc.key or key
+            found = _nearest_line(inner, lines or {}) or line
+            message = exc.message.removeprefix(f"key '{exc.key}': ") if exc.key else exc.message
+            raise ConfigError(message, source=source, key=inner, line=found, hint=exc.hint) from exc
+        if problem:
+            raise ConfigError(problem, source=source, key=key, line=line)
     return value
+
+
+def _number(limit: float) -> str:
+    return str(int(limit)) if float(limit).is_integer() else f"{limit:g}"
+
+
+def _nearest_line(key: str, lines: Mapping[str, int]) -> int | None:
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+def _check_relations(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Values that are each valid but not together (e.g. a heartbeat above the session)."""
+    for smaller, relation, larger, why in RELATIONS:
+        low, high = values[smaller], values[larger]
+        if low is None or high is None or (low < high if relation == "<" else low <= high):
+            continue
+        # Blame the key the user set (a default is never the mistake); both are named.
+        key = smaller if sources[smaller] != "default" else larger
+        other = larger if key == smaller else smaller
+        raise ConfigError(
+            f"{smaller} ({low}) must be {'below' if relation == '<' else 'at most'} "
+            f"{larger} ({high}, from {sources[other]}): {why}",
+            source=sources[key],
+            key=key,
+        )
 
 
 def _coerce_text(key: str, spec: Field, text: str, source: str) -> Any:
@@ -473,9 +539,17 @@ def _build_topics(
                 problem, source=source, key=f"{where}.name", line=lines.get(f"{where}.name", line)
             )
         assert isinstance(name, str)
-        partitions = _topic_int(entry, "partitions", partitions_default, source, where, lines)
+        partitions = _topic_int(
+            entry, "partitions", partitions_default, source, where, lines, MAX_PARTITIONS
+        )
         replication = _topic_int(
-            entry, "replication_factor", replication_default, source, where, lines
+            entry,
+            "replication_factor",
+            replication_default,
+            source,
+            where,
+            lines,
+            int(FIELDS["topic_defaults.replication_factor"].maximum or 1),
         )
         config = entry.get("config") or {}
         if not isinstance(config, dict):
@@ -486,6 +560,16 @@ def _build_topics(
                 line=lines.get(f"{where}.config", line),
             )
         config = {str(k): _config_text(v) for k, v in config.items()}
+        for config_name, config_value in config.items():
+            problem = topic_config_problem(config_name, config_value)
+            if problem:
+                config_key = f"{where}.config.{config_name}"
+                raise ConfigError(
+                    problem,
+                    source=source,
+                    key=config_key,
+                    line=lines.get(config_key, lines.get(f"{where}.config", line)),
+                )
         key_doc = str(entry.get("key", "user id"))
         dead_letter = entry.get("dead_letter", dead_letter_default)
         if not isinstance(dead_letter, bool):
@@ -526,14 +610,24 @@ def _config_text(value: Any) -> str:
 
 
 def _topic_int(
-    entry: dict[str, Any], key: str, default: int, source: str, where: str, lines: dict[str, int]
+    entry: dict[str, Any],
+    key: str,
+    default: int,
+    source: str,
+    where: str,
+    lines: dict[str, int],
+    maximum: int,
 ) -> int:
     value = entry.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"expected a positive integer, got {value!r}",
-            source=source,
-            key=f"{where}.{key}",
-            line=lines.get(f"{where}.{key}", lines.get(where)),
-        )
-    return value
+        problem = f"expected a positive integer, got {value!r}"
+    elif value > maximum:
+        problem = f"must be at most {maximum:,}, got {value:,}"
+    else:
+        return value
+    raise ConfigError(
+        problem,
+        source=source,
+        key=f"{where}.{key}",
+        line=lines.get(f"{where}.{key}", lines.get(where)),
+    )
