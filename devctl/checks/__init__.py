@@ -12,9 +12,10 @@ Adding checks for a new area: write a module here and add it to CHECK_MODULES.
 from __future__ import annotations
 
 import importlib
+import re
+import secrets
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ import redis
 from devctl.clients.endpoints import Endpoints
 from devctl.config.loader import Settings
 from devctl.errors import StackNotRunning
+from devctl.events.markers import CHECK_TOPIC_PREFIX
 
 CHECK_MODULES = (
     "devctl.checks.redis_checks",
@@ -31,6 +33,38 @@ CHECK_MODULES = (
     "devctl.checks.event_checks",
     "devctl.checks.state_checks",
 )
+
+
+# A run removes what interrupted runs (SIGKILL, a crash, a lost machine) left behind
+# once it is this old: a whole run takes seconds, a hung one is cut off by its timeouts
+# well within this, so no live run is ever this old. Clocks of machines sharing a
+# stack must agree to within it.
+LEFTOVER_AGE = 600.0
+
+# A run id carries its start time, so any later run can tell a leftover from the
+# resources of a run still going: devctl-test-<unix seconds, 8 hex>-<8 random hex>.
+# Before, it was devctl-test-<12 random hex>: those can only come from an older
+# devctl, and are removed as leftovers whatever their age.
+_RUN_ID = re.compile(
+    re.escape(CHECK_TOPIC_PREFIX) + r"(?:(?P<started>[0-9a-f]{8})-[0-9a-f]{8}|[0-9a-f]{12})"
+    r"(?![0-9a-f])"
+)
+
+
+def new_run_id(now: float | None = None) -> str:
+    started = int(time.time() if now is None else now)
+    return f"{CHECK_TOPIC_PREFIX}{started:08x}-{secrets.token_hex(4)}"
+
+
+def is_leftover(name: str, now: float | None = None, max_age: float = LEFTOVER_AGE) -> bool:
+    """Whether a topic, group or key name holds the run id of a run ``max_age`` old or more."""
+    found = _RUN_ID.search(name)
+    if found is None:
+        return False
+    if found["started"] is None:
+        return True  # the old format: no start time, and no run of this devctl uses it
+    started = int(found["started"], 16)
+    return (time.time() if now is None else now) - started >= max_age
 
 
 class CheckFailed(Exception):
@@ -43,7 +77,7 @@ class CheckContext:
     def __init__(self, settings: Settings, endpoints: Endpoints):
         self.settings = settings
         self.endpoints = endpoints
-        self.run_id = f"devctl-test-{uuid.uuid4().hex[:12]}"
+        self.run_id = new_run_id()
         self._redis: redis.Redis | None = None
         self._admin: Any = None
         self._cleanups: list[Callable[[], Any]] = []
@@ -80,14 +114,25 @@ class CheckContext:
     def close(self) -> list[str]:
         """Run every clean-up (newest first); return the ones that failed."""
         problems = []
+        interrupted: KeyboardInterrupt | None = None
         for cleanup in reversed(self._cleanups):
+            name = getattr(cleanup, "__name__", "cleanup")
             try:
                 cleanup()
+            except KeyboardInterrupt as exc:
+                # Ctrl-C or SIGTERM that lands during the clean-up: finish the others
+                # first, then stop; a second one stops at once.
+                if interrupted is not None:
+                    raise
+                interrupted = exc
+                problems.append(f"{name}: interrupted")
             except Exception as exc:
-                problems.append(f"{getattr(cleanup, '__name__', 'cleanup')}: {exc}")
+                problems.append(f"{name}: {exc}")
         self._cleanups.clear()
         if self._redis is not None:
             self._redis.close()
+        if interrupted is not None:
+            raise interrupted
         return problems
 
 

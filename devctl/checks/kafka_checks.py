@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from devctl.checks import CheckContext, CheckFailed, check, expect
+from devctl.checks import CheckContext, CheckFailed, check, expect, is_leftover
 from devctl.clients.kafka_client import consumer_conf, fetch_metadata, kafka_reason, producer_conf
+from devctl.events.envelope import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TYPE
+from devctl.events.ids import uuid7
+from devctl.events.markers import CHECK_EVENT_TYPE, CHECK_HEADER, check_event
 
-# Every record a check writes carries this header, so consumers can skip it.
-CHECK_HEADER = "devctl-check"
+__all__ = ["CHECK_HEADER"]  # re-exported: event_checks imports it from here
 
 
 @check("kafka", "metadata", gate=True)
@@ -34,9 +37,52 @@ def topics_exist(ctx: CheckContext) -> str:
     return f"{len(ctx.settings.topics)} topics"
 
 
+@check("kafka", "leftovers of interrupted runs removed")
+def leftovers(ctx: CheckContext) -> str:
+    """Delete the topics and groups of runs that could not clean up (killed, crashed)."""
+    topics, groups = remove_leftovers(ctx)
+    if not topics and not groups:
+        return "none"
+    return f"removed {len(topics)} topic(s), {len(groups)} group(s)"
+
+
+def remove_leftovers(ctx: CheckContext, now: float | None = None) -> tuple[list[str], list[str]]:
+    """The test topics and consumer groups of runs older than LEFTOVER_AGE, deleted.
+
+    A run still going is younger than that, so its resources are never touched.
+    """
+    listed = ctx.admin.list_topics(timeout=ctx.timeout).topics
+    topics = sorted(name for name in listed if is_leftover(name, now))
+    found = ctx.admin.list_consumer_groups(request_timeout=ctx.timeout).result(timeout=ctx.timeout)
+    groups = sorted(g.group_id for g in found.valid if is_leftover(g.group_id, now))
+    problems: list[str] = []
+    if groups:
+        futures = ctx.admin.delete_consumer_groups(groups, request_timeout=ctx.timeout)
+        problems += _failures(futures, ctx.timeout)
+    if topics:
+        futures = ctx.admin.delete_topics(topics, request_timeout=ctx.timeout)
+        problems += _failures(futures, ctx.timeout)
+    expect(not problems, "could not delete: " + "; ".join(problems))
+    return topics, groups
+
+
+def _failures(futures: dict[str, object], timeout: float) -> list[str]:
+    out = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)  # type: ignore[attr-defined]
+        except Exception as exc:
+            out.append(f"{name}: {kafka_reason(exc)}")
+    return out
+
+
 @check("kafka", "produce -> consume on every topic")
 def round_trip(ctx: CheckContext) -> str:
-    """Produce one marked record per configured topic, then read each back at its offset."""
+    """Produce one check event per configured topic, then read each back at its offset.
+
+    Each record is a CloudEvent of the check type (devctl.events.markers), so any
+    CloudEvents reader of these topics parses it, and devctl's readers skip it.
+    """
     producer = Producer(producer_conf(ctx.endpoints, ctx.settings, **{"linger.ms": 0}))
     delivered: dict[str, tuple[int, int]] = {}
     errors: list[str] = []
@@ -49,12 +95,13 @@ def round_trip(ctx: CheckContext) -> str:
             delivered[topic] = (msg.partition(), msg.offset())  # type: ignore[attr-defined]
 
     topics = [t.name for t in ctx.settings.topics]
+    ids = {topic: uuid7() for topic in topics}
     for topic in topics:
         producer.produce(
             topic,
             key=ctx.run_id.encode(),
-            value=f"{ctx.run_id}:{topic}".encode(),
-            headers=[(CHECK_HEADER, b"1"), ("marker", ctx.run_id.encode())],
+            value=check_event(ctx.run_id, topic, ids[topic]),
+            headers=_check_headers(ids[topic]),
             on_delivery=report,
         )
     remaining = producer.flush(ctx.timeout * 2)
@@ -73,13 +120,11 @@ def round_trip(ctx: CheckContext) -> str:
             topic = str(msg.topic())
             if topic not in pending or msg.offset() != delivered[topic][1]:
                 continue
-            headers = dict(msg.headers() or [])
             if msg.key() != ctx.run_id.encode():
                 raise CheckFailed(f"{topic}: key {msg.key()!r}, expected {ctx.run_id!r}")
-            if msg.value() != f"{ctx.run_id}:{topic}".encode():
-                raise CheckFailed(f"{topic}: value {msg.value()!r} is not the marker")
-            if headers.get("marker") != ctx.run_id.encode() or headers.get(CHECK_HEADER) != b"1":
-                raise CheckFailed(f"{topic}: headers {headers} lack the marker")
+            _expect_check_event(
+                topic, msg.value(), dict(msg.headers() or []), ctx.run_id, ids[topic]
+            )
             pending.discard(topic)
         expect(
             not pending, f"not read back within {ctx.timeout * 2:g}s: {', '.join(sorted(pending))}"
@@ -87,6 +132,41 @@ def round_trip(ctx: CheckContext) -> str:
     finally:
         consumer.close()
     return f"{len(topics)} topics"
+
+
+def _check_headers(event_id: str) -> list[tuple[str, str | bytes | None]]:
+    return [
+        (CHECK_HEADER, b"1"),
+        (HEADER_CONTENT_TYPE, CONTENT_TYPE.encode()),
+        (HEADER_TYPE, CHECK_EVENT_TYPE.encode()),
+        (HEADER_ID, event_id.encode()),
+    ]
+
+
+def _expect_check_event(
+    topic: str,
+    value: bytes | None,
+    headers: dict[str, str | bytes | None],
+    run_id: str,
+    event_id: str,
+) -> None:
+    """The record read back is the check event written: envelope, data and headers."""
+    try:
+        event = json.loads(value or b"")
+    except ValueError:
+        raise CheckFailed(f"{topic}: value {value!r} is not JSON") from None
+    from devctl.events.envelope import envelope_problem
+
+    problem = envelope_problem(event)
+    expect(problem is None, f"{topic}: not a CloudEvent: {problem}")
+    expect(
+        event["type"] == CHECK_EVENT_TYPE and event["id"] == event_id,
+        f"{topic}: type/id {event['type']}/{event['id']}, expected {CHECK_EVENT_TYPE}/{event_id}",
+    )
+    expect(event["data"] == {"run": run_id, "topic": topic}, f"{topic}: data {event['data']!r}")
+    wanted = dict(_check_headers(event_id))
+    got = {name: headers.get(name) for name in wanted}
+    expect(got == wanted, f"{topic}: headers {headers}, expected {wanted}")
 
 
 @check("kafka", "consumer group commit and resume")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from devctl.checks import CheckContext, check, expect
+from devctl.checks import CheckContext, check, expect, is_leftover
 from devctl.clients.redis_client import ping
+from devctl.events.markers import CHECK_TOPIC_PREFIX
 
 
 @check("redis", "connection", gate=True)
@@ -14,6 +15,37 @@ def connection(ctx: CheckContext) -> str:
     info = ctx.redis.info("server")
     version = info.get("valkey_version") or info.get("redis_version")
     return f"PING {latency:.1f} ms, server {version}"
+
+
+@check("redis", "leftovers of interrupted runs removed")
+def leftovers(ctx: CheckContext) -> str:
+    """Delete the keys of runs that could not clean up (killed, crashed)."""
+    keys, instances = remove_leftovers(ctx)
+    if not keys and not instances:
+        return "none"
+    return f"removed {keys} key(s), {instances} registered instance(s)"
+
+
+def remove_leftovers(ctx: CheckContext, now: float | None = None) -> tuple[int, int]:
+    """Keys and registered API instances named by runs older than LEFTOVER_AGE, deleted.
+
+    Every key a run makes holds its run id (CheckContext.key, and the ids of the state
+    checks); the instance registry is one hash shared with real instances, so only
+    its test fields go. A run still going is younger than that, so it is never touched.
+    """
+    from devctl.state.keys import KeySchema, glob_escape
+
+    keys = KeySchema(ctx.settings.redis.key_prefix)
+    pattern = f"{glob_escape(keys.prefix)}*{CHECK_TOPIC_PREFIX}*"
+    found = ctx.redis.scan_iter(match=pattern, count=1000)
+    stale = [key for key in found if is_leftover(str(key), now)]  # str: a decoding client
+    for start in range(0, len(stale), 500):
+        ctx.redis.delete(*stale[start : start + 500])
+    registry = keys.instance_registry()
+    instances = [i for i in ctx.redis.hkeys(registry) if is_leftover(str(i), now)]
+    if instances:
+        ctx.redis.hdel(registry, *instances)
+    return len(stale), len(instances)
 
 
 @check("redis", "SET/GET round trip")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, TypeVar
 
 import typer
 from rich.markup import escape
@@ -12,6 +15,8 @@ from devctl.cli.app import get_app
 from devctl.cli.options import DataDirOption, JsonOption, data_dir_flag
 from devctl.cli.output import print_json
 from devctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING
+
+T = TypeVar("T")
 
 
 def test(
@@ -64,7 +69,9 @@ def test(
             if result.detail and result.detail != "unreachable" and app.verbose:
                 app.err.print(escape(result.detail), highlight=False)
 
-    report = run_checks(settings, endpoints, groups=group, on_result=show)
+    report = _run_until_terminated(
+        lambda: run_checks(settings, endpoints, groups=group, on_result=show)
+    )
     if junit is not None:
         write_junit(report, junit)
     passed = sum(r.passed for r in report.results)
@@ -105,6 +112,33 @@ def test(
         raise typer.Exit(EXIT_NOT_RUNNING)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _run_until_terminated(run: Callable[[], T]) -> T:
+    """``run()``, with SIGTERM handled like Ctrl-C: the checks' clean-ups run before exiting.
+
+    Without this, SIGTERM (a CI job cancelled, `timeout`, a supervisor stopping us)
+    ends the process at once and leaves the run's topics, groups and keys behind.
+    """
+    terminated = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal terminated
+        terminated = True
+        # One is enough: a second SIGTERM must not cut the clean-up short.
+        signal.signal(signum, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return run()
+    except KeyboardInterrupt:
+        if terminated:
+            typer.echo("terminated (cleaned up)", err=True)
+            raise typer.Exit(128 + signal.SIGTERM) from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_junit(report, path: Path) -> None:  # type: ignore[no-untyped-def]
