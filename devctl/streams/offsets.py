@@ -15,7 +15,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import common_conf, kafka_reason
@@ -96,6 +103,70 @@ def _end_offsets(
             ) from exc
         reported[(topic, partition)] = (low, high)
 
+    return _confirm_ends(consumer, reported, deadline)
+
+
+def end_offsets_within(
+    endpoints: Endpoints,
+    settings: Settings,
+    partitions: Iterable[Partition],
+    *,
+    timeout: float,
+    consumer: Consumer | None = None,
+) -> dict[Partition, PartitionOffsets] | None:
+    """Like ``end_offsets``, but never much past ``timeout``, however many partitions.
+
+    None when the watermarks could not all be read in time (or the broker refused);
+    a partition whose true end was not confirmed in time has ``exact=False``. For
+    listings that must stay fast and must not show a wrong number: the caller
+    shows "unknown" instead.
+    """
+    own = consumer is None
+    consumer = consumer or offsets_consumer(endpoints, settings)
+    deadline = time.monotonic() + timeout
+    wanted = list(partitions)
+    reported: dict[Partition, tuple[int, int]] = {}
+    try:
+        # ListOffsets for a chunk of partitions at once (end_offsets asks one
+        # partition at a time); chunks keep each request short so the deadline holds.
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            lows = _list_offsets(consumer, chunk, OFFSET_BEGINNING, deadline)
+            highs = _list_offsets(consumer, chunk, OFFSET_END, deadline)
+            if lows is None or highs is None:
+                return None
+            reported.update({key: (lows[key], highs[key]) for key in chunk})
+        return _confirm_ends(consumer, reported, deadline)
+    finally:
+        if own:
+            consumer.close()
+
+
+_CHUNK = 1000
+
+
+def _list_offsets(
+    consumer: Consumer, chunk: list[Partition], which: int, deadline: float
+) -> dict[Partition, int] | None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return None
+    try:
+        # A logical offset (-1 end, -2 beginning) as the "timestamp" asks ListOffsets
+        # for the latest or earliest offset, as get_watermark_offsets does.
+        found = consumer.offsets_for_times(
+            [TopicPartition(t, p, which) for t, p in chunk], timeout=remaining
+        )
+    except KafkaException:
+        return None
+    if any(tp.error is not None or tp.offset < 0 for tp in found):
+        return None
+    return {(str(tp.topic), int(tp.partition)): int(tp.offset) for tp in found}
+
+
+def _confirm_ends(
+    consumer: Consumer, reported: dict[Partition, tuple[int, int]], deadline: float
+) -> dict[Partition, PartitionOffsets]:
     true_end = {key: high for key, (_low, high) in reported.items()}
     # Only a non-empty partition can hide records behind its reported end.
     pending = {key for key, (low, high) in reported.items() if high > low}

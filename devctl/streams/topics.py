@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -18,9 +19,10 @@ from confluent_kafka.admin import (
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import fetch_metadata, kafka_code, kafka_reason, make_admin
 from devctl.config.loader import Settings
-from devctl.config.schema import TopicSpec
+from devctl.config.schema import MAX_PARTITIONS, TopicSpec
+from devctl.config.topic_configs import topic_config_problem
 from devctl.errors import NotFound, OperationFailed, UnsupportedOperation, UsageError
-from devctl.streams.offsets import PartitionOffsets, end_offsets
+from devctl.streams.offsets import PartitionOffsets, end_offsets_within, offsets_consumer
 
 # Brokers that cannot add partitions to a topic (Tansu 0.6 has no CreatePartitions).
 _GROW_UNSUPPORTED_ENGINES = {"local"}
@@ -30,21 +32,37 @@ _NO_GROW_MESSAGE = (
 )
 
 
+class TooManyPartitions(UsageError):
+    """More partitions than MAX_PARTITIONS asked for without saying it is meant."""
+
+    def __init__(self, name: str, partitions: int, limit: int = MAX_PARTITIONS):
+        super().__init__(
+            f"{partitions:,} partitions for '{name}' is over the limit of {limit:,}: "
+            "each partition costs the broker files and every listing a lookup"
+        )
+        self.partitions = partitions
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class TopicSummary:
     name: str
     partitions: int
-    messages: int
+    messages: int | None  # None: not counted in time (see ``note``), never a guess
     configured: bool
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class TopicDescription:
     name: str
-    partitions: list[PartitionOffsets]
+    # None when the offsets could not be read in time: the partitions are listed
+    # (from metadata) without them.
+    partitions: list[PartitionOffsets] | None
     leaders: dict[int, int]
     replicas: dict[int, list[int]]
     configs: dict[str, str]
+    note: str = ""
 
 
 @dataclass
@@ -64,29 +82,68 @@ class TopicAdmin:
         self.settings = settings
         self.admin = admin or make_admin(endpoints, settings)
         self.timeout = settings.kafka.request_timeout_ms / 1000
+        # Time to count one topic's messages (or read its offsets for describe).
+        self.count_timeout = self.timeout
 
     def partition_counts(self) -> dict[str, int]:
+        return self._cluster()[0]
+
+    def broker_count(self) -> int:
+        return self._cluster()[1]
+
+    def _cluster(self) -> tuple[dict[str, int], int]:
+        """Partitions per topic and the number of brokers, from one metadata request."""
         metadata, _ = fetch_metadata(self.admin, self.endpoints, self.timeout)
-        return {
+        counts = {
             name: len(topic.partitions)
             for name, topic in metadata.topics.items()
             if not name.startswith("__")
         }
+        return counts, len(metadata.brokers)
+
+    def exists(self, name: str) -> bool:
+        return name in self.partition_counts()
 
     def summaries(self) -> list[TopicSummary]:
+        """Every topic with its message count, in bounded time whatever one topic holds.
+
+        Each topic is counted on its own with its own time limit, smallest first, so
+        a topic with huge numbers of partitions cannot starve the others (it once
+        made the end of every other topic go unconfirmed, and their counts wrong).
+        A topic not counted in time shows None and a note, never a partial sum.
+        """
         counts = self.partition_counts()
         configured = {spec.name for spec in self.settings.topics}
-        offsets = end_offsets(
-            self.endpoints,
-            self.settings,
-            [(name, p) for name, count in counts.items() for p in range(count)],
-            timeout=self.timeout * 2,
-        )
-        totals: dict[str, int] = dict.fromkeys(counts, 0)
-        for (name, _p), value in offsets.items():
-            totals[name] += value.messages
+        per_topic = self.count_timeout
+        # The whole listing stops after a few per-topic limits even if every topic is slow.
+        overall = time.monotonic() + per_topic * 3
+        consumer = offsets_consumer(self.endpoints, self.settings)
+        totals: dict[str, int | None] = {}
+        notes: dict[str, str] = {}
+        try:
+            for name in sorted(counts, key=lambda n: (counts[n], n)):
+                remaining = min(per_topic, overall - time.monotonic())
+                if remaining <= 0:
+                    totals[name], notes[name] = None, "not counted: the listing ran out of time"
+                    continue
+                offsets = end_offsets_within(
+                    self.endpoints,
+                    self.settings,
+                    [(name, p) for p in range(counts[name])],
+                    timeout=remaining,
+                    consumer=consumer,
+                )
+                if offsets is None or not all(o.exact for o in offsets.values()):
+                    totals[name] = None
+                    notes[name] = (
+                        f"not counted within {remaining:.1f}s ({counts[name]:,} partitions)"
+                    )
+                else:
+                    totals[name] = sum(o.messages for o in offsets.values())
+        finally:
+            consumer.close()
         return [
-            TopicSummary(name, counts[name], totals[name], name in configured)
+            TopicSummary(name, counts[name], totals[name], name in configured, notes.get(name, ""))
             for name in sorted(counts)
         ]
 
@@ -96,15 +153,22 @@ class TopicAdmin:
         if topic is None or (topic.error is not None and topic.error.code() != KafkaError.NO_ERROR):
             raise NotFound(f"topic '{name}' does not exist", hint="see `devctl topics list`")
         partitions = sorted(topic.partitions)
-        offsets = end_offsets(
-            self.endpoints, self.settings, [(name, p) for p in partitions], timeout=self.timeout * 2
+        timeout = self.count_timeout * 2
+        offsets = end_offsets_within(
+            self.endpoints, self.settings, [(name, p) for p in partitions], timeout=timeout
         )
+        note = ""
+        if offsets is None:
+            note = f"offsets not read within {timeout:g}s ({len(partitions):,} partitions)"
+        elif not all(o.exact for o in offsets.values()):
+            note = "some end offsets not confirmed in time: those rows show the broker's report"
         return TopicDescription(
             name=name,
-            partitions=[offsets[(name, p)] for p in partitions],
+            partitions=None if offsets is None else [offsets[(name, p)] for p in partitions],
             leaders={p: topic.partitions[p].leader for p in partitions},
             replicas={p: list(topic.partitions[p].replicas) for p in partitions},
             configs=self.configs(name),
+            note=note,
         )
 
     def configs(self, name: str) -> dict[str, str]:
@@ -120,7 +184,24 @@ class TopicAdmin:
         # Tansu marks its topic configs as defaults; it also returns only what was set.
         return {k: v for k, v in values.items() if k in overrides} if overrides else values
 
-    def create(self, spec: TopicSpec) -> None:
+    def check_new(self, spec: TopicSpec, *, allow_many_partitions: bool = False) -> None:
+        """Refuse what Apache Kafka would refuse, before any broker (Tansu accepts it all).
+
+        Too many partitions (unless allowed), a replication factor above the
+        number of brokers, an unknown topic config or a value of the wrong type.
+        """
+        if spec.partitions > MAX_PARTITIONS and not allow_many_partitions:
+            raise TooManyPartitions(spec.name, spec.partitions)
+        for key, value in spec.config.items():
+            problem = topic_config_problem(key, value)
+            if problem:
+                raise UsageError(problem)
+        brokers = self.broker_count()
+        if spec.replication_factor > brokers:
+            raise UsageError(_replication_problem(spec, brokers))
+
+    def create(self, spec: TopicSpec, *, allow_many_partitions: bool = False) -> None:
+        self.check_new(spec, allow_many_partitions=allow_many_partitions)
         topic = NewTopic(
             spec.name,
             num_partitions=spec.partitions,
@@ -183,10 +264,17 @@ class TopicAdmin:
     # --- reconcile -----------------------------------------------------------
 
     def plan(self, specs: Iterable[TopicSpec]) -> list[PlanRow]:
-        counts = self.partition_counts()
+        counts, brokers = self._cluster()
         rows = []
         for spec in specs:
             if spec.name not in counts:
+                if spec.replication_factor > brokers:
+                    rows.append(
+                        PlanRow(
+                            spec.name, "unsupported", _replication_problem(spec, brokers), spec=spec
+                        )
+                    )
+                    continue
                 rows.append(
                     PlanRow(spec.name, "create", f"{spec.partitions} partitions", spec=spec)
                 )
@@ -271,3 +359,10 @@ class TopicAdmin:
                 except (OperationFailed, UnsupportedOperation) as exc:
                     row.result = f"failed: {exc.message}"
         return rows
+
+
+def _replication_problem(spec: TopicSpec, brokers: int) -> str:
+    return (
+        f"replication factor {spec.replication_factor} for '{spec.name}' needs at least "
+        f"{spec.replication_factor} brokers; the cluster has {brokers}"
+    )

@@ -192,7 +192,10 @@ def test_every_state_and_events_key_is_checked_with_file_and_line(tmp_path: Path
         ("kafka:\n  sasl_mechanism: PLAINN\n", "expected one of PLAIN"),
         ("kafka:\n  request_timeout_ms: 600000\n", "must be at most 300000"),
         ("topics:\n  - name: t\n    partitions: 100000\n", "must be at most 1,000"),
-        ("topics:\n  - name: t\n    config:\n      retention.sm: 1\n", "did you mean 'retention.ms'"),
+        (
+            "topics:\n  - name: t\n    config:\n      retention.sm: 1\n",
+            "did you mean 'retention.ms'",
+        ),
         ("topics:\n  - name: t\n    config:\n      retention.ms: abc\n", "must be an integer"),
     ],
 )

@@ -10,6 +10,7 @@ from rich.markup import escape
 from devctl.cli.app import get_app
 from devctl.cli.options import DataDirOption, JsonOption, YesOption, data_dir_flag
 from devctl.cli.output import confirm, print_json, table
+from devctl.config.schema import MAX_PARTITIONS
 from devctl.errors import EXIT_FAILED, UsageError
 
 topics_app = typer.Typer(help="Manage Kafka topics.", no_args_is_help=True)
@@ -35,8 +36,20 @@ def list_topics(
     if json_output:
         print_json([s.__dict__ for s in summaries])
         return
-    rows = [(s.name, s.partitions, s.messages, "yes" if s.configured else "") for s in summaries]
-    get_app(ctx).console.print(table(None, ["topic", "partitions", "messages", "in config"], rows))
+    rows = [
+        (
+            s.name,
+            s.partitions,
+            "unknown" if s.messages is None else s.messages,
+            "yes" if s.configured else "",
+        )
+        for s in summaries
+    ]
+    console = get_app(ctx).console
+    console.print(table(None, ["topic", "partitions", "messages", "in config"], rows))
+    for s in summaries:
+        if s.note:
+            console.print(f"[yellow]![/yellow] {escape(s.name)}: {escape(s.note)}", highlight=False)
 
 
 @topics_app.command("describe")
@@ -51,38 +64,37 @@ def describe(
     Example: devctl topics describe user-events
     """
     desc = _admin(ctx, data_dir).describe(name)
+    # Offsets the broker did not give in time are None ("unknown"), never guessed.
+    offsets = {p.partition: p for p in desc.partitions or []}
     if json_output:
         print_json(
             {
                 "name": desc.name,
                 "partitions": [
                     {
-                        "partition": p.partition,
-                        "low": p.low,
-                        "high": p.high,
-                        "reported_high": p.reported_high,
-                        "exact": p.exact,
-                        "messages": p.messages,
-                        "leader": desc.leaders[p.partition],
-                        "replicas": desc.replicas[p.partition],
+                        "partition": p,
+                        "low": offsets[p].low if p in offsets else None,
+                        "high": offsets[p].high if p in offsets else None,
+                        "reported_high": offsets[p].reported_high if p in offsets else None,
+                        "exact": offsets[p].exact if p in offsets else False,
+                        "messages": offsets[p].messages if p in offsets else None,
+                        "leader": desc.leaders[p],
+                        "replicas": desc.replicas[p],
                     }
-                    for p in desc.partitions
+                    for p in sorted(desc.leaders)
                 ],
                 "configs": desc.configs,
+                "note": desc.note,
             }
         )
         return
     console = get_app(ctx).console
+    unknown = ("unknown",) * 3
     rows = [
-        (
-            p.partition,
-            p.low,
-            p.high,
-            p.messages,
-            desc.leaders[p.partition],
-            ",".join(map(str, desc.replicas[p.partition])),
-        )
-        for p in desc.partitions
+        (p,)
+        + ((offsets[p].low, offsets[p].high, offsets[p].messages) if p in offsets else unknown)
+        + (desc.leaders[p], ",".join(map(str, desc.replicas[p])))
+        for p in sorted(desc.leaders)
     ]
     console.print(
         table(
@@ -94,6 +106,8 @@ def describe(
     console.print(
         table("configs", ["key", "value"], sorted(desc.configs.items()) or [("(none set)", "")])
     )
+    if desc.note:
+        console.print(f"[yellow]![/yellow] {escape(desc.note)}", highlight=False)
 
 
 def _parse_configs(pairs: list[str]) -> dict[str, str]:
@@ -119,20 +133,37 @@ def create(
     config: Annotated[
         list[str] | None, typer.Option("--config", help="Topic config key=value (repeatable).")
     ] = None,
-    replication_factor: Annotated[int, typer.Option(min=1, help="Replication factor.")] = 1,
+    replication_factor: Annotated[
+        int, typer.Option(min=1, help="Replication factor (at most the number of brokers).")
+    ] = 1,
+    allow_many_partitions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-many-partitions",
+            help=f"Allow more than {MAX_PARTITIONS:,} partitions.",
+        ),
+    ] = False,
     data_dir: DataDirOption = None,
 ) -> None:
     """Create a topic.
 
+    At most 1,000 partitions unless --allow-many-partitions; config names and
+    values are checked against Kafka's topic configs.
+
     Example: devctl topics create audit-events --partitions 6 --config retention.ms=604800000
     """
     from devctl.config.schema import TopicSpec, topic_name_problem
+    from devctl.streams.topics import TooManyPartitions
 
     problem = topic_name_problem(name)
     if problem:
         raise UsageError(f"invalid topic name '{name}': {problem}")
     spec = TopicSpec(name, partitions, replication_factor, _parse_configs(config or []))
-    _admin(ctx, data_dir).create(spec)
+    try:
+        _admin(ctx, data_dir).create(spec, allow_many_partitions=allow_many_partitions)
+    except TooManyPartitions as exc:
+        exc.hint = "pass --allow-many-partitions if you mean it"
+        raise
     get_app(ctx).console.print(
         f"[green]✔[/green] created {name} ({partitions} partitions)", highlight=False
     )
@@ -149,8 +180,13 @@ def delete(
 
     Example: devctl topics delete scratch --yes
     """
+    from devctl.errors import NotFound
+
     admin = _admin(ctx, data_dir)
-    admin.describe(name)  # NotFound before asking anything
+    # NotFound before asking anything; one metadata request (describing the topic
+    # would read every partition's offsets first).
+    if not admin.exists(name):
+        raise NotFound(f"topic '{name}' does not exist", hint="see `devctl topics list`")
     confirm(get_app(ctx).err, f"Delete topic '{name}' and all its events?", yes)
     admin.delete(name)
     get_app(ctx).console.print(f"[green]✔[/green] deleted {name}", highlight=False)
