@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,6 +31,7 @@ class Application:
     verbose: bool = False
     console: Console = field(default_factory=Console)
     err: Console = field(default_factory=lambda: Console(stderr=True))
+    command: str | None = None  # the top-level command being run, e.g. "topics"
     _settings: Settings | None = None
 
     def settings(self, flags: Mapping[str, tuple[Any, str]] | None = None) -> Settings:
@@ -47,8 +48,21 @@ class Application:
 
         return select_engine(self.settings(flags))
 
-    def endpoints(self, flags: Mapping[str, tuple[Any, str]] | None = None) -> Endpoints:
-        return self.engine(flags).endpoints()
+    def endpoints(
+        self,
+        flags: Mapping[str, tuple[Any, str]] | None = None,
+        services: Collection[str] | None = None,
+    ) -> Endpoints:
+        """Endpoints of the running stack; only the services the command uses must run.
+
+        ``services`` defaults to what the running command needs (COMMAND_SERVICES),
+        so a dead Redis does not stop `topics list`, nor a dead Kafka `sessions count`.
+        """
+        if services is None:
+            services = COMMAND_SERVICES.get(self.command or "")
+        if services is None:
+            return self.engine(flags).endpoints()
+        return self.engine(flags).endpoints(services)
 
     def info(self, message: str) -> None:
         """Progress and notes go to stderr so --json output stays clean."""
@@ -57,6 +71,21 @@ class Application:
     def debug(self, message: str) -> None:
         if self.verbose:
             self.err.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+# The servers each top-level command (or group) reaches through `Application.endpoints`;
+# one not listed here needs both.
+COMMAND_SERVICES: dict[str, tuple[str, ...]] = {
+    "topics": ("kafka",),
+    "publish": ("kafka",),
+    "tail": ("kafka",),  # --enrich also reads Redis; a dead Redis fails there, by name
+    "groups": ("kafka",),
+    "sessions": ("redis",),
+    "presence": ("redis",),
+    "ratelimit": ("redis",),
+    "cache": ("redis",),
+    "keys": ("redis",),
+}
 
 
 def get_app(ctx: typer.Context) -> Application:
@@ -105,6 +134,7 @@ def root(
     """DevConnect's ops and dev toolkit."""
     application = get_app(ctx)
     application.config_path = str(config) if config else None
+    application.command = ctx.invoked_subcommand
     from devctl.cli.main import debug_enabled
 
     application.verbose = verbose or debug_enabled(os.environ.get(envvars.DEBUG))

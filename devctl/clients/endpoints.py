@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from devctl.config.loader import redact_url
@@ -13,6 +13,9 @@ class Endpoints:
     engine: str
     redis_url: str
     kafka_brokers: str
+    # Services known not to run: a command that does not need them still works, and
+    # a client for one of them fails at once, naming it (never a stranger on its port).
+    not_running: tuple[str, ...] = ()
 
     def as_env(self, *, redact: bool = True) -> dict[str, str]:
         """The endpoints under the environment names DevConnect uses."""
@@ -20,7 +23,11 @@ class Endpoints:
         return {"REDIS_URL": url, "KAFKA_BROKERS": self.kafka_brokers}
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "engine": self.engine,
+            "redis_url": self.redis_url,
+            "kafka_brokers": self.kafka_brokers,
+        }
 
     @property
     def unreachable_hint(self) -> str:

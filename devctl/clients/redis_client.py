@@ -12,10 +12,18 @@ from devctl.errors import RedisUnavailable
 
 
 def make_redis(endpoints: Endpoints, settings: Settings, *, decode: bool = True) -> redis.Redis:
+    if "redis" in endpoints.not_running:
+        raise RedisUnavailable(
+            f"redis of the {endpoints.engine} stack is not running",
+            hint=unreachable_hint(endpoints.engine),
+        )
     conf = settings.redis
+    # The local engine's URL carries the password its server was started with (or
+    # none): one source of credentials, whatever a later command's environment says.
+    password = None if endpoints.engine == "local" else conf.password or None
     return redis.Redis.from_url(
         endpoints.redis_url,
-        password=conf.password or None,
+        password=password,
         socket_connect_timeout=conf.connect_timeout,
         socket_timeout=conf.socket_timeout,
         decode_responses=decode,

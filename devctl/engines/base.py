@@ -10,7 +10,7 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class ServiceStatus:
     uptime_s: float | None = None
     latency_ms: float | None = None
     detail: str | None = None
+    limitations: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +51,25 @@ class UpResult:
     already_running: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass
+class DownResult:
+    lines: list[str]  # what was done, one line per service
+    warnings: list[str] = field(default_factory=list)  # what was left behind, and why
+
+
+@dataclass(frozen=True)
+class Limitation:
+    """A known limit of an engine's server that devctl cannot hide from other clients."""
+
+    service: str
+    id: str
+    summary: str
+    remedy: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "summary": self.summary, "remedy": self.remedy}
 
 
 @dataclass
@@ -76,12 +96,16 @@ class Engine(ABC):
         """Make the stack reachable; idempotent."""
 
     @abstractmethod
-    def down(self, *, purge: bool = False) -> list[str]:
+    def down(self, *, purge: bool = False) -> DownResult:
         """Stop what this engine started; return what was done, one line each."""
 
     @abstractmethod
-    def endpoints(self) -> Endpoints:
-        """Endpoints of the running stack, or raise StackNotRunning."""
+    def endpoints(self, services: Collection[str] = SERVICES) -> Endpoints:
+        """Endpoints of the running stack, or raise StackNotRunning.
+
+        Only ``services`` must run: a command that needs one server keeps working
+        while the other is down (the other is listed in ``Endpoints.not_running``).
+        """
 
     @abstractmethod
     def service_info(self, service: str) -> dict[str, Any]:
@@ -100,6 +124,10 @@ class Engine(ABC):
         """True if this engine runs servers in the data dir that `down` would stop."""
         return False
 
+    def limitations(self) -> list[Limitation]:
+        """Known limits of this engine's servers that clients other than devctl meet."""
+        return []
+
     def status(self) -> list[ServiceStatus]:
         """Per service: engine facts plus one live PING / metadata call."""
         statuses = []
@@ -116,6 +144,7 @@ class Engine(ABC):
                 version=info.get("version"),
                 uptime_s=info.get("uptime_s"),
                 detail=info.get("detail"),
+                limitations=[lim.to_json() for lim in self.limitations() if lim.service == service],
             )
             if status.running:
                 try:

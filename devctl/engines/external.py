@@ -6,18 +6,19 @@ later commands find them without the variables; ``down`` stops nothing.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from devctl.clients.endpoints import Endpoints
 from devctl.engines import probe
-from devctl.engines.base import SERVICES, DoctorCheck, Engine, Progress, UpResult
+from devctl.engines.base import SERVICES, DoctorCheck, DownResult, Engine, Progress, UpResult
 from devctl.errors import ConfigError, DevctlError
 
 
 class ExternalEngine(Engine):
     name = "external"
 
-    def endpoints(self) -> Endpoints:
+    def endpoints(self, services: Collection[str] = SERVICES) -> Endpoints:
         """Configured endpoints first (flags, env, .env, config); else those `up` recorded."""
         redis_url = self.settings.redis.url
         brokers = self.settings.kafka.brokers
@@ -25,17 +26,17 @@ class ExternalEngine(Engine):
         if recorded.get("engine") == self.name:
             redis_url = redis_url or recorded.get("redis_url")
             brokers = brokers or recorded.get("kafka_brokers")
-        missing = [
-            name
-            for name, value in (("REDIS_URL", redis_url), ("KAFKA_BROKERS", brokers))
-            if not value
-        ]
+        given = {"redis": redis_url, "kafka": brokers}
+        names = {"redis": "REDIS_URL", "kafka": "KAFKA_BROKERS"}
+        # A command that needs one service works with only that one configured.
+        missing = [names[s] for s in SERVICES if s in services and not given[s]]
         if missing:
             raise ConfigError(
                 f"the external engine needs {' and '.join(missing)}",
                 hint="set them in the environment, .env, or redis.url / kafka.brokers in devctl.yaml",
             )
-        return Endpoints(self.name, str(redis_url), str(brokers))
+        unknown = tuple(s for s in SERVICES if not given[s])
+        return Endpoints(self.name, str(redis_url or ""), str(brokers or ""), unknown)
 
     def up(self, *, keep: bool = False, progress: Progress | None = None) -> UpResult:
         say = progress or (lambda _msg: None)
@@ -46,12 +47,15 @@ class ExternalEngine(Engine):
         self.write_stack_file(endpoints)
         return UpResult(endpoints=endpoints, already_running=list(SERVICES))
 
-    def down(self, *, purge: bool = False) -> list[str]:
+    def down(self, *, purge: bool = False) -> DownResult:
         self.stack_file.unlink(missing_ok=True)
-        return [
-            "external engine: devctl did not start these servers and leaves them running; "
-            "it only forgot the recorded endpoints (the next `devctl up` uses the configured engine)"
-        ]
+        return DownResult(
+            [
+                "external engine: devctl did not start these servers and leaves them running; "
+                "it only forgot the recorded endpoints (the next `devctl up` uses the configured "
+                "engine)"
+            ]
+        )
 
     @staticmethod
     def _address(endpoints: Endpoints, service: str) -> str:

@@ -10,25 +10,35 @@ Layout of the data directory:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import psutil
 
 from devctl.clients.endpoints import Endpoints
 from devctl.engines import probe, processes
-from devctl.engines.base import SERVICES, DoctorCheck, Engine, Progress, UpResult
+from devctl.engines.base import (
+    SERVICES,
+    DoctorCheck,
+    DownResult,
+    Engine,
+    Limitation,
+    Progress,
+    UpResult,
+)
 from devctl.engines.processes import PidRecord
 from devctl.errors import (
     BinaryNotFound,
@@ -42,6 +52,23 @@ from devctl.errors import (
 
 LOG_TAIL_ON_FAILURE = 15
 LOCK_WAIT_S = 60.0
+
+# Measured on Tansu 0.6 (see the README's embedded engine facts): devctl's own
+# readers correct for it, a third-party client cannot.
+HIGH_WATERMARK = Limitation(
+    service="kafka",
+    id="tansu-high-watermark",
+    summary=(
+        "Tansu under-reports the high watermark (ListOffsets latest answers the last "
+        "record batch's base offset + 1): a consumer that starts at 'latest' (kafkajs "
+        "fromBeginning: false, auto.offset.reset=latest) re-reads the tail of the last "
+        "batch; devctl's own readers correct for it"
+    ),
+    remedy=(
+        "run such consumers against Apache Kafka (the external engine, or the docker "
+        "engine once it ships), or make them idempotent"
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -184,6 +211,8 @@ class LocalEngine(Engine):
         super().__init__(settings)
         self._log_offsets: dict[str, int] = {}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # The Redis password of this `up` (set while it runs), else the recorded one.
+        self._up_password: tuple[str | None] | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -209,16 +238,101 @@ class LocalEngine(Engine):
     def is_active(self) -> bool:
         return any(processes.live_record(self.pidfile(s))[0] is not None for s in SERVICES)
 
+    def limitations(self) -> list[Limitation]:
+        return [HIGH_WATERMARK]
+
+    def _recorded(self) -> dict[str, Any]:
+        recorded = self.read_stack_file() or {}
+        return recorded if recorded.get("engine") == self.name else {}
+
+    def last_port(self, service: str) -> int | None:
+        """The port the service last ran on: its pidfile (live or stale), else stack.json."""
+        record = processes.read_pidfile(self.pidfile(service))
+        if record is not None:
+            return record.port
+        address = self._recorded().get("redis_url" if service == "redis" else "kafka_brokers")
+        try:
+            return urlsplit(address if service == "redis" else f"//{address}").port
+        except (TypeError, ValueError):
+            return None
+
+    def _redis_password(self) -> str | None:
+        """The password of the running Redis: one source for every command.
+
+        The one recorded at `up` (in stack.json, owner-only) wins over the configured
+        one: the server keeps the password it was started with whatever the
+        environment of a later command says.
+        """
+        if self._up_password is not None:
+            return self._up_password[0]
+        recorded = self._recorded()
+        if recorded.get("redis_url"):
+            return _url_password(str(recorded["redis_url"]))
+        return self.settings.redis.password or None
+
+    def _start_port(self, service: str, last: int | None) -> tuple[int, str | None]:
+        """The port to (re)start a service on, and a note when its address changes.
+
+        A service that crashed comes back on the port it last ran on, so REDIS_URL /
+        KAFKA_BROKERS stay valid; only a port given on this command line moves it.
+        """
+        wanted = self.wanted_port(service)
+        if last is None or last == wanted:
+            return wanted, None
+        source = self.settings.sources[SPECS[service].setting_key]
+        variable = "REDIS_URL" if service == "redis" else "KAFKA_BROKERS"
+        if source.startswith("flag") and wanted != 0:
+            return wanted, (
+                f"{service} moves from 127.0.0.1:{last} to 127.0.0.1:{wanted} "
+                f"({SPECS[service].flag}): update {variable}"
+            )
+        if processes.port_is_free(last):
+            return last, None
+        owner = processes.port_owner(last) or "another process"
+        port = wanted or processes.free_port()
+        return port, (
+            f"{service} last ran on 127.0.0.1:{last}, now taken by {owner}; it runs on "
+            f"127.0.0.1:{port} instead: {variable} changed"
+        )
+
     # --- life cycle -------------------------------------------------------
 
+    @property
+    def lock_path(self) -> Path:
+        return self.run_dir / "lock"
+
+    def _open_lock(self) -> Any:
+        """The lock file, opened for flock; read-only when the data dir is (flock needs no write)."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            return open(self.lock_path, "a")
+        except OSError as exc:
+            try:
+                return open(self.lock_path)
+            except OSError:
+                raise UsageError(
+                    f"cannot lock {self.lock_path}: {exc.strerror}",
+                    hint="the data dir must be a writable directory "
+                    "(pass --data-dir or set DEVCTL_DATA_DIR)",
+                ) from exc
+
     @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Serialise up/down on one data dir: two concurrent `up`s would race for pidfiles."""
-        lock_path = self.run_dir / "lock"
+    def _exclusive(self, *, required: bool = True) -> Iterator[str | None]:
+        """Serialise up/down on one data dir: two concurrent `up`s would race for pidfiles.
+
+        Yields None when locked; with ``required=False``, a lock that cannot be
+        opened yields why instead of raising (stopping must not depend on writing).
+        """
+        lock_path = self.lock_path
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            handle = open(lock_path, "a")  # noqa: SIM115 - closed below
+            try:
+                handle = self._open_lock()
+            except UsageError as exc:
+                if required:
+                    raise
+                yield exc.message
+                return
             try:
                 while True:
                     try:
@@ -238,7 +352,7 @@ class LocalEngine(Engine):
                     same = False
                 if same:
                     try:
-                        yield
+                        yield None
                     finally:
                         fcntl.flock(handle, fcntl.LOCK_UN)
                     return
@@ -256,7 +370,10 @@ class LocalEngine(Engine):
         result = UpResult(endpoints=Endpoints(self.name, "", ""))
 
         running: dict[str, PidRecord] = {}
+        start_ports: dict[str, int] = {}
         for service in SERVICES:
+            # Before a stale pidfile goes: it holds the port the service last ran on.
+            last = self.last_port(service)
             record, stale = processes.live_record(self.pidfile(service), clean=True)
             if stale:
                 result.notes.append(f"removed a stale {service} pidfile (its process is gone)")
@@ -270,9 +387,15 @@ class LocalEngine(Engine):
                         f"run `devctl down` first to move it to {wanted}"
                     )
 
+            else:
+                start_ports[service], moved = self._start_port(service, last)
+                if moved:
+                    result.notes.append(moved)
+
         to_start = [s for s in SERVICES if s not in running]
         result.already_running = [s for s in SERVICES if s in running]
-        ports = {s: running[s].port if s in running else self.wanted_port(s) for s in SERVICES}
+        ports = {s: running[s].port if s in running else start_ports[s] for s in SERVICES}
+        self._up_password = (self._choose_password("redis" in running, result.notes),)
         for service in to_start:
             if ports[service] == 0:
                 ports[service] = processes.free_port()
@@ -295,13 +418,19 @@ class LocalEngine(Engine):
             # Services that were already running must answer too (a stopped or hung
             # process keeps its pidfile valid); they are never stopped here.
             failures = self._wait_healthy({**running, **launched}, say)
+            for service in launched:
+                if service not in failures:
+                    launched[service] = self._record_server(service, launched[service])
             completed = True
         finally:
             # A failed service is always stopped; the healthy ones too unless --keep.
             # (Also on Ctrl-C or any other error: never leave half a stack unrecorded.)
-            for service, record in launched.items():
+            # Stopped through the child we spawned: its pidfile may not name it yet.
+            for service in launched:
                 if not completed or service in failures or (failures and not keep):
-                    processes.stop(record, self.settings.local.stop_timeout)
+                    processes.stop_spawned(
+                        self._children[service], self.settings.local.stop_timeout
+                    )
                     self.pidfile(service).unlink(missing_ok=True)
         if failures:
             summary = "; ".join(f.summary for f in failures.values())
@@ -322,6 +451,34 @@ class LocalEngine(Engine):
         result.seconds = time.perf_counter() - started_at
         return result
 
+    def _choose_password(self, redis_running: bool, notes: list[str]) -> str | None:
+        configured = self.settings.redis.password or None
+        if redis_running:
+            current = self._redis_password()
+            if configured is not None and configured != current:
+                notes.append(
+                    "redis keeps the password it was started with; `devctl down` first to change it"
+                )
+            return current
+        # A restart after a crash keeps the recorded password unless one is configured.
+        return configured if configured is not None else self._redis_password()
+
+    def _record_server(self, service: str, record: PidRecord) -> PidRecord:
+        """Record the process that serves the port, which a wrapper script may have started."""
+        server = processes.listener(record.pid, record.port)
+        if server is None:  # cannot see sockets here: keep the spawned process
+            server = psutil.Process(record.pid)
+        with server.oneshot():
+            identified = dataclasses.replace(
+                record,
+                pid=server.pid,
+                create_time=server.create_time(),
+                process_name=server.name(),
+                pgid=record.pgid or record.pid,
+            )
+        processes.write_pidfile(self.pidfile(service), identified)
+        return identified
+
     def _prepare_data_dir(self) -> None:
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise UsageError(
@@ -331,9 +488,9 @@ class LocalEngine(Engine):
         try:
             for directory in (self.data_dir, self.run_dir, self.log_dir, self.redis_dir):
                 directory.mkdir(parents=True, exist_ok=True)
-            probe_file = self.data_dir / ".write-test"
-            probe_file.write_text("ok")
-            probe_file.unlink()
+            # A name of its own: concurrent `up`s must not delete each other's probe.
+            with tempfile.NamedTemporaryFile(dir=self.data_dir, prefix=".write-test-"):
+                pass
         except OSError as exc:
             raise UsageError(
                 f"data directory {self.data_dir} is not writable: {exc.strerror}",
@@ -367,6 +524,7 @@ class LocalEngine(Engine):
                 port=port,
                 version=binary_version(binary.path),
                 argv=argv,
+                pgid=child.pid,
             )
             processes.write_pidfile(self.pidfile(service), record)
         except BaseException:
@@ -395,7 +553,7 @@ class LocalEngine(Engine):
             "appendfsync everysec",
             'save ""',
         ]
-        password = self.settings.redis.password
+        password = self._redis_password()
         if password:
             lines.append(f"requirepass {_conf_quote(password)}")
         path = self.redis_dir / "redis.conf"
@@ -460,46 +618,66 @@ class LocalEngine(Engine):
         shown = "\n".join(f"    {line}" for line in tail) or "    (nothing logged)"
         return StartFailure(summary, f"last lines of {log}:\n{shown}")
 
-    def down(self, *, purge: bool = False) -> list[str]:
+    def down(self, *, purge: bool = False) -> DownResult:
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise UsageError(f"data directory {self.data_dir} is a file, not a directory")
         if not self.data_dir.exists():
-            return [f"{service}: not running" for service in SERVICES]
-        with self._exclusive():
-            return self._down(purge)
+            return DownResult([f"{service}: not running" for service in SERVICES])
+        with self._exclusive(required=False) as unlocked:
+            result = self._down(purge)
+        if unlocked:
+            result.warnings.insert(0, f"{unlocked}; stopped without the lock")
+        return result
 
-    def _down(self, purge: bool) -> list[str]:
-        done = []
+    def _down(self, purge: bool) -> DownResult:
+        result = DownResult([])
+
+        def remove(path: Path) -> None:
+            # Leftovers are harmless (the next `up` sees the pidfiles are stale); a
+            # read-only data dir must not keep the servers running.
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                result.warnings.append(f"could not remove {path}: {exc.strerror}")
+
         for service in SERVICES:
             path = self.pidfile(service)
-            record, stale = processes.live_record(path, clean=True)
+            record, stale = processes.live_record(path)
             if stale:
-                done.append(f"{service}: removed a stale pidfile")
+                remove(path)
+                result.lines.append(f"{service}: removed a stale pidfile")
             if record is None:
-                done.append(f"{service}: not running")
+                result.lines.append(f"{service}: not running")
                 continue
             outcome = processes.stop(record, self.settings.local.stop_timeout)
-            path.unlink(missing_ok=True)
-            done.append(f"{service}: {outcome} (pid {record.pid})")
-        self.stack_file.unlink(missing_ok=True)
+            remove(path)
+            result.lines.append(f"{service}: {outcome} (pid {record.pid})")
+        remove(self.stack_file)
         if purge and self.data_dir.exists():
-            for child in ("logs", "redis", "stack.json", "run"):
-                target = self.data_dir / child
-                if target.is_dir():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink(missing_ok=True)
+            try:
+                for child in ("logs", "redis", "stack.json", "run"):
+                    target = self.data_dir / child
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    else:
+                        target.unlink(missing_ok=True)
+            except OSError as exc:
+                raise OperationFailed(
+                    f"{'; '.join(result.lines)}; but could not purge {self.data_dir}: "
+                    f"{exc.strerror} ({exc.filename})",
+                    hint="delete it by hand once it is writable",
+                ) from exc
             with contextlib.suppress(OSError):
                 self.data_dir.rmdir()  # only when nothing else was kept there
-            done.append(f"purged {self.data_dir}")
-        return done
+            result.lines.append(f"purged {self.data_dir}")
+        return result
 
     # --- inspection -------------------------------------------------------
 
     def _address(self, service: str, port: int) -> str:
         if service == "kafka":
             return f"127.0.0.1:{port}"
-        password = self.settings.redis.password
+        password = self._redis_password()
         # The URL carries the password so later commands can connect without the
         # variable; it is masked wherever it is shown and stack.json is owner-only.
         auth = f":{quote(password, safe='')}@" if password else ""
@@ -512,40 +690,40 @@ class LocalEngine(Engine):
             self._address("kafka", ports["kafka"]),
         )
 
-    def endpoints(self) -> Endpoints:
+    def endpoints(self, services: Collection[str] = SERVICES) -> Endpoints:
         records = {s: processes.live_record(self.pidfile(s))[0] for s in SERVICES}
         dead = [s for s, r in records.items() if r is None]
         if len(dead) == len(SERVICES):
             raise StackNotRunning(f"the local stack is not running (data dir {self.data_dir})")
-        if dead:
+        needed = [s for s in dead if s in services]
+        if needed:
             # Never fall back to the configured port: another stack may answer there.
             raise StackNotRunning(
-                f"{' and '.join(dead)} of the local stack is not running (data dir {self.data_dir})",
+                f"{' and '.join(needed)} of the local stack is not running "
+                f"(data dir {self.data_dir})",
                 hint="`devctl up` starts it again; `devctl logs "
-                + dead[0]
+                + needed[0]
                 + "` shows why it stopped",
             )
-        recorded = self.read_stack_file() or {}
-        ports = {s: r.port for s, r in records.items() if r is not None}
-        endpoints = self._endpoints_for(ports)
-        if recorded.get("redis_url") and recorded.get("engine") == self.name:
-            # Keep the URL written at `up` (it may carry the password set then).
-            same_port = str(recorded["redis_url"]).endswith(f":{ports['redis']}/0")
-            if same_port:
-                endpoints = Endpoints(
-                    self.name, str(recorded["redis_url"]), endpoints.kafka_brokers
-                )
-        return endpoints
+        # A dead service the command does not need keeps its last address, marked
+        # not running so that no client ever connects there.
+        ports = {
+            s: r.port if r is not None else (self.last_port(s) or self.wanted_port(s))
+            for s, r in records.items()
+        }
+        return dataclasses.replace(self._endpoints_for(ports), not_running=tuple(dead))
 
     def service_info(self, service: str) -> dict[str, Any]:
         record, stale = processes.live_record(self.pidfile(service))
         if record is None:
-            info: dict[str, Any] = {
-                "running": False,
-                "address": self._address(service, self.wanted_port(service)),
-            }
+            port, moved = self._start_port(service, self.last_port(service))
+            info: dict[str, Any] = {"running": False, "address": self._address(service, port)}
             if stale:
-                info["detail"] = "stale pidfile: the process is gone (`devctl up` cleans it)"
+                info["detail"] = (
+                    f"stale pidfile: the process is gone (`devctl up` restarts it on port {port})"
+                )
+            if moved:
+                info["detail"] = f"{info.get('detail', 'not running')}; {moved}"
             return info
         return {
             "running": True,
@@ -608,7 +786,8 @@ class LocalEngine(Engine):
             except BinaryNotFound as exc:
                 checks.append(DoctorCheck(f"{service} binary", False, exc.message, exc.hint))
             record, _ = processes.live_record(self.pidfile(service))
-            port = self.wanted_port(service)
+            # The port `up` would use: the one it last ran on, after a crash.
+            port, _moved = self._start_port(service, self.last_port(service))
             if record is not None:
                 checks.append(
                     DoctorCheck(
@@ -629,6 +808,12 @@ class LocalEngine(Engine):
                         f"`devctl up {spec.flag} PORT` or {spec.env_port}=PORT",
                     )
                 )
+        checks += [
+            DoctorCheck(
+                f"{lim.service} high watermark", False, lim.summary, lim.remedy, required=False
+            )
+            for lim in self.limitations()
+        ]
         # Look without creating anything: the nearest existing ancestor must be writable.
         existing = self.data_dir
         while not existing.exists() and existing != existing.parent:
@@ -646,3 +831,11 @@ class LocalEngine(Engine):
                 )
             )
         return checks
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None

@@ -34,6 +34,12 @@ class PidRecord:
     port: int
     version: str
     argv: list[str]
+    # The name the OS gives the recorded process: a wrapper script that execs the
+    # server runs under the server's name, not the configured executable's.
+    process_name: str = ""
+    # The process group devctl started (the session of the spawned child); the
+    # recorded server may be a member rather than its leader (a wrapper that forks).
+    pgid: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,12 +69,12 @@ def is_ours(record: PidRecord) -> bool:
             return False
         if abs(proc.create_time() - record.create_time) > _START_TIME_TOLERANCE_S:
             return False
-        exe_name = Path(record.executable).name
+        expected = {Path(record.executable).name, record.process_name} - {""}
         names = {proc.name()}
         with contextlib.suppress(psutil.Error, IndexError):
             names.add(Path(proc.cmdline()[0]).name)
         # Linux truncates process names to 15 characters.
-        return any(n == exe_name or exe_name.startswith(n) for n in names if n)
+        return any(n == e or e.startswith(n) for n in names if n for e in expected)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 
@@ -133,14 +139,15 @@ def stop(record: PidRecord, timeout: float) -> str:
     """SIGTERM, then SIGKILL after ``timeout``; only if the process is still ours."""
     if not is_ours(record):
         return "not running"
-    _signal_group(record.pid, signal.SIGTERM)
+    group = record.pgid or record.pid
+    _signal_group(record.pid, group, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if has_exited(record.pid):
             return "stopped"
         time.sleep(0.05)
     if is_ours(record):
-        _signal_group(record.pid, signal.SIGKILL)
+        _signal_group(record.pid, group, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not has_exited(record.pid):
             time.sleep(0.05)
@@ -148,16 +155,60 @@ def stop(record: PidRecord, timeout: float) -> str:
     return "stopped"
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    # The server leads its own session (start_new_session), so its group id is
-    # its pid; signalling the group also reaches any helper it forked.
+def stop_spawned(child: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a process this process spawned, and its group, whatever it exec'd into.
+
+    Works where ``stop`` cannot tell the process is ours (a wrapper script that
+    exec'd the server under another name): an unreaped child's pid cannot be reused.
+    """
+    if child.poll() is None:
+        _signal_group(child.pid, child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not has_exited(child.pid):
+            time.sleep(0.05)
+    # Also whatever the child forked into its group (a wrapper's server), before
+    # the child is reaped: a live group id is never handed to a new process.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+def _signal_group(pid: int, group: int, sig: signal.Signals) -> None:
+    # The server runs in the session devctl started for it (start_new_session):
+    # signalling that group also reaches a wrapper around it or a helper it forked.
     try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
+        if os.getpgid(pid) == group:
+            os.killpg(group, sig)
         else:
             os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def listener(root_pid: int, port: int) -> psutil.Process | None:
+    """The process of root_pid's session that listens on port: the server itself,
+    also when a wrapper script started it (as root_pid, or as its child)."""
+
+    def listens(conns: list[Any]) -> bool:
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns
+        )
+
+    try:
+        root = psutil.Process(root_pid)
+        candidates = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    for proc in candidates:
+        with contextlib.suppress(psutil.Error):
+            if listens(proc.net_connections(kind="tcp")):
+                return proc
+    # A server that left the process tree (daemonised) is still in the session.
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.pid and listens([conn]) and os.getsid(conn.pid) == root_pid:
+                return psutil.Process(conn.pid)
+    return None
 
 
 def _reap(pid: int) -> None:

@@ -100,9 +100,7 @@ def test_a_server_started_through_a_wrapper_script(cli, tmp_path, exec_) -> None
 def _unshare_works() -> bool:
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(
-        ["unshare", "-rm", "true"], capture_output=True, timeout=10, check=False
-    )
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=10, check=False)
     return probe.returncode == 0
 
 
@@ -173,6 +171,7 @@ def test_a_crashed_server_comes_back_on_the_port_it_last_ran_on(cli) -> None:  #
     # If that port was taken meanwhile, `up` says which address changed.
     _kill9(cli.pids()["redis"])
     squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
     squatter.bind(("127.0.0.1", moved))
     squatter.listen()
     try:

@@ -111,12 +111,19 @@ def test_stale_pidfile_is_cleaned_and_never_kills_a_stranger(cli) -> None:  # ty
         # A pidfile naming a live process that is not ours (pid reused after a reboot).
         write_pidfile(
             cli.data_dir / "run" / "redis.pid",
-            PidRecord(stranger.pid, time.time() - 3600, "/usr/bin/valkey-server", 1, "x", []),
+            PidRecord(
+                stranger.pid,
+                time.time() - 3600,
+                "/usr/bin/valkey-server",
+                int(cli.env["DEVCTL_REDIS_PORT"]),
+                "x",
+                [],
+            ),
         )
         # And one naming a process that no longer exists.
         write_pidfile(
             cli.data_dir / "run" / "kafka.pid",
-            PidRecord(2**22 + 7, 0.0, "/usr/bin/tansu", 1, "x", []),
+            PidRecord(2**22 + 7, 0.0, "/usr/bin/tansu", int(cli.env["DEVCTL_KAFKA_PORT"]), "x", []),
         )
         up = cli.run("up")
         assert up.returncode == 0, up.stderr
@@ -223,6 +230,7 @@ def test_shell_completion_script(cli) -> None:  # type: ignore[no-untyped-def]
 def test_concurrent_ups_start_one_stack(cli) -> None:  # type: ignore[no-untyped-def]
     import sys
 
+    # Six, as the report had it: all succeed (they once shared one write-probe file).
     ups = [
         subprocess.Popen(
             [sys.executable, "-m", "devctl", "up", "--json"],
@@ -232,14 +240,14 @@ def test_concurrent_ups_start_one_stack(cli) -> None:  # type: ignore[no-untyped
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(3)
+        for _ in range(6)
     ]
     reports = []
     for proc in ups:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         reports.append(json.loads(out))
-    assert sorted(len(r["started"]) for r in reports) == [0, 0, 2]
+    assert sorted(len(r["started"]) for r in reports) == [0, 0, 0, 0, 0, 2]
     assert len({json.dumps(r["endpoints"]) for r in reports}) == 1
     servers = [
         p

@@ -125,8 +125,11 @@ def down(
     chosen = app.engine()
     if purge and chosen.keeps_data:
         confirm(app.err, f"Delete all data in {settings.data_dir} (Redis data, logs)?", yes)
-    for line in chosen.down(purge=purge):
+    result = chosen.down(purge=purge)
+    for line in result.lines:
         app.console.print(line, highlight=False)
+    for warning in result.warnings:
+        app.info(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 def status(
@@ -170,6 +173,11 @@ def status(
         for s in statuses:
             if s.detail:
                 app.info(f"{s.service}: {escape(s.detail)}")
+            for limit in s.limitations:
+                app.info(
+                    f"[yellow]{s.service}: limit:[/yellow] {escape(limit['summary'])}; "
+                    f"remedy: {escape(limit['remedy'])}"
+                )
     if all(s.health != "ok" for s in statuses):
         raise typer.Exit(EXIT_NOT_RUNNING)  # nothing answers: not running or not reachable
     if any(s.health != "ok" for s in statuses):
