@@ -135,7 +135,13 @@ def _rate_limits_problem(value: dict[str, Any]) -> str | None:
 
 
 FIELDS: dict[str, Field] = {
-    "engine": Field("choice", "local", "Which engine runs the stack", choices=ENGINES),
+    "engine": Field(
+        "choice",
+        "local",
+        "Which engine runs the stack; left unset, commands use the engine of the last "
+        "`devctl up` (so this key is best left commented out)",
+        choices=ENGINES,
+    ),
     "data_dir": Field(
         "str", ".devctl", "State directory: pidfiles, logs, Redis data", check=_not_blank
     ),

@@ -78,5 +78,17 @@ def validate(ctx: typer.Context) -> None:
     )
 
 
+@config_app.command("reference")
+def reference() -> None:
+    """Print the commented reference of every key (the text of config/devctl.yaml).
+
+    Example: devctl config reference > config/devctl.yaml
+    """
+    from devctl.config.reference import render_reference
+
+    # Plain text, not the Rich console: it must not wrap or interpret markup.
+    typer.echo(render_reference(), nl=False)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(config_app, name="config", rich_help_panel="Configuration")
