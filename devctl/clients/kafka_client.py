@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ClusterMetadata
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from devctl.clients.endpoints import Endpoints
 from devctl.config.loader import Settings
 from devctl.errors import KafkaUnavailable
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 # Tansu's first group join waits about half of session.timeout.ms, so the local
 # engine's consumers use a short session (see README, "Embedded engine facts").
@@ -80,13 +82,21 @@ def producer_conf(endpoints: Endpoints, settings: Settings, **overrides: Any) ->
 
 
 def make_admin(endpoints: Endpoints, settings: Settings) -> AdminClient:
+    # Imported here: confluent_kafka.admin costs ~10 ms, which `devctl publish` (its
+    # producer reads the metadata) no longer pays.
+    from confluent_kafka.admin import AdminClient
+
     return AdminClient(common_conf(endpoints, settings))
 
 
 def fetch_metadata(
-    admin: AdminClient, endpoints: Endpoints, timeout: float, topic: str | None = None
+    admin: AdminClient | Producer, endpoints: Endpoints, timeout: float, topic: str | None = None
 ) -> tuple[ClusterMetadata, float]:
-    """One metadata request; return it with its latency in ms, or raise KafkaUnavailable."""
+    """One metadata request; return it with its latency in ms, or raise KafkaUnavailable.
+
+    A producer's request for one ``topic`` lets the broker auto-create it (librdkafka's
+    producers allow that by default): ask a producer for all topics instead.
+    """
     started = time.perf_counter()
     try:
         metadata = admin.list_topics(topic=topic, timeout=timeout)

@@ -48,14 +48,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from devctl.clients.endpoints import Endpoints
-from devctl.clients.kafka_client import kafka_reason, producer_conf
+from devctl.clients.kafka_client import fetch_metadata, kafka_reason, producer_conf
 from devctl.config.loader import Settings
-from devctl.errors import UsageError
+from devctl.errors import KafkaUnavailable, UsageError
 from devctl.events._batches import Headers
 from devctl.events.envelope import (
     _CONTENT_TYPE_BYTES,
@@ -73,6 +73,9 @@ from devctl.events.envelope import (
 from devctl.events.errors import DeliveryFailed, ProducerQueueFull
 from devctl.events.ids import block_ids, uuid7_block
 from devctl.events.registry import REGISTRY, EventType
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import ClusterMetadata
 
 log = logging.getLogger("devctl.events.producer")
 
@@ -149,6 +152,8 @@ class _LibrdkafkaLog:
         # confluent-kafka calls log(python_level, "%s [%s] %s", facility, name, text).
         if args and args[0] == "UNKPID":
             self._unknown_producer_id()
+        elif args and args[0] == "IDEMPSTATE" and str(args[-1]).endswith("-> Assigned"):
+            self._owner._id_assigned(self._generation)
         if _rdkafka_log.isEnabledFor(level):
             _rdkafka_log.log(level, fmt, *args)
 
@@ -467,6 +472,12 @@ _CREDIT = 64
 _ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA: the partitioner picks, by key
 _NOW = 0  # timestamp 0: librdkafka stamps the record when it is produced
 
+# The delivery thread's longest wait. close() waits for the thread, which notices only
+# when its poll returns: 50 ms added that much to every close() (a one-event `devctl
+# publish` included). A poll returns at once when reports arrive; an idle one costs
+# a few microseconds.
+_SERVE_INTERVAL = 0.01
+
 # How long close() waits at most for batches to stop and for its delivery thread.
 _CLOSE_PATIENCE = 30.0
 
@@ -559,7 +570,10 @@ class EventProducer:
             debug = str(conf.get("debug") or "")
             conf["debug"] = f"{debug},eos" if debug else "eos"
         self.brokers = endpoints.kafka_brokers
+        self._endpoints = endpoints
         self._conf = conf
+        # Set once the first client has its idempotent producer id (see warm_up).
+        self._has_id = threading.Event()
         self._swap = threading.Lock()  # guards _current, _fatal, _again and _retired
         self._fatal: str | None = None
         # (client, generation), replaced whole: a reader never pairs one client with
@@ -609,6 +623,39 @@ class EventProducer:
         """A fatal error from the client of ``generation``: replace it (once)."""
         self._mark_failed(generation, reason)
         self._rebuild(generation)
+
+    def _id_assigned(self, generation: int) -> None:
+        if generation == 0:
+            self._has_id.set()
+
+    def warm_up(self, timeout: float) -> ClusterMetadata:
+        """Connect now: return the cluster's metadata (all topics) once the client can send.
+
+        For one-shot callers (``devctl publish``), whose first event would otherwise wait
+        about a second. librdkafka's idempotent producer asks for its producer id when
+        metadata arrives and then only on a 500 ms timer. A fresh client's first attempt
+        always finds no broker up: the bootstrap connection is dropped as soon as the
+        metadata names the real broker, which is connected only afterwards. So the first
+        event waited for one or two timer ticks. Every metadata answer re-runs that
+        request, so asking again once the real broker is up gets the id at once.
+
+        Raises KafkaUnavailable if no metadata comes within ``timeout``. Without the id
+        by then, it returns anyway: events wait for the id as usual (nothing is lost).
+        """
+        deadline = time.monotonic() + timeout
+        client = self._current[0]
+        metadata, _ms = fetch_metadata(client, self._endpoints, timeout)
+        if not self._watch_log:
+            return metadata  # not idempotent, or the caller's logger: nothing to watch
+        pause = 0.002
+        while not self._has_id.wait(pause):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(KafkaUnavailable):
+                metadata, _ms = fetch_metadata(client, self._endpoints, left)
+            pause = min(pause * 2, 0.1)
+        return metadata
 
     @property
     def max_record_bytes(self) -> int:
@@ -979,14 +1026,14 @@ class EventProducer:
     # --- delivery reports ---------------------------------------------------
 
     def _serve(self) -> None:
-        # A short wait keeps close() quick; an idle poll costs next to nothing.
         while not self._closed.is_set():
             client, generation = self._current
             try:
                 if self._no_batch.is_set():
-                    client.poll(0.05)
+                    client.poll(_SERVE_INTERVAL)
                 else:
-                    self._no_batch.wait(0.05)  # a batch serves its reports (see __init__)
+                    # A batch serves its reports (see __init__).
+                    self._no_batch.wait(_SERVE_INTERVAL)
             except KafkaException as exc:
                 if _is_fatal(exc):
                     self._mark_failed(generation, kafka_reason(exc))

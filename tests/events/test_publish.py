@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf
+from devctl.engines.processes import free_port
+from devctl.errors import KafkaUnavailable
 from devctl.events.envelope import decode_event
+from devctl.events.producer import EventProducer
 from devctl.events.registry import REGISTRY
 from devctl.streams.offsets import end_offsets
-from tests.conftest import interrupt, running
+from tests.conftest import interrupt, running, stack_settings
 from tests.events.conftest import DEVCTL
 
 
@@ -226,3 +233,54 @@ def test_raw_sends_bytes_as_they_are(stack: Any, make_topic: Any, tmp_path: Any)
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
     assert [m.value() for m in records(stack, topic, 1)] == values * 2
+
+
+def test_a_dash_reads_standard_input_as_the_readme_shows(stack: Any, make_topic: Any) -> None:
+    # README: `devctl publish TOPIC --type T --data JSON | --file F | - [...] [--raw]`.
+    topic = make_topic("dash", partitions=1)
+    for args, stdin in (
+        (["--raw", "-"], b"first raw\nsecond raw\n"),
+        (["-", "--type", "devconnect.user.login"], b'{"userId": "d1"}\n'),
+    ):
+        result = subprocess.run(
+            [*DEVCTL, "publish", topic, *args],
+            input=stdin, env={**stack.env, "NO_COLOR": "1"}, capture_output=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    got = records(stack, topic, 1)
+    assert [m.value() for m in got[:2]] == [b"first raw", b"second raw"]
+    assert decode_event(got[2].value()).data["userId"] == "d1" and len(got) == 3
+
+
+def test_a_source_other_than_dash_is_a_usage_error(devctl: Any, unique: str) -> None:
+    result = devctl("publish", f"t-{unique}", "--raw", "somefile")
+    assert result.returncode == 2 and "'-'" in result.stderr
+    both = devctl("publish", f"t-{unique}", "-", "--data", "{}", input="")
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_warm_up_has_the_producer_id_before_the_first_event(
+    stack: Any, make_topic: Any, caplog: pytest.LogCaptureFixture, sparse: bool
+) -> None:
+    # Without it a fresh idempotent client got its id from a 500 ms timer: the first
+    # event of every `devctl publish` waited about a second.
+    caplog.set_level(logging.DEBUG, logger="devctl.events.librdkafka")
+    topic = make_topic("warm")
+    overrides = {"enable.sparse.connections": sparse}
+    with EventProducer(stack.endpoints, stack.settings, **overrides) as producer:
+        metadata = producer.warm_up(10)
+        acquired = [r for r in caplog.records if "Acquired PID" in r.getMessage()]
+        assert topic in metadata.topics and acquired
+        delivery = producer.publish_raw(topic, b"x", key=b"k").result(timeout=10)
+        assert delivery.ok and producer.stats.delivered == 1
+
+
+def test_warm_up_without_a_broker_raises_kafka_unavailable() -> None:
+    endpoints = Endpoints("local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}")
+    settings = stack_settings(Path("/nonexistent"), Path.cwd())
+    with EventProducer(endpoints, settings) as producer:
+        with pytest.raises(KafkaUnavailable, match="did not answer a metadata request"):
+            producer.warm_up(0.5)
+        producer.close(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -20,6 +20,10 @@ SHOW_EACH = 10  # up to this many events, each delivery gets its own line
 def publish(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic to publish to.", show_default=False)],
+    source: Annotated[
+        str | None,
+        typer.Argument(help="'-': read from standard input (as --file -).", show_default=False),
+    ] = None,
     event_type: Annotated[
         str | None, typer.Option("--type", "-t", help="Event type (see `devctl events types`).")
     ] = None,
@@ -50,7 +54,6 @@ def publish(
 
     Example: devctl publish user-events --type devconnect.user.login --data '{"userId": "u1"}'
     """
-    from devctl.clients.kafka_client import fetch_metadata, make_admin
     from devctl.errors import NotFound
     from devctl.events.producer import EventProducer
     from devctl.events.publish import parse_rate, prepare, send
@@ -58,6 +61,15 @@ def publish(
     app = get_app(ctx)
     settings = app.settings(data_dir_flag(data_dir))
     per_second = parse_rate(rate)
+    if source is not None:
+        if source != "-":
+            raise UsageError(
+                f"unexpected argument '{source}': the only one after the topic is '-' (stdin)",
+                hint="read a file with --file F",
+            )
+        if data is not None or file is not None:
+            raise UsageError("give --data, --file or '-', not both")
+        file = Path("-")
     if data is not None and file is not None:
         raise UsageError("give --data or --file, not both")
     if raw and event_type is not None:
@@ -78,16 +90,19 @@ def publish(
             )
 
     endpoints = app.endpoints()
-    metadata, _ = fetch_metadata(
-        make_admin(endpoints, settings), endpoints, settings.kafka.request_timeout_ms / 1000
-    )
-    if topic not in metadata.topics:
-        # The broker may auto-create topics on produce: refuse rather than create a typo.
-        raise NotFound(
-            f"topic '{topic}' does not exist", hint="create it with `devctl topics create`"
-        )
-
-    with EventProducer(endpoints, settings, queue_full="block") as producer:
+    # Not sparse: the client connects to the brokers as soon as metadata names them,
+    # instead of ~50 ms later (librdkafka spaces out its on-demand connections), so
+    # warm_up has the producer id at its second metadata answer.
+    eager: dict[str, Any] = {"enable.sparse.connections": False}
+    with EventProducer(endpoints, settings, queue_full="block", **eager) as producer:
+        # The producer's own metadata, which also has it ready to send at once (see
+        # warm_up: otherwise the first event waits about a second for a producer id).
+        metadata = producer.warm_up(settings.kafka.request_timeout_ms / 1000)
+        if topic not in metadata.topics:
+            # The broker may auto-create topics on produce: refuse rather than create a typo.
+            raise NotFound(
+                f"topic '{topic}' does not exist", hint="create it with `devctl topics create`"
+            )
         records = prepare(
             producer,
             topic,
