@@ -1,4 +1,5 @@
-"""Kafka checks: metadata, configured topics, produce/consume round trips, group resume."""
+"""Kafka checks: metadata, configured topics, leftovers of interrupted runs, produce/consume
+round trips, group resume."""
 
 from __future__ import annotations
 
@@ -10,11 +11,18 @@ from confluent_kafka.admin import NewTopic
 
 from devctl.checks import CheckContext, CheckFailed, check, expect, is_leftover
 from devctl.clients.kafka_client import consumer_conf, fetch_metadata, kafka_reason, producer_conf
-from devctl.events.envelope import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_ID, HEADER_TYPE
+from devctl.events.envelope import (
+    CONTENT_TYPE,
+    HEADER_CONTENT_TYPE,
+    HEADER_ID,
+    HEADER_TYPE,
+    envelope_problem,
+)
 from devctl.events.ids import uuid7
 from devctl.events.markers import CHECK_EVENT_TYPE, CHECK_HEADER, check_event
 
-__all__ = ["CHECK_HEADER"]  # re-exported: event_checks imports it from here
+# Re-exported: event_checks imports CHECK_HEADER from this module.
+__all__ = ["CHECK_HEADER"]
 
 
 @check("kafka", "metadata", gate=True)
@@ -155,8 +163,6 @@ def _expect_check_event(
         event = json.loads(value or b"")
     except ValueError:
         raise CheckFailed(f"{topic}: value {value!r} is not JSON") from None
-    from devctl.events.envelope import envelope_problem
-
     problem = envelope_problem(event)
     expect(problem is None, f"{topic}: not a CloudEvent: {problem}")
     expect(

@@ -1,4 +1,4 @@
-"""Redis checks: connection, round trip, TTL, pipeline, pub/sub."""
+"""Redis checks: connection, leftovers of interrupted runs, round trip, TTL, pipeline, pub/sub."""
 
 from __future__ import annotations
 
