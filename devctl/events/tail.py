@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 import re
 import time
 import uuid
@@ -35,7 +36,7 @@ from devctl.events._batches import (
     join_timeout,
     next_batch,
 )
-from devctl.events.envelope import HEADER_TYPE
+from devctl.events.envelope import HEADER_TYPE, iso_millis
 from devctl.events.markers import CHECK_HEADER
 from devctl.events.positions import offsets_for_time
 from devctl.events.reading import read_record
@@ -361,6 +362,8 @@ class Tail:
         consumer = Consumer(conf)
         self._join_timeout = join_timeout(conf)
         consumer.subscribe(self.topics, on_assign=self._on_assign)
+        if self.on_ready is not None:
+            self.on_ready([])  # joining; told again with the positions once assigned
         return consumer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -414,6 +417,7 @@ class Tail:
                     if remaining is not None:
                         remaining -= 1
                         if remaining == 0:
+                            yield None  # the caller writes (and stores) before the close
                             return
                 yield None
                 if not self.follow and self._finished(started):
@@ -572,3 +576,45 @@ def decode(record: TailRecord) -> None:
     record.mode = reading.mode
     record.legacy = reading.legacy
     record.check = reading.check
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def to_ndjson(record: TailRecord, enrichment: dict[str, Any] | None = None) -> str:
+    """The NDJSON line of one record (the format documented in docs/events.md)."""
+
+    head: dict[str, Any] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": iso_millis(record.timestamp_ms),
+        "key": None if record.key is None else record.key.decode("utf-8", "replace"),
+        "headers": {
+            name: (value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+            for name, value in record.headers
+        },
+    }
+    if enrichment is not None:
+        head["enrich"] = enrichment
+    if record.legacy is not None:
+        head["legacy"] = record.legacy
+    value = record.value
+    if (
+        record.mode == "structured"
+        and record.problem is None
+        and value is not None
+        and b"\n" not in value
+        and b"\r" not in value
+    ):
+        # The value was just parsed as a valid event: splice its bytes in, unchanged.
+        return f'{_dumps(head)[:-1]},"event":{value.decode()}}}'
+    if record.event is not None:
+        head["event"] = record.event
+        if record.problem is not None:
+            head["warning"] = record.problem
+        return _dumps(head)
+    head["event"] = None
+    head["raw"] = None if value is None else value.decode("utf-8", "backslashreplace")
+    head["warning"] = record.problem
+    return _dumps(head)

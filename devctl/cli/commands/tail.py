@@ -150,12 +150,11 @@ def tail(
     def ready(starts: list[StartPosition]) -> None:
         until = "up to the current end" if no_follow else "Ctrl-C to stop"
         if group is not None:
-            where = _group_starts(starts)
-            app.err.print(
-                f"[dim]tail: reading {', '.join(topics)} as group {group}: {where}; {until}[/dim]",
-                highlight=False,
-                soft_wrap=True,
-            )
+            if not starts:
+                text = f"tail: reading {', '.join(topics)} as group {group} (joining); {until}"
+            else:
+                text = f"tail: group {group} starts {_group_starts(starts)}"
+            app.err.print(text, style="dim", highlight=False, soft_wrap=True, markup=False)
             return
         where = {
             "end": "from the end",
@@ -285,57 +284,20 @@ Renderer = Callable[["TailRecord", "dict[str, dict[str, Any]] | None", TextIO], 
 
 def _renderer(output: Output, console: Console, full: bool) -> Renderer:
     if output is Output.json:
-        return _json_line
+        from devctl.events.tail import to_ndjson
+
+        def json_line(
+            record: TailRecord, extra: dict[str, dict[str, Any]] | None, out: TextIO
+        ) -> None:
+            out.write(to_ndjson(record, _enrichment_of(record, extra)) + "\n")
+
+        return json_line
     if output is Output.raw:
         return _raw_line
     return lambda record, extra, _out: _pretty(console, record, extra, full)
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def json_line(record: TailRecord, enrichment: dict[str, Any] | None = None) -> str:
-    """The NDJSON line of one record (the format documented in docs/events.md)."""
-    from devctl.events.envelope import iso_millis
-
-    head: dict[str, Any] = {
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "timestamp": iso_millis(record.timestamp_ms),
-        "key": None if record.key is None else record.key.decode("utf-8", "replace"),
-        "headers": {
-            name: (value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
-            for name, value in record.headers
-        },
-    }
-    if enrichment is not None:
-        head["enrich"] = enrichment
-    if record.legacy is not None:
-        head["legacy"] = record.legacy
-    value = record.value
-    if (
-        record.mode == "structured"
-        and record.problem is None
-        and value is not None
-        and b"\n" not in value
-        and b"\r" not in value
-    ):
-        # The value was just parsed as a valid event: splice its bytes in, unchanged.
-        return f'{_dumps(head)[:-1]},"event":{value.decode()}}}'
-    if record.event is not None:
-        head["event"] = record.event
-        if record.problem is not None:
-            head["warning"] = record.problem
-        return _dumps(head)
-    head["event"] = None
-    head["raw"] = None if value is None else value.decode("utf-8", "backslashreplace")
-    head["warning"] = record.problem
-    return _dumps(head)
-
-
-def _json_line(record: TailRecord, extra: dict[str, dict[str, Any]] | None, out: TextIO) -> None:
-    out.write(json_line(record, _enrichment_of(record, extra)) + "\n")
 
 
 def _raw_line(record: TailRecord, _extra: dict[str, dict[str, Any]] | None, out: TextIO) -> None:
