@@ -367,6 +367,7 @@ class LocalEngine(Engine):
 
     def _up(self, keep: bool, say: Progress) -> UpResult:
         started_at = time.perf_counter()
+        self._up_password = None
         result = UpResult(endpoints=Endpoints(self.name, "", ""))
 
         running: dict[str, PidRecord] = {}
@@ -386,7 +387,6 @@ class LocalEngine(Engine):
                         f"{service} already runs on port {record.port}; "
                         f"run `devctl down` first to move it to {wanted}"
                     )
-
             else:
                 start_ports[service], moved = self._start_port(service, last)
                 if moved:
@@ -465,17 +465,19 @@ class LocalEngine(Engine):
 
     def _record_server(self, service: str, record: PidRecord) -> PidRecord:
         """Record the process that serves the port, which a wrapper script may have started."""
-        server = processes.listener(record.pid, record.port)
-        if server is None:  # cannot see sockets here: keep the spawned process
-            server = psutil.Process(record.pid)
-        with server.oneshot():
-            identified = dataclasses.replace(
-                record,
-                pid=server.pid,
-                create_time=server.create_time(),
-                process_name=server.name(),
-                pgid=record.pgid or record.pid,
-            )
+        try:
+            # Without a view of the sockets, the spawned process is the best we know.
+            server = processes.listener(record.pid, record.port) or psutil.Process(record.pid)
+            with server.oneshot():
+                identified = dataclasses.replace(
+                    record,
+                    pid=server.pid,
+                    create_time=server.create_time(),
+                    process_name=server.name(),
+                    pgid=record.pgid or record.pid,
+                )
+        except psutil.Error:
+            return record  # it died meanwhile: its pidfile is stale, `status` says so
         processes.write_pidfile(self.pidfile(service), identified)
         return identified
 

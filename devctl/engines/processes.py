@@ -204,8 +204,12 @@ def listener(root_pid: int, port: int) -> psutil.Process | None:
             if listens(proc.net_connections(kind="tcp")):
                 return proc
     # A server that left the process tree (daemonised) is still in the session.
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for conn in connections:
+        with contextlib.suppress(psutil.Error, OSError):
             if conn.pid and listens([conn]) and os.getsid(conn.pid) == root_pid:
                 return psutil.Process(conn.pid)
     return None
