@@ -114,7 +114,8 @@ def main() -> None:
         "`devctl.engines`, confluent_kafka); the rest "
         f"({(med(publish) - med(imports)) * 1000:.0f} ms) is parsing, settings, endpoints, the "
         "broker round trips and exit.",
-        "- Before the fix a one-event publish took 1.0-1.6 s, ~1 s of it waiting for the "
+        "- Before the fix a one-event publish took 0.93-1.55 s (4 runs on this machine), "
+        "0.5-1 s of it waiting for the "
         "idempotent producer id: librdkafka asks for it when metadata arrives, else on a 500 ms "
         "timer, and a fresh client's first try finds no broker up. `EventProducer.warm_up()` "
         "asks for metadata again until the id is there (see docs/events.md).",
