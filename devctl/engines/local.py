@@ -789,7 +789,11 @@ class LocalEngine(Engine):
                 checks.append(DoctorCheck(f"{service} binary", False, exc.message, exc.hint))
             record, _ = processes.live_record(self.pidfile(service))
             # The port `up` would use: the one it last ran on, after a crash.
-            port, _moved = self._start_port(service, self.last_port(service))
+            last = self.last_port(service)
+            port, moved = self._start_port(service, last)
+            why = f"; {moved}" if moved else ""
+            if not moved and port == last and port != self.wanted_port(service):
+                why = f" (where {service} last ran; configured: {self.wanted_port(service)})"
             if record is not None:
                 checks.append(
                     DoctorCheck(
@@ -799,14 +803,14 @@ class LocalEngine(Engine):
                     )
                 )
             elif port == 0 or processes.port_is_free(port):
-                checks.append(DoctorCheck(f"{service} port", True, f"{port or 'any'}: free"))
+                checks.append(DoctorCheck(f"{service} port", True, f"{port or 'any'}: free{why}"))
             else:
                 owner = processes.port_owner(port)
                 checks.append(
                     DoctorCheck(
                         f"{service} port",
                         False,
-                        f"{port}: in use by {owner or 'another process'}",
+                        f"{port}: in use by {owner or 'another process'}{why}",
                         f"`devctl up {spec.flag} PORT` or {spec.env_port}=PORT",
                     )
                 )

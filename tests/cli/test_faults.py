@@ -170,9 +170,19 @@ def test_a_crashed_server_comes_back_on_the_port_it_last_ran_on(cli) -> None:  #
 
     # If that port was taken meanwhile, `up` says which address changed.
     _kill9(cli.pids()["redis"])
+    # Valkey's AOF rewrite child may hold the listening socket a moment after a
+    # kill -9 of the server; squat the port once it lets go.
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
-    squatter.bind(("127.0.0.1", moved))
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            squatter.bind(("127.0.0.1", moved))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     squatter.listen()
     try:
         third = cli.run("up", "--json")
