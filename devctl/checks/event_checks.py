@@ -8,6 +8,7 @@ afterwards) and a runtime told to process check records.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import weakref
@@ -28,7 +29,7 @@ from devctl.events.consumer import (
     HandlerContext,
     dead_letter_topic,
 )
-from devctl.events.envelope import HEADER_ID, HEADER_TYPE, Event, decode_event
+from devctl.events.envelope import HEADER_ID, HEADER_TYPE, Event, decode_event, iso_millis
 from devctl.events.producer import EventProducer
 from devctl.events.registry import REGISTRY
 
@@ -142,7 +143,10 @@ def envelope_round_trip(ctx: CheckContext) -> str:
         headers.get(HEADER_TYPE) == ACTIVITY.encode(),
         f"{HEADER_TYPE} header {headers.get(HEADER_TYPE)!r}",
     )
-    expect(headers.get(HEADER_ID) == event.id.encode(), f"{HEADER_ID} header {headers.get(HEADER_ID)!r}")
+    expect(
+        headers.get(HEADER_ID) == event.id.encode(),
+        f"{HEADER_ID} header {headers.get(HEADER_ID)!r}",
+    )
     expect(msg.key() == ctx.run_id.encode(), f"key {msg.key()!r}, expected the user id")  # type: ignore[attr-defined]
     return f"{spec.topic}[{delivery.partition}]@{delivery.offset}"
 
@@ -257,3 +261,68 @@ def restart_exactly_once(ctx: CheckContext) -> str:
     expect(seen == ids, f"effects {len(seen)} (expected each of the 6 once, in order): {seen}")
     expect(_committed(ctx, group, topic) == 6, "restart did not commit to the end")
     return "6 events, 2 redelivered and skipped, each effect once"
+
+
+@check("events", "binary-mode and legacy records are read as typed events")
+def other_writers(ctx: CheckContext) -> str:
+    """A binary-mode CloudEvent (how the SDKs' ``to_binary`` writes one) and a record of
+    today's Node backend reach the handler as typed events, the legacy one with its
+    derived id; neither is dead-lettered."""
+    from devctl.events.legacy import legacy_event_id
+
+    topic, _dlq = _private_topics(ctx, "modes")
+    group = f"{ctx.run_id}-modes"
+    _forget_group(ctx, group)
+    binary_id = f"{ctx.run_id}-binary"
+    binary: Headers = [
+        *MARK,
+        ("ce_specversion", b"1.0"),
+        ("ce_id", binary_id.encode()),
+        ("ce_source", b"/devctl/test"),
+        ("ce_type", ACTIVITY.encode()),
+        ("content-type", b"application/json"),
+    ]
+    data = json.dumps({"userId": ctx.run_id, "action": "binary"}).encode()
+    legacy = json.dumps(
+        {
+            "eventType": "MESSAGE_ANALYTICS",
+            "timestamp": iso_millis(int(time.time() * 1000)),
+            "data": {"userId": ctx.run_id, "messageCount": 2},
+        }
+    ).encode()
+    producer = _producer(ctx)
+    producer.publish_raw(topic, data, key=ctx.run_id.encode(), headers=binary)
+    producer.publish_raw(topic, legacy, key=ctx.run_id.encode(), headers=MARK)
+    expect(producer.flush(ctx.timeout * 2) == 0, "records not delivered")
+    seen: list[Event] = []
+    runtime = ConsumerRuntime(
+        ctx.endpoints,
+        ctx.settings,
+        group=group,
+        partitions=[(topic, 0)],
+        redis_client=ctx.redis,
+        idempotency=False,
+        skip_check_records=False,
+        lag_interval=0,
+        producer=producer,
+    )
+
+    def handle(event: Event) -> None:
+        seen.append(event)
+        if len(seen) == 2:
+            runtime.stop()
+
+    runtime.on(ACTIVITY, handle)
+    with _quiet_runtime():
+        counters = runtime.run(install_signals=False, until_idle=ctx.timeout * 2)
+    expect(counters.dead_lettered == 0, f"{counters.dead_lettered} records dead-lettered")
+    expect(len(seen) == 2, f"{len(seen)} of 2 events reached the handler")
+    first, second = seen
+    expect(first.id == binary_id, f"binary-mode event came with id {first.id}")
+    expect(first.data.get("action") == "binary", f"binary-mode data {first.data}")
+    expected_id = legacy_event_id(topic, 0, 1)
+    expect(
+        second.legacy == "MESSAGE_ANALYTICS" and second.id == expected_id,
+        f"legacy record read as {second.type} {second.id} ({second.legacy})",
+    )
+    return "binary mode and MESSAGE_ANALYTICS read as devconnect.analytics.activity"

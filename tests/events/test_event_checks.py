@@ -22,6 +22,7 @@ def test_event_checks_pass_and_clean_up(stack: Any, devctl: Any) -> None:
         "envelope round trip through Kafka",
         "invalid event routed to the dead-letter topic",
         "consumer restart: no loss, no duplicate effect",
+        "binary-mode and legacy records are read as typed events",
     ]
     assert all(c["status"] == "pass" for c in report["checks"]) and not report["cleanup_problems"]
     assert set(admin.list_topics(timeout=10).topics) == topics_before
