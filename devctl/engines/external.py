@@ -63,7 +63,7 @@ class ExternalEngine(Engine):
 
     def service_info(self, service: str) -> dict[str, Any]:
         try:
-            endpoints = self.endpoints()
+            endpoints = self.endpoints((service,))  # the other one may be unconfigured
         except DevctlError as exc:
             return {"running": False, "address": "-", "detail": exc.message}
         # Nothing to ask a process for: "running" means configured; status probes health.
