@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -468,3 +470,106 @@ def test_events_the_registry_rejects_are_shown_with_a_warning(
     pretty = devctl("tail", topic, "--from-beginning", "--no-follow")
     assert pretty.stdout.count("⚠") == 2, pretty.stdout
     assert "2 not valid events" in pretty.stderr
+
+
+def _follow_in_thread(reader: Any) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+
+    def follow() -> None:
+        for _item in reader.records():
+            if stop.is_set():
+                return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def _wait_for(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_tail_says_when_the_broker_stops_answering_and_when_it_is_back(own_stack: Any) -> None:
+    from devctl.engines.processes import has_exited, read_pidfile
+    from devctl.errors import PortInUse
+    from devctl.events.tail import Tail
+
+    stack = own_stack("silent", delivery_timeout_ms=5000)
+    notices: list[str] = []
+    reader = Tail(
+        stack.endpoints,
+        stack.settings,
+        [stack.topic],
+        poll_timeout=0.1,
+        on_notice=notices.append,
+    )
+    thread, stop = _follow_in_thread(reader)
+    try:
+        time.sleep(0.5)
+        record = read_pidfile(stack.engine.pidfile("kafka"))
+        assert record is not None
+        os.kill(record.pid, signal.SIGKILL)
+        timeout = stack.settings.kafka.request_timeout_ms / 1000
+        assert _wait_for(lambda: any("does not answer" in n for n in notices), timeout + 15), (
+            notices
+        )
+        assert _wait_for(lambda: has_exited(record.pid), 10)
+        deadline = time.monotonic() + 15
+        while True:  # same port: wait until the kernel lets it go
+            try:
+                stack.engine.up()
+                break
+            except PortInUse:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert _wait_for(lambda: any("answers again" in n for n in notices), 20), notices
+        assert notices[0].startswith(f"the broker at {stack.endpoints.kafka_brokers}")
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+
+
+@pytest.mark.slow
+def test_group_banner_says_where_each_partition_starts_and_no_follow_ends(
+    stack: Any, make_topic: Any, producer: EventProducer, devctl: Any, unique: str
+) -> None:
+    topic = make_topic("banner", partitions=2)
+    for index in range(4):
+        producer.publish(
+            "devconnect.user.login", {"userId": f"u{index}"}, topic=topic, key=f"k{index}"
+        ).result(10)
+    group = f"tail-banner-{unique}"
+    try:
+        first = devctl(
+            "tail", topic, "--group", group, "--from-beginning", "--no-follow", "-o", "json",
+            timeout=60,
+        )  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        assert len(first.stdout.splitlines()) == 4
+        assert f"{topic}[0] from the beginning (0)" in first.stderr, first.stderr
+        again = devctl("tail", topic, "--group", group, "--no-follow", "-o", "json", timeout=60)
+        assert again.returncode == 0 and again.stdout == ""
+        ends = end_offsets(stack.endpoints, stack.settings, [(topic, 0), (topic, 1)])
+        for partition in (0, 1):
+            end = ends[(topic, partition)].high
+            assert f"{topic}[{partition}] at its committed offset {end}" in again.stderr or (
+                end == 0 and f"{topic}[{partition}] from the end (0)" in again.stderr
+            ), again.stderr
+    finally:
+        GroupAdmin(stack.endpoints, stack.settings).delete(group)
+
+
+def test_an_offset_past_the_end_is_warned_about(devctl: Any, known: Known) -> None:
+    result = devctl("tail", known.topic, "--offset", "0:999", "--no-follow", "-o", "json")
+    assert result.returncode == 0 and result.stdout == ""
+    assert "offset 999 of" in result.stderr and "lies past its end" in result.stderr
+    legacy = devctl("tail", known.topic, "--from-beginning", "--no-follow", "--type", "USER_LOGIN")
+    assert "--type USER_LOGIN is today's name of devconnect.user.login" in legacy.stderr
+    typo = devctl("tail", known.topic, "--no-follow", "--type", "devconnect.user.lgoin")
+    assert "did you mean devconnect.user.login?" in typo.stderr
