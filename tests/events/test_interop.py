@@ -307,3 +307,64 @@ def test_dead_lettered_copies_stay_readable(
     producer.publish(LOGIN, {"userId": "u1"}, topic=f"{topic}.dlq").result(10)
     shown = devctl("tail", f"{topic}.dlq", "--from-beginning", "--no-follow", "-o", "json")
     assert "warning" not in json.loads(shown.stdout)
+
+
+_JS_READER = """
+const { Kafka } = require("cloudevents");
+const msgs = JSON.parse(require("fs").readFileSync(0, "utf8"));
+for (const m of msgs) {
+  const ev = Kafka.toEvent({ key: m.key, value: m.value, headers: m.headers });
+  if (ev.type !== m.type || ev.id !== m.id || ev.source !== "/devconnect/test") {
+    console.error(`mismatch: ${m.type} read as ${ev.type} ${ev.id}`);
+    process.exit(1);
+  }
+}
+console.log(`read ${msgs.length}`);
+"""
+
+
+@pytest.mark.slow
+def test_every_type_is_read_by_the_js_sdk(tmp_path: Any) -> None:
+    """kafkajs services read our events with the JS SDK's Kafka.toEvent (npm `cloudevents`).
+
+    Needs node and the npm registry (both on the project's machines); skipped without them.
+    """
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed")
+    install = subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(tmp_path), "cloudevents@10"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if install.returncode != 0:
+        pytest.skip(f"npm could not install cloudevents: {install.stderr[-300:]}")
+    messages = []
+    for name, data in _samples().items():
+        encoded = encode_event(name, data, source="/devconnect/test")
+        messages.append(
+            {
+                "key": encoded.key.decode(),
+                "value": encoded.value.decode(),
+                "headers": {k: bytes(v).decode() for k, v in encoded.headers},  # type: ignore[arg-type]
+                "type": name,
+                "id": encoded.id,
+            }
+        )
+    script = tmp_path / "read.js"
+    script.write_text(_JS_READER)
+    read = subprocess.run(
+        ["node", str(script)],
+        input=json.dumps(messages),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip() == f"read {len(REGISTRY)}"
