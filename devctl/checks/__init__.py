@@ -6,6 +6,13 @@ clean-up with ``ctx.defer`` so nothing is left behind. The first check of each
 group may be a ``gate``: when it fails because the server is unreachable, the
 rest of that group is skipped and `devctl test` exits 3.
 
+Every check and every clean-up runs in a worker thread with a deadline
+(``check_deadline``): one that has not finished by then is reported failed and
+left behind (a daemon thread), so a hung server can never hang the run. Once a
+server failed to answer, the groups that need it are skipped, and any later use
+of it by a check (``ctx.redis``, ``ctx.admin``) fails at once; such a check is
+skipped rather than left to wait out its own timeouts or retry for ever.
+
 Adding checks for a new area: write a module here and add it to CHECK_MODULES.
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 import importlib
 import re
 import secrets
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -24,7 +32,7 @@ import redis
 
 from devctl.clients.endpoints import Endpoints
 from devctl.config.loader import Settings
-from devctl.errors import StackNotRunning
+from devctl.errors import KafkaUnavailable, RedisUnavailable, StackNotRunning
 from devctl.events.markers import CHECK_TOPIC_PREFIX
 
 CHECK_MODULES = (
@@ -33,6 +41,25 @@ CHECK_MODULES = (
     "devctl.checks.event_checks",
     "devctl.checks.state_checks",
 )
+
+
+# The server each group's checks need first (the one its gate reaches). Checks that
+# also use another server (the events checks use Redis for the idempotency guard)
+# are found out when they touch it: see CheckContext.redis.
+GROUP_SERVER = {"redis": "redis", "kafka": "kafka", "events": "kafka", "state": "redis"}
+
+# A check gets this many times the longest configured timeout (Kafka request, or Redis
+# connect + reply) before it is abandoned: checks wait for at most a few such timeouts
+# each, and a healthy run takes well under a second per check.
+DEADLINE_FACTOR = 4
+DEADLINE_SLACK = 5.0
+
+
+def check_deadline(settings: Settings) -> float:
+    """Seconds a check (or a clean-up) may run before it is abandoned."""
+    kafka = settings.kafka.request_timeout_ms / 1000
+    redis_ = settings.redis.connect_timeout + settings.redis.socket_timeout
+    return DEADLINE_FACTOR * max(kafka, redis_) + DEADLINE_SLACK
 
 
 # A run removes what interrupted runs (SIGKILL, a crash, a lost machine) left behind
@@ -74,10 +101,13 @@ class CheckFailed(Exception):
 class CheckContext:
     """What a check needs: settings, endpoints, lazily made clients, a unique run id."""
 
-    def __init__(self, settings: Settings, endpoints: Endpoints):
+    def __init__(self, settings: Settings, endpoints: Endpoints, deadline: float | None = None):
         self.settings = settings
         self.endpoints = endpoints
         self.run_id = new_run_id()
+        self.deadline = check_deadline(settings) if deadline is None else deadline
+        # Servers that did not answer earlier in this run -> why.
+        self.down: dict[str, str] = {}
         self._redis: redis.Redis | None = None
         self._admin: Any = None
         self._cleanups: list[Callable[[], Any]] = []
@@ -87,11 +117,30 @@ class CheckContext:
         if self._redis is None:
             from devctl.clients.redis_client import make_redis
 
-            self._redis = make_redis(self.endpoints, self.settings)
+            client = make_redis(self.endpoints, self.settings)
+            # Every command, pipeline and subscription takes a connection from the pool:
+            # once Redis is known down, that fails at once, also for objects (a consumer
+            # runtime, the state services) that were given this client earlier.
+            pool = client.connection_pool
+            connect = pool.get_connection
+
+            def get_connection(*args: Any, **kwargs: Any) -> Any:
+                self._fail_if_down("redis")
+                return connect(*args, **kwargs)
+
+            setattr(pool, "get_connection", get_connection)  # noqa: B010 - an instance override
+            self._redis = client
+        self._fail_if_down("redis")
         return self._redis
+
+    def _fail_if_down(self, server: str) -> None:
+        if server in self.down:
+            error = RedisUnavailable if server == "redis" else KafkaUnavailable
+            raise error(f"{server} not reachable: {self.down[server]}")
 
     @property
     def admin(self) -> Any:
+        self._fail_if_down("kafka")
         if self._admin is None:
             from devctl.clients.kafka_client import make_admin
 
@@ -118,7 +167,9 @@ class CheckContext:
         for cleanup in reversed(self._cleanups):
             name = getattr(cleanup, "__name__", "cleanup")
             try:
-                cleanup()
+                finished, _ = within(cleanup, self.deadline, f"clean-up {name}")
+                if not finished:
+                    problems.append(f"{name}: no answer within {self.deadline:g}s")
             except KeyboardInterrupt as exc:
                 # Ctrl-C or SIGTERM that lands during the clean-up: finish the others
                 # first, then stop; a second one stops at once.
@@ -198,23 +249,49 @@ def run_checks(
     *,
     groups: list[str] | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
+    checks: list[Check] | None = None,
+    deadline: float | None = None,
 ) -> Report:
+    """Run the checks (all registered ones unless ``checks``) in order; never hangs.
+
+    ``deadline`` (default ``check_deadline(settings)``) bounds each check and clean-up.
+    """
     started = time.perf_counter()
-    ctx = CheckContext(settings, endpoints)
+    ctx = CheckContext(settings, endpoints, deadline)
     results: list[CheckResult] = []
     unreachable: dict[str, str] = {}
     try:
-        for item in all_checks():
+        for item in all_checks() if checks is None else checks:
             if groups and item.group not in groups:
                 continue
+            server = GROUP_SERVER.get(item.group)
             if item.group in unreachable:
                 result = CheckResult(
                     item.group, item.name, "skip", 0.0, f"{item.group} not reachable"
                 )
+            elif server in ctx.down:
+                result = CheckResult(
+                    item.group, item.name, "skip", 0.0, f"needs {server}, not reachable"
+                )
             else:
-                result = _run_one(item, ctx)
-                if item.gate and result.status == "fail" and result.detail == "unreachable":
-                    unreachable[item.group] = result.reason
+                known_down = set(ctx.down)
+                result, failed_server = _run_one(item, ctx)
+                if result.detail == "unreachable":
+                    failed_server = failed_server or server
+                    if failed_server in known_down:
+                        # It touched a server that had already failed: not a new failure.
+                        result = CheckResult(
+                            item.group,
+                            item.name,
+                            "skip",
+                            result.millis,
+                            f"needs {failed_server}, not reachable",
+                        )
+                    else:
+                        if failed_server is not None:
+                            ctx.down[failed_server] = result.reason
+                        if item.gate:
+                            unreachable[item.group] = result.reason
             results.append(result)
             if on_result:
                 on_result(result)
@@ -223,27 +300,68 @@ def run_checks(
     return Report(results, unreachable, problems, time.perf_counter() - started)
 
 
-def _run_one(item: Check, ctx: CheckContext) -> CheckResult:
+def within(func: Callable[[], Any], seconds: float, name: str) -> tuple[bool, Any]:
+    """``(True, func())`` if it returns within ``seconds``, re-raising what it raises;
+    ``(False, None)`` if not: it is then left running in a daemon thread, which neither
+    blocks the run nor the process's exit."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = func()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"devctl {name}", daemon=True)
+    worker.start()
+    worker.join(seconds)  # Ctrl-C and SIGTERM still interrupt this wait
+    if worker.is_alive():
+        return False, None
+    if "error" in outcome:
+        raise outcome["error"]
+    return True, outcome.get("value")
+
+
+def _run_one(item: Check, ctx: CheckContext) -> tuple[CheckResult, str | None]:
+    """The result of one check, and the server that did not answer if that is why it failed."""
     started = time.perf_counter()
     try:
-        note = item.func(ctx)
-        return CheckResult(item.group, item.name, "pass", _ms(started), note or "")
+        finished, note = within(lambda: item.func(ctx), ctx.deadline, f"check {item.name}")
+        if not finished:
+            reason = f"no result within {ctx.deadline:g}s: abandoned (is a server hung?)"
+            # A gate that hangs means its server does not answer; another check may hang
+            # for reasons of its own, so it only fails.
+            detail = "unreachable" if item.gate else reason
+            return CheckResult(item.group, item.name, "fail", _ms(started), reason, detail), None
+        return CheckResult(item.group, item.name, "pass", _ms(started), note or ""), None
     except StackNotRunning as exc:
-        return CheckResult(item.group, item.name, "fail", _ms(started), exc.message, "unreachable")
+        server = (
+            "redis"
+            if isinstance(exc, RedisUnavailable)
+            else "kafka"
+            if isinstance(exc, KafkaUnavailable)
+            else None
+        )
+        result = CheckResult(
+            item.group, item.name, "fail", _ms(started), exc.message, "unreachable"
+        )
+        return result, server
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        return CheckResult(
+        result = CheckResult(
             item.group, item.name, "fail", _ms(started), f"Redis: {exc}", "unreachable"
         )
+        return result, "redis"
     except CheckFailed as exc:
-        return CheckResult(item.group, item.name, "fail", _ms(started), str(exc))
+        return CheckResult(item.group, item.name, "fail", _ms(started), str(exc)), None
     except Exception as exc:
         # A C extension interrupted by Ctrl-C reports SystemError; let Ctrl-C win.
         if isinstance(exc.__context__, KeyboardInterrupt):
             raise KeyboardInterrupt from exc
         reason = f"{type(exc).__name__}: {exc}"
-        return CheckResult(
+        result = CheckResult(
             item.group, item.name, "fail", _ms(started), reason, traceback.format_exc()
         )
+        return result, None
 
 
 def _ms(started: float) -> float:

@@ -26,6 +26,9 @@ Semantics (docs/events.md has the long form):
   the dead-letter write), it neither dead-letters nor commits: it seeks back and
   tries again after a backoff, until the failure clears or it is stopped. Redis
   refusing writes (OOM, read-only, loading) is such a failure, not a handler error.
+  With ``stall_limit`` (seconds), a stall lasting longer than that ends ``run()``
+  with ``RedisUnavailable`` or ``KafkaUnavailable`` naming the cause, for callers
+  (checks, one-off jobs) that must not wait for ever.
 - **Check records** (header ``devctl-check``) are skipped and committed past.
 - **Shutdown.** SIGTERM/SIGINT finish the in-flight batch, commit, and leave the
   group; a record waiting for a retry is left for the next run. A second signal
@@ -51,7 +54,7 @@ from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, Message, To
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf, kafka_reason
 from devctl.config.loader import Settings
-from devctl.errors import UsageError
+from devctl.errors import KafkaUnavailable, RedisUnavailable, UsageError
 from devctl.events._batches import (
     close_consumer,
     coordinates,
@@ -217,7 +220,14 @@ class _Duplicate(Exception):
 
 
 class _Stall(Exception):
-    """The runtime's own infrastructure failed: do not commit, seek back, retry later."""
+    """The runtime's own infrastructure failed: do not commit, seek back, retry later.
+
+    ``server`` is the one that failed: "redis" (the guard, markers) or "kafka" (dead letters).
+    """
+
+    def __init__(self, message: str, server: str = "redis"):
+        super().__init__(message)
+        self.server = server
 
 
 class _Abandon(Exception):
@@ -251,6 +261,7 @@ class ConsumerRuntime:
         poll_timeout: float = 0.5,
         lag_interval: float = 5.0,
         producer: EventProducer | None = None,
+        stall_limit: float | None = None,
         **overrides: Any,
     ):
         events = settings.events
@@ -272,6 +283,9 @@ class ConsumerRuntime:
         self.poll_timeout = poll_timeout
         self.lag_interval = lag_interval
         self.idempotency = idempotency
+        # None: stall (and retry) until the failure clears or the runtime is stopped.
+        self.stall_limit = stall_limit
+        self._stalled_since: float | None = None
         self.counters = Counters()
         self._overrides = overrides
         self._routes: dict[str, _Route] = {}
@@ -463,11 +477,29 @@ class ConsumerRuntime:
                     self._write_marks(pending_marks)
             self._rewind(records, finished)
             if isinstance(exc, _Stall):
-                self.counters.stalls += 1
-                log.error("%s: stalled, retrying after a pause: %s", self.group, exc)
-                self._stop.wait(self._delay(min(self.counters.stalls, 6)))
+                self._stalled(exc)
+        else:
+            self._stalled_since = None
         if finished and not self._force:
             self._commit(finished)
+
+    def _stalled(self, exc: _Stall) -> None:
+        """Pause before the batch is tried again; past ``stall_limit``, give up."""
+        self.counters.stalls += 1
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        stalled = now - self._stalled_since
+        delay = self._delay(min(self.counters.stalls, 6))
+        if self.stall_limit is not None:
+            if stalled >= self.stall_limit:
+                error = RedisUnavailable if exc.server == "redis" else KafkaUnavailable
+                raise error(
+                    f"{self.group}: stalled for {stalled:.1f}s (limit {self.stall_limit:g}s): {exc}"
+                ) from exc
+            delay = min(delay, self.stall_limit - stalled)  # the last try comes at the limit
+        log.error("%s: stalled, retrying after a pause: %s", self.group, exc)
+        self._stop.wait(delay)
 
     def _classify(self, msg: Message) -> _Record:
         record = _Record(msg, *coordinates(msg))
@@ -686,7 +718,7 @@ class ConsumerRuntime:
         try:
             delivery = future.result(timeout=self.settings.events.delivery_timeout_ms / 1000 + 5)
         except Exception as exc:  # not moving on without the copy: that would lose the event
-            raise _Stall(f"dead-letter write to {target} failed: {exc}") from exc
+            raise _Stall(f"dead-letter write to {target} failed: {exc}", "kafka") from exc
         self.counters.dead_lettered += 1
         log.warning(
             "%s: %s dead-lettered to %s [%d@%d]: %s",
