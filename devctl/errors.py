@@ -1,7 +1,9 @@
 """The one error hierarchy of devctl.
 
 The domain raises these; the CLI renders them in one place (``devctl.cli.main``)
-and turns ``exit_code`` into the process exit code. The codes are documented in
+and turns ``exit_code`` into the process exit code; ``error_code`` is the stable machine
+name shown in ``--json`` errors (``{"error": {"code", "message", "hint"}}``), so
+scripts branch on it rather than on the message. The exit codes are documented in
 the README:
 
     0  success
@@ -25,6 +27,8 @@ class DevctlError(Exception):
     """Base of every expected failure; carries a user-facing message and a hint."""
 
     exit_code = EXIT_FAILED
+    # Named error_code, not code: DeliveryFailed.code is the broker's numeric error.
+    error_code = "error"
 
     def __init__(self, message: str, *, hint: str | None = None, details: str | None = None):
         super().__init__(message)
@@ -40,16 +44,20 @@ class DevctlError(Exception):
 class OperationFailed(DevctlError):
     """An operation ran and did not succeed (exit 1)."""
 
+    error_code = "operation-failed"
+
 
 class UsageError(DevctlError):
     """Bad arguments that the command line parser could not catch itself."""
 
+    error_code = "usage"
     exit_code = EXIT_USAGE
 
 
 class ConfigError(DevctlError):
     """Invalid configuration: bad YAML, unknown key, wrong type, bad value."""
 
+    error_code = "config"
     exit_code = EXIT_USAGE
 
     def __init__(
@@ -76,22 +84,27 @@ class ConfigError(DevctlError):
 class BinaryNotFound(DevctlError):
     """A server binary the local engine needs cannot be found."""
 
+    error_code = "binary-not-found"
     exit_code = EXIT_USAGE
 
 
 class PortInUse(DevctlError):
     """A port the local engine wants is taken by another process."""
 
+    error_code = "port-in-use"
     exit_code = EXIT_USAGE
 
 
 class ServiceStartError(DevctlError):
     """A server process did not become healthy."""
 
+    error_code = "service-start-failed"
+
 
 class StackNotRunning(DevctlError):
     """The stack is not running, or its endpoints do not answer."""
 
+    error_code = "not-running"
     exit_code = EXIT_NOT_RUNNING
 
     def __init__(
@@ -107,14 +120,22 @@ class StackNotRunning(DevctlError):
 class RedisUnavailable(StackNotRunning):
     """Redis did not answer within the configured timeouts."""
 
+    error_code = "redis-unavailable"
+
 
 class KafkaUnavailable(StackNotRunning):
     """Kafka did not answer within the configured timeouts."""
+
+    error_code = "kafka-unavailable"
 
 
 class UnsupportedOperation(DevctlError):
     """The engine or broker cannot do what was asked (e.g. grow a topic on Tansu)."""
 
+    error_code = "unsupported"
+
 
 class NotFound(DevctlError):
     """A named thing (topic, session, group) does not exist."""
+
+    error_code = "not-found"

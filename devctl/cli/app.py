@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from devctl import __version__
 from devctl.config import envvars
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from devctl.clients.endpoints import Endpoints
     from devctl.config.loader import Settings
     from devctl.engines.base import Engine
@@ -29,10 +30,24 @@ if TYPE_CHECKING:
 class Application:
     config_path: str | None = None
     verbose: bool = False
-    console: Console = field(default_factory=Console)
-    err: Console = field(default_factory=lambda: Console(stderr=True))
     command: str | None = None  # the top-level command being run, e.g. "topics"
     _settings: Settings | None = None
+    # Created on first use: rich.console costs ~30 ms to import and some commands
+    # (--version, --json output) never print through it.
+    _console: Console | None = None
+    _err: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            self._console = make_console()
+        return self._console
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            self._err = make_console(stderr=True)
+        return self._err
 
     def settings(self, flags: Mapping[str, tuple[Any, str]] | None = None) -> Settings:
         """Load settings once; flags (dotted key -> (value, flag name)) override everything."""
@@ -71,6 +86,27 @@ class Application:
     def debug(self, message: str) -> None:
         if self.verbose:
             self.err.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+# Width of a console whose output is not a terminal: wide enough that no table cell
+# or message is ever folded, so a value (URL, session id) stays whole on its line.
+PIPE_WIDTH = 100_000
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A Rich console; piped or redirected, it never wraps (as kubectl and rpk print).
+
+    Rich assumes 80 columns when the stream is not a terminal and folds table cells
+    and messages at that width, which splits URLs and ids over lines; a COLUMNS set
+    by the user is still honoured.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = PIPE_WIDTH
+        console.soft_wrap = True
+    return console
 
 
 # The servers each top-level command (or group) reaches through `Application.endpoints`;
@@ -140,22 +176,51 @@ def root(
     application.verbose = verbose or debug_enabled(os.environ.get(envvars.DEBUG))
 
 
-# Each module defines `register(app)`; adding a command group is one line here.
-COMMAND_MODULES = (
-    "devctl.cli.commands.stack",
-    "devctl.cli.commands.config",
-    "devctl.cli.commands.topics",
-    "devctl.cli.commands.test",
-    "devctl.cli.commands.events",
-    "devctl.cli.commands.tail",
-    "devctl.cli.commands.publish",
-    "devctl.cli.commands.groups",
-    "devctl.cli.commands.sessions",
-    "devctl.cli.commands.presence",
-    "devctl.cli.commands.ratelimit",
-    "devctl.cli.commands.cache",
-    "devctl.cli.commands.keys",
-)
+# Each top-level command (or group) and the module whose `register(app)` adds it;
+# adding a command is one line here. Help lists them in this order.
+COMMANDS: dict[str, str] = {
+    "up": "stack",
+    "down": "stack",
+    "status": "stack",
+    "logs": "stack",
+    "doctor": "stack",
+    "config": "config",
+    "topics": "topics",
+    "test": "test",
+    "events": "events",
+    "tail": "tail",
+    "publish": "publish",
+    "groups": "groups",
+    "sessions": "sessions",
+    "presence": "presence",
+    "ratelimit": "ratelimit",
+    "cache": "cache",
+    "keys": "keys",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(f"devctl.cli.commands.{m}" for m in COMMANDS.values()))
+_registered: set[str] = set()
 
-for _module in COMMAND_MODULES:
-    importlib.import_module(_module).register(app)
+
+def register(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
+    """Add the commands of ``modules`` to the app (each module once); all by default."""
+    for module in COMMAND_MODULES:  # in COMMAND_MODULES order, whatever the argument's
+        if module in modules and module not in _registered:
+            importlib.import_module(module).register(app)
+            _registered.add(module)
+    return app
+
+
+def load_commands(args: Sequence[str]) -> typer.Typer:
+    """Register what the command line needs: Typer builds every registered command's
+    parameters on each run (~50 ms for all), so a command run builds only its own.
+
+    Help, completion and an unknown name need them all; `--version` needs none.
+    """
+    from devctl.cli.argv import command_name
+
+    name = command_name(args)
+    if name in COMMANDS and not os.environ.get("_DEVCTL_COMPLETE"):
+        return register((f"devctl.cli.commands.{COMMANDS[name]}",))
+    if name is None and "--version" in args and not {"-h", "--help"} & set(args):
+        return app
+    return register()

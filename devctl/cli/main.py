@@ -1,24 +1,23 @@
-"""Entry point: runs the Typer app and maps every error to its exit code, in one place."""
+"""Entry point: runs the Typer app and maps every error to its exit code, in one place.
+
+Errors go to stderr as prose, or as one JSON object when the command was asked for
+JSON (``{"error": {"code", "message", "hint"}}``), so scripts never parse prose.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
+from devctl.cli.argv import hoist_verbose, wants_json, wants_verbose
+from devctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, DevctlError
 
-from devctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, DevctlError
-
-
-def _verbose() -> bool:
-    import os
-
-    from devctl.config.envvars import DEBUG
-
-    return (
-        "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:] or debug_enabled(os.environ.get(DEBUG))
-    )
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def debug_enabled(value: str | None) -> bool:
@@ -26,7 +25,15 @@ def debug_enabled(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
+def _verbose(args: Sequence[str]) -> bool:
+    from devctl.config.envvars import DEBUG
+
+    return wants_verbose(args) or debug_enabled(os.environ.get(DEBUG))
+
+
 def render_error(exc: DevctlError, console: Console, verbose: bool) -> None:
+    from rich.markup import escape
+
     console.print(f"[bold red]error:[/bold red] {escape(exc.message)}", highlight=False)
     if exc.hint:
         console.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", highlight=False)
@@ -36,26 +43,128 @@ def render_error(exc: DevctlError, console: Console, verbose: bool) -> None:
         console.print(f"[dim]caused by: {escape(repr(exc.__cause__))}[/dim]", highlight=False)
 
 
-def main(argv: list[str] | None = None) -> None:
-    err = Console(stderr=True)
-    try:
-        from devctl.cli.app import app
+def json_error(code: str, message: str, hint: str | None = None, **extra: str) -> str:
+    """The one JSON shape of an error, as written to stderr."""
+    return json.dumps({"error": {"code": code, "message": message, "hint": hint, **extra}})
 
-        app(args=argv, prog_name="devctl")
-    except DevctlError as exc:
-        render_error(exc, err, _verbose())
+
+class _Errors:
+    """Writes errors to stderr, as prose or as JSON; exits with the error's code."""
+
+    def __init__(self, as_json: bool, verbose: bool) -> None:
+        self.as_json = as_json
+        self.verbose = verbose
+
+    def _console(self) -> Console:
+        from devctl.cli.app import make_console
+
+        return make_console(stderr=True)
+
+    def devctl(self, exc: DevctlError) -> None:
+        if self.as_json:
+            extra = {"details": exc.details} if self.verbose and exc.details else {}
+            self._write(json_error(exc.error_code, exc.message, exc.hint, **extra))
+        else:
+            render_error(exc, self._console(), self.verbose)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted")
+
+    def usage(self, exc: Exception, exit_code: int) -> None:
+        """A parse error found by Typer (unknown option, missing argument...)."""
+        if self.as_json:
+            self._write(json_error("usage", _click_message(exc), "see --help"))
+        else:
+            try:
+                from devctl.cli.typer_compat import import_rich_utils
+
+                import_rich_utils()
+                from typer import rich_utils
+
+                rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+            except Exception:  # an older Typer: click's own plain rendering
+                exc.show()  # type: ignore[attr-defined]
+        sys.exit(exit_code)
+
+    def interrupted(self) -> None:
+        if self.as_json:
+            self._write(json_error("interrupted", "interrupted (Ctrl-C)"))
+        else:
+            sys.stderr.write("interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:  # an unexpected bug: short message, details with --verbose
-        verbose = _verbose()
-        if verbose:
-            traceback.print_exc()
-        advice = "please report it" if verbose else "run again with --verbose for the traceback"
-        err.print(
-            f"[bold red]internal error:[/bold red] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
-            f"[yellow]hint:[/yellow] {advice}",
-            highlight=False,
-        )
+
+    def aborted(self) -> None:
+        """A prompt found no answer (end of input): nothing was changed."""
+        if self.as_json:
+            self._write(json_error("aborted", "aborted: no answer to the prompt"))
+        else:
+            sys.stderr.write("aborted: nothing was changed\n")
         sys.exit(EXIT_FAILED)
+
+    def internal(self, exc: Exception) -> None:
+        """An unexpected bug: short message, details with --verbose."""
+        if self.verbose:
+            traceback.print_exc()
+        advice = "please report it" if self.verbose else "run again with --verbose for the traceback"
+        if self.as_json:
+            self._write(json_error("internal", f"{type(exc).__name__}: {exc}", advice))
+        else:
+            from rich.markup import escape
+
+            self._console().print(
+                f"[bold red]internal error:[/bold red] {escape(type(exc).__name__)}: "
+                f"{escape(str(exc))}\n[yellow]hint:[/yellow] {advice}",
+                highlight=False,
+            )
+        sys.exit(EXIT_FAILED)
+
+    @staticmethod
+    def _write(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _click_message(exc: Exception) -> str:
+    format_message = getattr(exc, "format_message", None)
+    return str(format_message() if callable(format_message) else exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = hoist_verbose(sys.argv[1:] if argv is None else argv)
+    errors = _Errors(as_json=wants_json(args), verbose=_verbose(args))
+    from typer import Abort
+
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # a Typer that still depends on click
+        from click.exceptions import ClickException  # type: ignore[no-redef]
+    try:
+        from devctl.cli import typer_compat
+
+        typer_compat.install()
+        if not args or {"-h", "--help"} & set(args):
+            typer_compat.import_rich_utils()
+        from devctl.cli.app import load_commands
+
+        # standalone_mode=False: Typer hands back its exceptions (usage errors, a
+        # prompt's Ctrl-C) and exit codes, so they are rendered here like ours.
+        result = load_commands(args)(args=args, prog_name="devctl", standalone_mode=False)
+    except DevctlError as exc:
+        errors.devctl(exc)
+    except Abort as exc:
+        # Ctrl-C at a [y/N] prompt arrives as Abort with the KeyboardInterrupt as its
+        # context; end of input at a prompt, without it.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            errors.interrupted()
+        errors.aborted()
+    except ClickException as exc:
+        errors.usage(exc, getattr(exc, "exit_code", EXIT_USAGE))
+    except KeyboardInterrupt:
+        errors.interrupted()
+    except Exception as exc:
+        errors.internal(exc)
+    else:
+        # Typer turns a Ctrl-C during a command into exit code 130, silently.
+        code = result if isinstance(result, int) else 0
+        if code == EXIT_INTERRUPTED:
+            errors.interrupted()
+        if code:
+            sys.exit(code)

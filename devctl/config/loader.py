@@ -7,15 +7,14 @@ in the working directory, the config file (``--config``, ``$DEVCTL_CONFIG``,
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from devctl.config import envvars
 from devctl.config.schema import (
@@ -36,6 +35,9 @@ from devctl.config.schema import (
 )
 from devctl.config.topic_configs import topic_config_problem
 from devctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 CONFIG_CANDIDATES = ("devctl.yaml", "config/devctl.yaml")
 TOPICS_FILE = "topics.yaml"
@@ -218,6 +220,8 @@ def _find_config_file(
 
 
 def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    import yaml  # here, not at the top: only a config file needs it (~12 ms)
+
     text = _read_text(path)
     try:
         data = yaml.safe_load(text)
@@ -249,6 +253,8 @@ def _read_text(path: Path) -> str:
 
 def _collect_lines(node: yaml.Node, prefix: str, lines: dict[str, int], source: str = "") -> None:
     """Line of every key; a key given twice is an error (YAML would keep the last silently)."""
+    import yaml
+
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -456,8 +462,12 @@ def _coerce_text(key: str, spec: Field, text: str, source: str) -> Any:
             elif stripped.lower() in _FALSE:
                 value = False
         elif spec.kind == "mapping":
-            value = yaml.safe_load(stripped)
-    except (ValueError, yaml.YAMLError):
+            import yaml
+
+            # Left as text if it does not parse: _check_value reports the wrong type.
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(stripped)
+    except ValueError:
         pass  # left as text: _check_value reports the wrong type
     return _check_value(key, spec, value, source=source, line=None)
 

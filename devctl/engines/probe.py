@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import redis
+from typing import TYPE_CHECKING
 
 from devctl.clients.endpoints import Endpoints
-from devctl.clients.kafka_client import fetch_metadata, make_admin
-from devctl.clients.redis_client import make_redis, ping
-from devctl.config.loader import Settings
+
+if TYPE_CHECKING:
+    from devctl.config.loader import Settings
+
+# The clients are imported by the probe that uses them: redis costs ~60 ms and
+# confluent_kafka ~25 ms to import, and a command that reaches one service (topics,
+# keys) must not pay for the other.
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,10 @@ class ProbeResult:
 def probe_redis(
     url: str, settings: Settings, timeout: float | None = None, engine: str = "local"
 ) -> ProbeResult:
+    import redis
+
+    from devctl.clients.redis_client import make_redis, ping
+
     client = make_redis(Endpoints(engine, url, ""), settings)
     if timeout is not None:
         client.connection_pool.connection_kwargs.update(
@@ -43,6 +50,8 @@ def probe_redis(
 def probe_kafka(
     brokers: str, settings: Settings, timeout: float | None = None, engine: str = "local"
 ) -> ProbeResult:
+    from devctl.clients.kafka_client import fetch_metadata, make_admin
+
     endpoints = Endpoints(engine, "", brokers)
     admin = make_admin(endpoints, settings)
     wait = timeout if timeout is not None else settings.kafka.request_timeout_ms / 1000

@@ -30,9 +30,9 @@ def devctl(
 def _leaf_commands() -> list[list[str]]:
     import typer.main
 
-    from devctl.cli.app import app
+    from devctl.cli.app import register
 
-    root = typer.main.get_command(app)
+    root = typer.main.get_command(register())  # every command, as help lists them
     out: list[list[str]] = []
 
     def walk(command, path):  # type: ignore[no-untyped-def]

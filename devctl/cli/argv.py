@@ -1,0 +1,69 @@
+"""What the raw command line says before Typer parses it.
+
+The entry point needs three answers before Typer runs: which top-level command is
+asked for (only its module is imported and built), whether errors should be JSON
+(``--json``), and whether ``-v/--verbose`` was given after the command (Typer takes
+root options only before it, so they are moved there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Root options that take a value; the token after them is not the command.
+_ROOT_WITH_VALUE = ("--config", "-c")
+VERBOSE = ("-v", "--verbose")
+
+
+def command_index(args: Sequence[str]) -> int | None:
+    """Position of the top-level command in ``args``, or None (root options only)."""
+    skip = False
+    for index, token in enumerate(args):
+        if skip:
+            skip = False
+        elif token == "--":
+            return index + 1 if index + 1 < len(args) else None
+        elif token in _ROOT_WITH_VALUE:
+            skip = True
+        elif not token.startswith("-"):
+            return index
+    return None
+
+
+def command_name(args: Sequence[str]) -> str | None:
+    index = command_index(args)
+    return None if index is None else args[index]
+
+
+def _options(args: Sequence[str]) -> Sequence[str]:
+    """The tokens that may be options: everything before a bare ``--``."""
+    return args[: args.index("--")] if "--" in args else args
+
+
+def hoist_verbose(args: Sequence[str]) -> list[str]:
+    """Move -v/--verbose given after the command to the front, where Typer reads it."""
+    index = command_index(args)
+    if index is None:
+        return list(args)
+    head, tail = list(args[:index]), list(args[index:])
+    end = tail.index("--") if "--" in tail else len(tail)
+    moved = [token for token in tail[:end] if token in VERBOSE]
+    if not moved:
+        return list(args)
+    kept = [token for token in tail[:end] if token not in VERBOSE] + tail[end:]
+    return ["--verbose", *head, *kept]
+
+
+def wants_verbose(args: Sequence[str]) -> bool:
+    return any(token in VERBOSE for token in _options(args))
+
+
+def wants_json(args: Sequence[str]) -> bool:
+    """True when the command was asked for JSON output (``--json``, or tail's ``--output json``)."""
+    options = list(_options(args))
+    if "--json" in options or "--output=json" in options:
+        return True
+    return any(
+        token in ("--output", "-o") and options[i + 1 : i + 2] == ["json"]
+        for i, token in enumerate(options)
+    )
