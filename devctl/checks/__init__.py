@@ -368,6 +368,11 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 key``, ``2 keys`` (the CLI has its own; the checks do not import the CLI)."""
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
+
+
 def expect(condition: bool, reason: str) -> None:
     """Fail the running check with ``reason`` unless ``condition`` holds."""
     if not condition:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from devctl.checks import CheckContext, check, expect, is_leftover
+from devctl.checks import CheckContext, check, counted, expect, is_leftover
 from devctl.clients.redis_client import ping
 from devctl.events.markers import CHECK_TOPIC_PREFIX
 
@@ -23,7 +23,7 @@ def leftovers(ctx: CheckContext) -> str:
     keys, instances = remove_leftovers(ctx)
     if not keys and not instances:
         return "none"
-    return f"removed {keys} key(s), {instances} registered instance(s)"
+    return f"removed {counted(keys, 'key')}, {counted(instances, 'registered instance')}"
 
 
 def remove_leftovers(ctx: CheckContext, now: float | None = None) -> tuple[int, int]:
@@ -97,7 +97,7 @@ def pubsub(ctx: CheckContext) -> str:
             time.sleep(0.01)
         started = time.perf_counter()
         receivers = ctx.redis.publish(channel, ctx.run_id)
-        expect(receivers >= 1, f"PUBLISH reached {receivers} subscribers")
+        expect(receivers >= 1, f"PUBLISH reached {counted(receivers, 'subscriber')}")
         message = None
         deadline = time.monotonic() + 2.0
         while message is None and time.monotonic() < deadline:

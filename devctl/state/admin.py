@@ -7,8 +7,9 @@ A walk is one SCAN pass over the prefix, each key classified by its name.
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +155,24 @@ def seed_user(user_id: str, n: int) -> dict[str, Any]:
     }
 
 
+# Seeding sizes above these ask first (or take --yes): far more than a demo or a load
+# test on one machine needs, and a presence seed's cost grows with users x instances
+# (every presence write passes the live instances to its script).
+SEED_MAX_USERS = 10_000
+SEED_MAX_INSTANCES = 100
+
+# Users (sessions) or connections written per pipeline while seeding; progress is
+# reported after each batch.
+SEED_BATCH = 500
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def seed_run_id() -> str:
+    """Tells the seeded instances and connections of one run from another's."""
+    return f"{int(time.time()):x}{secrets.token_hex(2)}"
+
+
 @dataclass
 class SeededSessions:
     sessions: list[NewSession] = field(default_factory=list)
@@ -162,7 +181,12 @@ class SeededSessions:
 
 @redis_operation
 def seed_sessions(
-    services: StateServices, users: int, *, ttl: float | None = None, id_prefix: str = "seed-user-"
+    services: StateServices,
+    users: int,
+    *,
+    ttl: float | None = None,
+    id_prefix: str = "seed-user-",
+    progress: Progress | None = None,
 ) -> SeededSessions:
     """Cache ``users`` seeded users and create one session for each."""
     if ttl is not None:
@@ -180,6 +204,8 @@ def seed_sessions(
             )
         )
         out.users.append(user_id)
+        if progress is not None and (n % SEED_BATCH == 0 or n == users):
+            progress(n, users)
     return out
 
 
@@ -189,6 +215,7 @@ class SeededPresence:
     users: list[str]
     connections: int
     went_online: int
+    run_id: str = ""
 
 
 @redis_operation
@@ -199,22 +226,30 @@ def seed_presence(
     *,
     ttl: float = 600.0,
     id_prefix: str = "seed-user-",
+    progress: Progress | None = None,
 ) -> SeededPresence:
     """Connect ``users`` users spread over ``instances`` instances that heartbeat for ``ttl`` s.
 
     Every third user gets a second connection on another instance (a second tab).
+    Instance and connection ids hold a run id of their own, so runs never share a
+    lease or a connection: a later run with a short TTL cannot end an earlier run's
+    leases, and each run's connections go (and are reported) with its own instances.
+    The user ids are the same for every run with the same prefix.
     """
-    names = [f"seed-instance-{k}" for k in range(1, instances + 1)]
-    for name in names:
-        services.presence.heartbeat(name, ttl=ttl)
+    run = seed_run_id()
+    names = [f"seed-{run}-instance-{k}" for k in range(1, instances + 1)]
+    for start in range(0, len(names), SEED_BATCH):
+        services.presence.heartbeat_many(names[start : start + SEED_BATCH], ttl=ttl)
     ids = [f"{id_prefix}{n:05d}" for n in range(1, users + 1)]
-    connections = online = 0
+    wanted: list[tuple[str, str, str]] = []
     for n, user_id in enumerate(ids):
-        online += services.presence.connect(
-            user_id, f"seed-conn-{n}-a", names[n % instances]
-        ).went_online
-        connections += 1
+        wanted.append((user_id, f"seed-{run}-conn-{n}-a", names[n % instances]))
         if n % 3 == 0:
-            services.presence.connect(user_id, f"seed-conn-{n}-b", names[(n + 1) % instances])
-            connections += 1
-    return SeededPresence(names, ids, connections, online)
+            wanted.append((user_id, f"seed-{run}-conn-{n}-b", names[(n + 1) % instances]))
+    online = 0
+    for start in range(0, len(wanted), SEED_BATCH):
+        connected = services.presence.connect_many(wanted[start : start + SEED_BATCH])
+        online += sum(c.went_online for c in connected)
+        if progress is not None:
+            progress(min(start + SEED_BATCH, len(wanted)), len(wanted))
+    return SeededPresence(names, ids, len(wanted), online, run)

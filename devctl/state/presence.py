@@ -241,6 +241,28 @@ class Presence:
         return Connected(bool(online), bool(offline), bool(recorded))
 
     @redis_operation
+    def connect_many(self, connections: list[tuple[str, str, str]]) -> list[Connected]:
+        """``connect`` for many (user, connection, instance) at once: one pipeline.
+
+        For bulk loads (seeding): the live instances are read once for the whole batch.
+        """
+        for _user, connection_id, instance_id in connections:
+            check_instance_id(instance_id)
+            check_id(connection_id, "connection id")
+        if not connections:
+            return []
+        live = self._live()
+
+        def build(pipe: Any) -> None:
+            for user_id, connection_id, instance_id in connections:
+                self._queue_connect(pipe, live, instance_id, user_id, connection_id)
+
+        return [
+            Connected(bool(online), bool(offline), bool(recorded))
+            for offline, online, recorded, _ in self._run(build)
+        ]
+
+    @redis_operation
     def disconnect(self, user_id: str, connection_id: str, instance_id: str) -> bool:
         """Forget a connection; True iff the user went online -> offline (once per transition)."""
         check_instance_id(instance_id)
@@ -359,6 +381,23 @@ class Presence:
             [lease_ms, instance_id],
         )
         return bool(held)
+
+    @redis_operation
+    def heartbeat_many(self, instance_ids: list[str], ttl: float | None = None) -> list[bool]:
+        """``heartbeat`` for many instances in one pipeline (bulk loads, seeding)."""
+        lease_ms = ttl_ms(self.instance_ttl if ttl is None else ttl, "instance ttl")
+        for instance_id in instance_ids:
+            check_instance_id(instance_id)
+
+        def build(pipe: Any) -> None:
+            for instance_id in instance_ids:
+                _HEARTBEAT.queue(
+                    pipe,
+                    [self.keys.instance_alive(instance_id), self.keys.instance_registry()],
+                    [lease_ms, instance_id],
+                )
+
+        return [bool(held) for held in execute_with_scripts(self.client, build, [_HEARTBEAT])]
 
     @redis_operation
     def instances(self) -> list[InstanceInfo]:

@@ -157,13 +157,12 @@ def test_presence_seed_list_show(devctl: Run, state: StateServices) -> None:
     seeded = json.loads(
         ok(devctl("presence", "seed", "--users", "6", "--instances", "2", "--json")).stdout
     )
-    assert seeded == {
-        "users": 6,
-        "instances": ["seed-instance-1", "seed-instance-2"],
-        "connections": 8,
-        "went_online": 6,
-        "instance_ttl": 600.0,
-    }
+    instances = seeded.pop("instances")
+    assert seeded == {"users": 6, "connections": 8, "went_online": 6, "instance_ttl": 600.0}
+    # Instance ids are this run's own: seed-<run>-instance-<k>.
+    assert [i.rsplit("-", 1)[1] for i in instances] == ["1", "2"]
+    assert all(i.startswith("seed-") and "-instance-" in i for i in instances)
+    assert instances[0].split("-instance-")[0] == instances[1].split("-instance-")[0]
     state.presence.heartbeat("api-x")
     state.presence.connect("solo", "c", "api-x")
     state.presence.disconnect("solo", "c", "api-x")
@@ -171,13 +170,13 @@ def test_presence_seed_list_show(devctl: Run, state: StateServices) -> None:
     by_user = {u["user_id"]: u for u in listed["users"]}
     assert len(by_user) == 7 and not by_user["solo"]["online"]
     assert by_user["seed-user-00001"]["connections"] == 2
-    assert by_user["seed-user-00001"]["instances"] == ["seed-instance-1", "seed-instance-2"]
+    assert by_user["seed-user-00001"]["instances"] == instances
     online = json.loads(ok(devctl("presence", "list", "--online", "--json")).stdout)["users"]
     assert {u["user_id"] for u in online} == {f"seed-user-0000{n}" for n in range(1, 7)}
     shown = json.loads(ok(devctl("presence", "show", "seed-user-00002", "--json")).stdout)
     assert shown["online"] is True and shown["connections"] == 1
     table = ok(devctl("presence", "list")).stdout
-    assert "seed-instance-1" in table and "alive" in table and "offline" in table
+    assert instances[0] in table and "alive" in table and "offline" in table
 
 
 def test_presence_watch_streams_changes(
@@ -391,8 +390,9 @@ def test_presence_sweep_reports_dead_instances_and_offline_users(
         "went_offline": ["gone"],
         "connections_removed": 2,
     }
-    again = ok(cli("presence", "sweep")).stdout
-    assert "0 dead instances swept, 0 connections removed, 0 users went offline" in again
+    again = ok(cli("presence", "sweep"))
+    assert "0 dead instances swept, 0 connections removed, 0 users went offline" in again.stderr
+    assert again.stdout == ""  # a summary only: nothing a script would read
 
 
 @pytest.mark.parametrize("mode", [["--json"], []])
@@ -409,3 +409,93 @@ def test_presence_watch_needs_redis_to_start_in_both_modes(cli: Run, mode: list[
     )
     assert result.returncode == EXIT_NOT_RUNNING, result.stderr
     assert "Redis is not reachable" in result.stderr and time.monotonic() - started < 5
+
+
+def test_presence_seed_runs_do_not_interfere(devctl: Run, state: StateServices) -> None:
+    """A later run with a short TTL neither cuts an earlier run's leases nor leaves
+    connections that no sweep removes (issue 9, task 11)."""
+    first = json.loads(ok(devctl("presence", "seed", "--users", "6", "--json")).stdout)
+    second = json.loads(
+        ok(devctl("presence", "seed", "--users", "6", "--ttl", "1", "--json")).stdout
+    )
+    assert not set(first["instances"]) & set(second["instances"])
+    assert second["went_online"] == 0  # the users were online already
+    time.sleep(1.5)  # the second run's leases lapse
+    swept = json.loads(ok(devctl("presence", "sweep", "--json")).stdout)
+    assert sorted(swept["dead_instances"]) == sorted(second["instances"])
+    assert swept["went_offline"] == [] and swept["connections_removed"] == 8
+    listed = json.loads(ok(devctl("presence", "list", "--json")).stdout)
+    assert len(listed["users"]) == 6
+    assert all(u["online"] and u["stale_connections"] == 0 for u in listed["users"])
+    alive = {i["instance_id"] for i in listed["instances"] if i["alive"]}
+    assert alive == set(first["instances"]) and listed["instances_total"] == 2
+
+
+def test_presence_list_bounds_users_and_instances(devctl: Run, state: StateServices) -> None:
+    state.presence.heartbeat_many([f"api-{n}" for n in range(30)], ttl=60)
+    for n in range(3):
+        state.presence.connect(f"u{n}", "c", "api-0")
+    text = ok(devctl("presence", "list", "--limit", "2"))
+    assert "instances (2 of 30)" in text.stdout and "presence (2 users)" in text.stdout
+    instance_rows = text.stdout.split("instances (2 of 30)")[1].splitlines()
+    assert sum("api-" in line for line in instance_rows) == 2
+    assert "28 more instances not shown (--limit 2)" in text.stderr
+    assert "1 more user not shown (--limit 2)" in text.stderr
+    listed = json.loads(ok(devctl("presence", "list", "--limit", "1", "--json")).stdout)
+    assert len(listed["users"]) == 1 and listed["users_not_shown"] == 2
+    assert len(listed["instances"]) == 1
+    assert listed["instances_total"] == 30 and listed["instances_not_shown"] == 29
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["presence", "seed", "--instances", "200000"],
+        ["presence", "seed", "--users", "200000"],
+        ["sessions", "seed", "--users", "100001"],
+    ],
+)
+def test_absurd_seed_sizes_need_confirmation(
+    cli: Run, state: StateServices, args: list[str]
+) -> None:
+    refused = cli(*args)  # no terminal, no --yes
+    assert refused.returncode == EXIT_USAGE, refused.stderr
+    assert "more than the usual maximum" in refused.stderr and "--yes" in refused.stderr
+    assert state.presence.known_users() == [] and state.sessions.count() == (0, 0)
+
+
+def test_seed_summaries_go_to_stderr_and_use_singulars(cli: Run, state: StateServices) -> None:
+    shown = ok(cli("sessions", "seed", "--users", "1", "--show-tokens"))
+    [line] = shown.stdout.splitlines()  # stdout holds the token line only
+    user, token = line.split("\t")
+    assert user == "seed-user-00001" and state.sessions.validate(token) is not None
+    assert "seeded 1 user with one session each" in shown.stderr and "id seed-user-00001" in (
+        shown.stderr
+    )
+    assert "seeded 2 users" in ok(cli("sessions", "seed", "--users", "2")).stderr
+    presence = ok(cli("presence", "seed", "--users", "1", "--instances", "1"))
+    assert presence.stdout == ""
+    # The one user has a second tab, on the same (only) instance.
+    assert "2 connections of 1 user on 1 instance (1 went online)" in presence.stderr
+    assert ok(cli("sessions", "count")).stdout == "3 live sessions, 2 users\n"
+    revoked = ok(cli("sessions", "revoke", "--user", "seed-user-00002", "--yes"))
+    assert "revoked 1 session of seed-user-00002" in revoked.stderr and revoked.stdout == ""
+
+
+def test_progress_is_drawn_on_a_terminal_only_after_a_second() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from devctl.cli.commands.presence import progress_on_stderr
+
+    for terminal in (True, False):
+        buffer = io.StringIO()
+        app = SimpleNamespace(err=Console(file=buffer, force_terminal=terminal, width=80))
+        with progress_on_stderr(app, "seeding") as progress:  # type: ignore[arg-type]
+            progress(1, 10)
+            assert buffer.getvalue() == ""  # a quick step stays silent
+            time.sleep(1.05)
+            progress(5, 10)
+        assert ("5/10" in buffer.getvalue()) is terminal

@@ -5,23 +5,75 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from devctl.cli.app import get_app
 from devctl.cli.commands.keys import ago, cell, open_state, require_id, require_ttl
-from devctl.cli.options import DataDirOption, JsonOption
-from devctl.cli.output import print_json, table
+from devctl.cli.options import DataDirOption, JsonOption, YesOption
+from devctl.cli.output import confirm, print_json, table
 
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from devctl.cli.app import Application
     from devctl.state.presence import PresenceStatus
 
 presence_app = typer.Typer(help="Seed and inspect who is online.", no_args_is_help=True)
 
 COLUMNS = ["user", "status", "connections", "instances", "last seen"]
+
+# Kept in step with devctl.state.admin.SEED_MAX_* (not imported: `--help` stays fast).
+SEED_MAX_USERS = 10_000
+SEED_MAX_INSTANCES = 100
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 user``, ``2 users``, ``1,000 users``."""
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
+
+
+def check_size(app: Application, n: int, what: str, maximum: int, yes: bool) -> None:
+    """Ask before seeding more than ``maximum`` (or demand --yes without a terminal)."""
+    if n > maximum:
+        confirm(
+            app.err, f"Seed {counted(n, what)}, more than the usual maximum of {maximum:,}?", yes
+        )
+
+
+@contextmanager
+def progress_on_stderr(app: Application, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``(done, total)`` callback drawing a Rich progress bar on stderr.
+
+    Only on a terminal (never in pipes, logs or --json output), and only once the
+    step has taken a second: quick steps stay silent.
+    """
+    started = time.monotonic()
+    bar: Any = None
+    task: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar, task
+        if bar is None:
+            if not app.err.is_terminal or time.monotonic() - started < 1.0:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            bar = Progress(
+                label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=app.err
+            )
+            bar.start()
+            task = bar.add_task(label, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def _row(status: PresenceStatus) -> tuple[Any, ...]:
@@ -41,10 +93,22 @@ def _row(status: PresenceStatus) -> tuple[Any, ...]:
 def seed(
     ctx: typer.Context,
     users: Annotated[
-        int, typer.Option("--users", "-n", min=1, help="How many users to connect.")
+        int,
+        typer.Option(
+            "--users",
+            "-n",
+            min=1,
+            help=f"How many users to connect (over {SEED_MAX_USERS:,}: asks).",
+        ),
     ] = 10,
     instances: Annotated[
-        int, typer.Option("--instances", "-k", min=1, help="How many fake API instances.")
+        int,
+        typer.Option(
+            "--instances",
+            "-k",
+            min=1,
+            help=f"How many fake API instances (over {SEED_MAX_INSTANCES:,}: asks).",
+        ),
     ] = 2,
     ttl: Annotated[
         float,
@@ -56,18 +120,27 @@ def seed(
     id_prefix: Annotated[
         str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")
     ] = "seed-user-",
+    yes: YesOption = False,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Connect N users across K fake API instances (every third user has a second tab).
+    """Connect N users across K fake API instances of this run (every third user has a second tab).
 
     Example: devctl presence seed --users 100 --instances 3
     """
     from devctl.state.admin import seed_presence
 
+    app = get_app(ctx)
     require_ttl(ttl)
-    with open_state(ctx, data_dir) as state:
-        seeded = seed_presence(state, users, instances, ttl=ttl, id_prefix=id_prefix)
+    check_size(app, users, "user", SEED_MAX_USERS, yes)
+    check_size(app, instances, "instance", SEED_MAX_INSTANCES, yes)
+    with (
+        open_state(ctx, data_dir) as state,
+        progress_on_stderr(app, "connecting") as progress,
+    ):
+        seeded = seed_presence(
+            state, users, instances, ttl=ttl, id_prefix=id_prefix, progress=progress
+        )
     if json_output:
         print_json(
             {
@@ -79,11 +152,11 @@ def seed(
             }
         )
         return
-    get_app(ctx).console.print(
-        f"[green]✔[/green] {seeded.connections} connections of {len(seeded.users)} users on "
-        f"{len(seeded.instances)} instances ({seeded.went_online} went online); "
-        f"the instances stay alive for {ttl:g}s",
-        highlight=False,
+    # A summary, not data: stderr, like every note (stdout stays for what a script reads).
+    app.info(
+        f"[green]✔[/green] {counted(seeded.connections, 'connection')} of "
+        f"{counted(len(seeded.users), 'user')} on {counted(len(seeded.instances), 'instance')} "
+        f"({seeded.went_online:,} went online); the instances stay alive for {ttl:g}s"
     )
 
 
@@ -92,7 +165,8 @@ def list_presence(
     ctx: typer.Context,
     online: Annotated[bool, typer.Option("--online", help="Only users who are online.")] = False,
     limit: Annotated[
-        int, typer.Option("--limit", "-l", min=1, help="At most this many users.")
+        int,
+        typer.Option("--limit", "-l", min=1, help="At most this many users, and instances."),
     ] = 100,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
@@ -108,11 +182,17 @@ def list_presence(
     if online:
         statuses = [s for s in statuses if s.online]
     statuses.sort(key=lambda s: (not s.online, -(s.last_seen or 0)))
+    users_hidden = max(len(statuses) - limit, 0)
     statuses = statuses[:limit]
+    # Dead (not swept) instances first: they are what an operator acts on.
+    instances.sort(key=lambda i: (i.alive, -(i.last_heartbeat or 0), i.instance_id))
+    instances_total = len(instances)
+    instances = instances[:limit]
     if json_output:
         print_json(
             {
                 "users": [s.to_json() for s in statuses],
+                "users_not_shown": users_hidden,
                 "instances": [
                     {
                         "instance_id": i.instance_id,
@@ -121,14 +201,18 @@ def list_presence(
                     }
                     for i in instances
                 ],
+                "instances_total": instances_total,
+                "instances_not_shown": instances_total - len(instances),
             }
         )
         return
-    console = get_app(ctx).console
-    console.print(table(f"presence ({len(statuses)} users)", COLUMNS, [_row(s) for s in statuses]))
-    console.print(
+    app = get_app(ctx)
+    app.console.print(
+        table(f"presence ({counted(len(statuses), 'user')})", COLUMNS, [_row(s) for s in statuses])
+    )
+    app.console.print(
         table(
-            "instances",
+            f"instances ({len(instances):,} of {instances_total:,})",
             ["instance", "state", "last heartbeat"],
             [
                 (
@@ -140,6 +224,13 @@ def list_presence(
             ],
         )
     )
+    if users_hidden:
+        app.info(f"{counted(users_hidden, 'more user')} not shown (--limit {limit})")
+    if instances_total > len(instances):
+        app.info(
+            f"{counted(instances_total - len(instances), 'more instance')} not shown "
+            f"(--limit {limit})"
+        )
 
 
 @presence_app.command("show")
@@ -183,12 +274,12 @@ def sweep(
             }
         )
         return
-    console = get_app(ctx).console
-    console.print(
-        f"[green]✔[/green] {len(result.dead_instances)} dead instances swept, "
-        f"{result.connections_removed} connections removed, "
-        f"{len(result.went_offline)} users went offline",
-        highlight=False,
+    app = get_app(ctx)
+    console = app.console
+    app.info(
+        f"[green]✔[/green] {counted(len(result.dead_instances), 'dead instance')} swept, "
+        f"{counted(result.connections_removed, 'connection')} removed, "
+        f"{counted(len(result.went_offline), 'user')} went offline"
     )
     if result.dead_instances:
         console.print(
@@ -279,7 +370,7 @@ def watch(
             if live is not None:
                 live.stop()
             subscriber.close()
-    app.info(f"{seen} presence changes seen")
+    app.info(f"{counted(seen, 'presence change')} seen")
 
 
 def _render(rows: dict[str, PresenceStatus], events: list[str], subscriber: Any) -> Table:
@@ -296,7 +387,7 @@ def _render(rows: dict[str, PresenceStatus], events: list[str], subscriber: Any)
     grid = Table.grid()
     grid.add_row(
         table(
-            f"presence: {online} online of {len(rows)} shown{state}",
+            f"presence: {online:,} online of {len(rows):,} shown{state}",
             COLUMNS,
             [_row(s) for s in ordered],
         )

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from devctl.cli.app import get_app
 from devctl.cli.commands.keys import ago, cell, open_state, require_id, require_ttl
+from devctl.cli.commands.presence import SEED_MAX_USERS, check_size, counted, progress_on_stderr
 from devctl.cli.options import DataDirOption, JsonOption, YesOption
 from devctl.cli.output import confirm, duration, print_json, table
 from devctl.errors import NotFound, UsageError
@@ -53,7 +54,13 @@ COLUMNS = ["user", "created", "expires in", "IP", "user agent", "token prefix", 
 def seed(
     ctx: typer.Context,
     users: Annotated[
-        int, typer.Option("--users", "-n", min=1, help="How many users (one session each).")
+        int,
+        typer.Option(
+            "--users",
+            "-n",
+            min=1,
+            help=f"How many users, one session each (over {SEED_MAX_USERS:,}: asks).",
+        ),
     ] = 10,
     ttl: Annotated[
         float | None,
@@ -71,6 +78,7 @@ def seed(
     id_prefix: Annotated[
         str, typer.Option("--id-prefix", help="User ids are <prefix><n>.")
     ] = "seed-user-",
+    yes: YesOption = False,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -82,8 +90,12 @@ def seed(
 
     require_ttl(ttl)
     app = get_app(ctx)
-    with open_state(ctx, data_dir) as state:
-        seeded = seed_sessions(state, users, ttl=ttl, id_prefix=id_prefix)
+    check_size(app, users, "user", SEED_MAX_USERS, yes)
+    with (
+        open_state(ctx, data_dir) as state,
+        progress_on_stderr(app, "seeding sessions") as progress,
+    ):
+        seeded = seed_sessions(state, users, ttl=ttl, id_prefix=id_prefix, progress=progress)
     if json_output:
         print_json(
             {
@@ -96,10 +108,13 @@ def seed(
         )
         return
     lifetime = seeded.sessions[0].info.ttl
-    app.console.print(
-        f"[green]✔[/green] seeded {len(seeded.users)} users with one session each "
-        f"(expire in {duration(lifetime)}); ids {escape(seeded.users[0])}..{escape(seeded.users[-1])}",
-        highlight=False,
+    ids = escape(seeded.users[0])
+    if len(seeded.users) > 1:
+        ids += f"..{escape(seeded.users[-1])}"
+    # The summary goes to stderr: with --show-tokens, stdout holds the token lines only.
+    app.info(
+        f"[green]✔[/green] seeded {counted(len(seeded.users), 'user')} with one session each "
+        f"(expiring in {duration(lifetime)}); {'ids' if len(seeded.users) > 1 else 'id'} {ids}"
     )
     if show_tokens:
         # Plain lines, never wrapped or folded by Rich: a token must copy-paste whole.
@@ -214,7 +229,7 @@ def revoke(
                 raise NotFound("no valid session for this token (expired or revoked)")
             confirm(app.err, "Revoke this session?", yes)
             state.sessions.revoke(secret)
-            app.console.print("[green]✔[/green] revoked 1 session", highlight=False)
+            app.info("[green]✔[/green] revoked 1 session")
             return
         assert user is not None
         if session_id is not None:
@@ -226,16 +241,14 @@ def revoke(
                 )
             confirm(app.err, f"Revoke session {matches[0][:12]} of user {user}?", yes)
             state.sessions.revoke_id(user, matches[0])
-            app.console.print("[green]✔[/green] revoked 1 session", highlight=False)
+            app.info("[green]✔[/green] revoked 1 session")
             return
         live_count = len(state.sessions.list_for_user(user))
         if live_count == 0:
             raise NotFound(f"user {user} has no live sessions")
-        confirm(app.err, f"Revoke all {live_count} sessions of user {user}?", yes)
+        confirm(app.err, f"Revoke all {counted(live_count, 'session')} of user {user}?", yes)
         revoked = state.sessions.revoke_all(user)
-    app.console.print(
-        f"[green]✔[/green] revoked {revoked} sessions of {escape(user)}", highlight=False
-    )
+    app.info(f"[green]✔[/green] revoked {counted(revoked, 'session')} of {escape(user)}")
 
 
 @sessions_app.command("count")
@@ -251,7 +264,9 @@ def count(
     if json_output:
         print_json({"sessions": sessions, "users": users})
         return
-    get_app(ctx).console.print(f"{sessions} live sessions, {users} users", highlight=False)
+    get_app(ctx).console.print(
+        f"{counted(sessions, 'live session')}, {counted(users, 'user')}", highlight=False
+    )
 
 
 def register(app: typer.Typer) -> None:
