@@ -111,10 +111,12 @@ class Engine(ABC):
     def service_info(self, service: str) -> dict[str, Any]:
         """Engine-side facts of a service: running, pid, version, uptime_s, address."""
 
-    def log_lines(self, service: str, lines: int) -> list[str]:
+    def log_lines(self, service: str, lines: int, *, noise: bool = True) -> list[str]:
+        """The last ``lines`` lines of a server's log; ``noise=False`` leaves out the
+        lines the engine knows to be harmless (see LocalEngine.is_noise)."""
         raise DevctlError(f"the {self.name} engine keeps no logs of {service}")
 
-    def follow_log(self, service: str, lines: int) -> Iterator[str]:
+    def follow_log(self, service: str, lines: int, *, noise: bool = True) -> Iterator[str]:
         raise DevctlError(f"the {self.name} engine keeps no logs of {service}")
 
     def doctor(self) -> list[DoctorCheck]:

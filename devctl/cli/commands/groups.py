@@ -204,9 +204,10 @@ def reset(
     """
     admin = _admin(ctx, data_dir)
     app = get_app(ctx)
+    # Refused in a dry run too: a plan for a typo would read as if --execute could apply it.
+    admin.ensure_exists(group)
     rows = admin.plan_reset(group, topic, to)
     if execute:
-        admin.ensure_exists(group)  # before asking: a typo is refused, not confirmed
         moves = ", ".join(f"{r.partition}: {r.current} -> {r.target}" for r in rows)
         confirm(app.err, f"Reset group '{group}' on {topic} ({moves})?", yes)
         rows = admin.reset(group, rows)

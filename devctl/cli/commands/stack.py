@@ -193,6 +193,14 @@ def logs(
     lines: Annotated[
         int, typer.Option("--lines", "-n", min=0, help="How many last lines to show.")
     ] = 50,
+    all_lines: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also show known-harmless lines (Tansu's ERROR for each lookup of a "
+            "consumer group it has not stored yet), hidden by default.",
+        ),
+    ] = False,
     data_dir: DataDirOption = None,
 ) -> None:
     """Print a service's log (local engine).
@@ -203,11 +211,11 @@ def logs(
     app.settings(data_dir_flag(data_dir))
     chosen = app.engine()
     if not follow:
-        for line in chosen.log_lines(service.value, lines):
+        for line in chosen.log_lines(service.value, lines, noise=all_lines):
             typer.echo(line)
         return
     try:
-        for line in chosen.follow_log(service.value, lines):
+        for line in chosen.follow_log(service.value, lines, noise=all_lines):
             typer.echo(line)
     except KeyboardInterrupt:
         return

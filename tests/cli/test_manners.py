@@ -1,0 +1,243 @@
+"""Manners of the CLI (issue 9): piped output, JSON errors, exit codes, help, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from devctl.engines.processes import free_port
+from devctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_RUNNING, EXIT_USAGE
+from tests.conftest import Stack, running
+
+
+def run(
+    *args: str, env: dict[str, str], stdin: int | None = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    """devctl with stdout and stderr piped, as `devctl ... | cat` runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "devctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=stdin,
+    )
+
+
+@pytest.fixture
+def env(stack: Stack) -> dict[str, str]:
+    """The session stack's environment, without COLUMNS (what a pipe in a script has)."""
+    out = {k: v for k, v in stack.env.items() if k not in ("COLUMNS", "LINES")}
+    out["NO_COLOR"] = "1"
+    return out
+
+
+@pytest.fixture
+def stopped(tmp_path: Path) -> dict[str, str]:
+    """An environment pointing at a data dir and ports where nothing runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))}
+    env.pop("COLUMNS", None)
+    env.update(
+        DEVCTL_DATA_DIR=str(tmp_path / "data"),
+        DEVCTL_REDIS_PORT=str(free_port()),
+        DEVCTL_KAFKA_PORT=str(free_port()),
+    )
+    return env
+
+
+# --- piped output is never wrapped -------------------------------------------
+
+
+def test_piped_status_keeps_every_address_on_one_line(stack: Stack, env: dict[str, str]) -> None:
+    result = run("status", env=env)
+    assert result.returncode == 0, result.stderr
+    port = stack.settings.values["redis.port"]
+    assert f"redis://127.0.0.1:{port}/0" in result.stdout
+    assert f"127.0.0.1:{stack.settings.values['kafka.port']}" in result.stdout
+
+
+def test_piped_tables_and_errors_are_not_folded(env: dict[str, str]) -> None:
+    types = run("events", "types", "--json", env=env)
+    names = [entry["type"] for entry in json.loads(types.stdout)]
+    table = run("events", "types", env=env)
+    assert table.returncode == 0, table.stderr
+    for name in names:
+        assert name in table.stdout
+    # Two lines per type (its name, then its description), plus the frame and header:
+    # not cells folded over several lines each.
+    assert len(table.stdout.splitlines()) <= 2 * len(names) + 6
+
+    long_name = "a-topic-whose-name-is-long-enough-to-wrap-" + "x" * 60
+    missing = run("topics", "describe", long_name, env=env)
+    assert missing.returncode == EXIT_FAILED
+    assert f"error: topic '{long_name}' does not exist" in missing.stderr
+
+
+def test_columns_set_by_the_user_is_honoured(env: dict[str, str]) -> None:
+    narrow = run("events", "types", env={**env, "COLUMNS": "60"})
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+
+
+# --- --json errors -------------------------------------------------------------
+
+
+def _json_error(stderr: str) -> dict[str, str]:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    error: dict[str, str] = json.loads(lines[0])["error"]
+    assert set(error) >= {"code", "message", "hint"}
+    return error
+
+
+def test_json_errors_are_json_on_stderr(env: dict[str, str], stopped: dict[str, str]) -> None:
+    missing = run("topics", "describe", f"nope-{uuid.uuid4().hex[:8]}", "--json", env=env)
+    assert missing.returncode == EXIT_FAILED
+    assert missing.stdout == ""
+    assert _json_error(missing.stderr)["code"] == "not-found"
+
+    bad_flag = run("keys", "--bogus", "--json", env=env)
+    assert bad_flag.returncode == EXIT_USAGE
+    error = _json_error(bad_flag.stderr)
+    assert error["code"] == "usage" and "--bogus" in error["message"]
+
+    down = run("sessions", "count", "--json", env=stopped)
+    assert down.returncode == EXIT_NOT_RUNNING
+    assert _json_error(down.stderr)["code"] in ("not-running", "redis-unavailable")
+
+    # Without --json, the same error stays prose.
+    prose = run("sessions", "count", env=stopped)
+    assert prose.returncode == EXIT_NOT_RUNNING
+    assert prose.stderr.startswith("error: ")
+
+
+def test_every_error_class_has_its_own_machine_code() -> None:
+    from devctl import errors
+
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.DevctlError)
+    ]
+    codes = [c.error_code for c in classes]
+    assert len(set(codes)) == len(codes), codes
+    assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", code) for code in codes)
+
+
+# --- exit codes ----------------------------------------------------------------
+
+
+def test_ctrl_c_at_a_confirmation_prompt_exits_130(stack: Stack, env: dict[str, str]) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"manners-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": stack.endpoints.kafka_brokers})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(10)
+    main, secondary = pty.openpty()  # a terminal on stdin, so the command asks
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devctl", "topics", "delete", topic],
+        env=env,
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(secondary)
+    try:
+        with running(proc):
+            assert proc.stdout is not None
+            seen, deadline = b"", time.monotonic() + 30
+            while b"[y/N]" not in seen and time.monotonic() < deadline:
+                ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+                if ready:
+                    seen += os.read(proc.stdout.fileno(), 4096)
+            assert b"[y/N]" in seen
+            proc.send_signal(2)  # SIGINT, as Ctrl-C sends
+            _, err = proc.communicate(timeout=15)
+        assert proc.returncode == EXIT_INTERRUPTED, err
+        assert "interrupted" in err and "Aborted" not in err
+        assert topic in admin.list_topics(timeout=10).topics  # nothing was deleted
+    finally:
+        os.close(main)
+        admin.delete_topics([topic])
+
+
+def test_ctrl_c_during_a_command_says_so_and_exits_130(stopped: dict[str, str]) -> None:
+    # `publish TOPIC -` waits on standard input, before any connection is made.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devctl", "publish", "user-events", "-"],
+        env=stopped,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with running(proc):
+        time.sleep(1.5)
+        proc.send_signal(2)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+
+
+def test_groups_reset_dry_run_refuses_an_unknown_group(env: dict[str, str]) -> None:
+    typo = f"no-such-group-{uuid.uuid4().hex[:8]}"
+    dry = run("groups", "reset", typo, "--topic", "user-events", "--to", "earliest", env=env)
+    assert dry.returncode == EXIT_FAILED
+    assert f"consumer group '{typo}' does not exist" in dry.stderr
+    assert "plan" not in dry.stdout
+
+
+# --- help and global options ------------------------------------------------------
+
+
+def test_help_shows_no_type_after_flags(env: dict[str, str]) -> None:
+    for args in (["--help"], ["keys", "--help"], ["topics", "list", "--help"]):
+        result = run(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "<bool>" not in result.stdout
+    # Options that take a value still show their type.
+    assert "<path>" in run("keys", "--help", env=env).stdout
+
+
+def test_verbose_is_accepted_after_the_command(
+    env: dict[str, str], stopped: dict[str, str]
+) -> None:
+    for args in (["status", "-v"], ["keys", "--verbose"], ["-v", "status"]):
+        result = run(*args, env=env)
+        assert result.returncode == 0, (args, result.stderr)
+    # And it has its effect there: the low-level cause of an error is shown.
+    bad = Path(stopped["DEVCTL_DATA_DIR"]).parent / "bad.yaml"
+    bad.write_text("redis: [unclosed\n")
+    quiet = run("--config", str(bad), "config", "show", env=stopped)
+    loud = run("--config", str(bad), "config", "show", "-v", env=stopped)
+    assert quiet.returncode == loud.returncode == EXIT_USAGE, quiet.stderr
+    assert "caused by" in loud.stderr and "caused by" not in quiet.stderr
+
+
+# --- logs ---------------------------------------------------------------------------
+
+
+def test_logs_hide_tansu_group_lookup_noise_unless_all(stack: Stack, env: dict[str, str]) -> None:
+    group = f"never-{uuid.uuid4().hex[:8]}"
+    described = run("groups", "describe", group, env=env)
+    assert described.returncode in (0, EXIT_FAILED), described.stderr
+    everything = run("logs", "kafka", "-n", "100000", "--all", env=env)
+    assert everything.returncode == 0, everything.stderr
+    noise = [line for line in everything.stdout.splitlines() if f'"{group}"' in line]
+    assert noise and all("ERROR" in line for line in noise), everything.stdout[-2000:]
+
+    default = run("logs", "kafka", "-n", "100000", env=env)
+    assert default.returncode == 0, default.stderr
+    assert f'"{group}"' not in default.stdout
+    assert "listening on" in default.stdout  # the rest of the log is still there
