@@ -64,15 +64,13 @@ from devctl.events._batches import (
 )
 from devctl.events.envelope import Event, event_of, iso_millis
 from devctl.events.errors import PermanentError
+from devctl.events.markers import CHECK_HEADER  # records of `devctl test`: skipped
 from devctl.events.producer import EventProducer
 from devctl.events.reading import read_record
 from devctl.streams.offsets import Partition, end_offsets, offsets_consumer
 
 log = logging.getLogger("devctl.events.consumer")
 
-# Records written by `devctl test` carry this header (devctl.checks.kafka_checks.CHECK_HEADER,
-# repeated here so the domain does not import the checks); consumers skip them.
-CHECK_HEADER = "devctl-check"
 
 # Dead-letter headers (all values UTF-8 text).
 DLQ_REASON = "dlq-reason"
@@ -503,14 +501,15 @@ class ConsumerRuntime:
 
     def _classify(self, msg: Message) -> _Record:
         record = _Record(msg, *coordinates(msg))
-        if self.skip_check_records and any(k == CHECK_HEADER for k, _ in headers_of(msg)):
+        headers = headers_of(msg)
+        if self.skip_check_records and headers and any(k == CHECK_HEADER for k, _ in headers):
             record.action = "skip"
             return record
         reading = read_record(
             record.topic,
             msg.key(),
             msg.value(),
-            headers_of(msg),
+            headers,
             partition=record.partition,
             offset=record.offset,
         )
