@@ -28,7 +28,7 @@ connections user by user, reports the users that went offline and forgets them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -468,8 +468,14 @@ class Presence:
     # --- reads -----------------------------------------------------------------
 
     @redis_operation
-    def bulk_status(self, user_ids: list[str]) -> dict[str, PresenceStatus]:
-        """Presence of many users in one round trip (one pipeline)."""
+    def bulk_status(
+        self, user_ids: list[str], *, alive: Collection[str] | None = None
+    ) -> dict[str, PresenceStatus]:
+        """Presence of many users in one round trip (one pipeline).
+
+        ``alive``: the live instances, read by the caller (``instances()``) for many
+        calls; without it the leases are read in the same pipeline as the users.
+        """
         wanted = list(dict.fromkeys(user_ids))
         if not wanted:
             return {}
@@ -479,10 +485,14 @@ class Presence:
             for user_id in wanted:
                 pipe.hgetall(self.keys.connections(user_id))
                 pipe.get(self.keys.last_seen(user_id))
-            _INSTANCES.queue(pipe, registry_keys, registry_args)
+            if alive is None:
+                _INSTANCES.queue(pipe, registry_keys, registry_args)
 
         replies = execute_with_scripts(self.client, build, [_INSTANCES])
-        alive = {i.instance_id for i in self._instances(replies[-1]) if i.alive}
+        if alive is None:
+            alive = {i.instance_id for i in self._instances(replies[-1]) if i.alive}
+        elif not isinstance(alive, set | frozenset):
+            alive = set(alive)
         out: dict[str, PresenceStatus] = {}
         for n, user_id in enumerate(wanted):
             conns: dict[str, str] = replies[2 * n]

@@ -26,6 +26,11 @@ presence_app = typer.Typer(help="Seed and inspect who is online.", no_args_is_he
 
 COLUMNS = ["user", "status", "connections", "instances", "last seen"]
 
+# `presence list` reads the statuses of at most this many users (to sort them), in
+# slices of LIST_BATCH.
+LIST_SCAN_LIMIT = 100_000
+LIST_BATCH = 10_000
+
 # Kept in step with devctl.state.admin.SEED_MAX_* (not imported: `--help` stays fast).
 SEED_MAX_USERS = 10_000
 SEED_MAX_INSTANCES = 100
@@ -175,14 +180,27 @@ def list_presence(
 
     Example: devctl presence list --online --json
     """
-    with open_state(ctx, data_dir) as state:
-        users = state.presence.known_users(limit=100_000)
-        statuses = list(state.presence.bulk_status(users).values()) if users else []
+    app = get_app(ctx)
+    with (
+        open_state(ctx, data_dir) as state,
+        progress_on_stderr(app, "reading presence") as progress,
+    ):
+        users = state.presence.known_users(limit=LIST_SCAN_LIMIT)
         instances = state.presence.instances()
+        alive = {i.instance_id for i in instances if i.alive}
+        statuses: list[PresenceStatus] = []
+        # In slices, so a long read shows its progress (each slice is one round trip);
+        # the leases are read once, above, not once per slice.
+        for start in range(0, len(users), LIST_BATCH):
+            batch = users[start : start + LIST_BATCH]
+            statuses += state.presence.bulk_status(batch, alive=alive).values()
+            progress(min(start + LIST_BATCH, len(users)), len(users))
     if online:
         statuses = [s for s in statuses if s.online]
     statuses.sort(key=lambda s: (not s.online, -(s.last_seen or 0)))
     users_hidden = max(len(statuses) - limit, 0)
+    # The scan stopped at its limit: there may be more users than it found.
+    more_users = "+" if len(users) >= LIST_SCAN_LIMIT else ""
     statuses = statuses[:limit]
     # Dead (not swept) instances first: they are what an operator acts on.
     instances.sort(key=lambda i: (i.alive, -(i.last_heartbeat or 0), i.instance_id))
@@ -193,6 +211,7 @@ def list_presence(
             {
                 "users": [s.to_json() for s in statuses],
                 "users_not_shown": users_hidden,
+                "users_scan_limit_reached": bool(more_users),
                 "instances": [
                     {
                         "instance_id": i.instance_id,
@@ -206,7 +225,6 @@ def list_presence(
             }
         )
         return
-    app = get_app(ctx)
     app.console.print(
         table(f"presence ({counted(len(statuses), 'user')})", COLUMNS, [_row(s) for s in statuses])
     )
@@ -225,7 +243,8 @@ def list_presence(
         )
     )
     if users_hidden:
-        app.info(f"{counted(users_hidden, 'more user')} not shown (--limit {limit})")
+        hidden = counted(users_hidden, "more user").replace(" ", f"{more_users} ", 1)
+        app.info(f"{hidden} not shown (--limit {limit})")
     if instances_total > len(instances):
         app.info(
             f"{counted(instances_total - len(instances), 'more instance')} not shown "
