@@ -103,7 +103,9 @@ class _Errors:
         """An unexpected bug: short message, details with --verbose."""
         if self.verbose:
             traceback.print_exc()
-        advice = "please report it" if self.verbose else "run again with --verbose for the traceback"
+        advice = (
+            "please report it" if self.verbose else "run again with --verbose for the traceback"
+        )
         if self.as_json:
             self._write(json_error("internal", f"{type(exc).__name__}: {exc}", advice))
         else:
