@@ -7,7 +7,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
-from devctl.checks import CheckContext, check, expect
+from devctl.checks import CheckContext, check, counted, expect
 
 if TYPE_CHECKING:
     from devctl.state import StateServices
@@ -152,7 +152,10 @@ def presence_sweep(ctx: CheckContext) -> str:
         f"dead instances: {result.dead_instances}",
     )
     expect(result.went_offline == [only_doomed], f"went offline: {result.went_offline}")
-    expect(result.connections_removed == 2, f"removed {result.connections_removed} connections")
+    expect(
+        result.connections_removed == 2,
+        f"removed {counted(result.connections_removed, 'connection')}, expected 2",
+    )
     expect(state.presence.status(both).online, "a user with a live instance went offline")
     again = state.presence.sweep(only=[doomed, silent])
     expect(again.went_offline == [], "a second sweep reported the same user again")
