@@ -238,18 +238,21 @@ def seed_presence(
     """
     run = seed_run_id()
     names = [f"seed-{run}-instance-{k}" for k in range(1, instances + 1)]
-    for start in range(0, len(names), SEED_BATCH):
-        services.presence.heartbeat_many(names[start : start + SEED_BATCH], ttl=ttl)
     ids = [f"{id_prefix}{n:05d}" for n in range(1, users + 1)]
     wanted: list[tuple[str, str, str]] = []
     for n, user_id in enumerate(ids):
         wanted.append((user_id, f"seed-{run}-conn-{n}-a", names[n % instances]))
         if n % 3 == 0:
             wanted.append((user_id, f"seed-{run}-conn-{n}-b", names[(n + 1) % instances]))
+    total = len(names) + len(wanted)  # progress counts heartbeats and connections
+    for start in range(0, len(names), SEED_BATCH):
+        services.presence.heartbeat_many(names[start : start + SEED_BATCH], ttl=ttl)
+        if progress is not None:
+            progress(min(start + SEED_BATCH, len(names)), total)
     online = 0
     for start in range(0, len(wanted), SEED_BATCH):
         connected = services.presence.connect_many(wanted[start : start + SEED_BATCH])
         online += sum(c.went_online for c in connected)
         if progress is not None:
-            progress(min(start + SEED_BATCH, len(wanted)), len(wanted))
+            progress(len(names) + min(start + SEED_BATCH, len(wanted)), total)
     return SeededPresence(names, ids, len(wanted), online, run)

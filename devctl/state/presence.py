@@ -28,7 +28,7 @@ connections user by user, reports the users that went offline and forgets them.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -423,8 +423,15 @@ class Presence:
         return self._sweep([instance_id], known)
 
     @redis_operation
-    def sweep(self, only: Iterable[str] | None = None) -> SweepResult:
-        """Drop the connections of dead instances; report users who went offline."""
+    def sweep(
+        self,
+        only: Iterable[str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SweepResult:
+        """Drop the connections of dead instances; report users who went offline.
+
+        ``progress(done, total)`` is called after each dead instance.
+        """
         wanted = set(only) if only is not None else None
         known = self.instances()
         dead = [
@@ -432,14 +439,19 @@ class Presence:
             for i in known
             if not i.alive and (wanted is None or i.instance_id in wanted)
         ]
-        return self._sweep(dead, known)
+        return self._sweep(dead, known, progress)
 
-    def _sweep(self, dead: list[str], known: list[InstanceInfo]) -> SweepResult:
+    def _sweep(
+        self,
+        dead: list[str],
+        known: list[InstanceInfo],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SweepResult:
         result = SweepResult(dead_instances=list(dead))
         live = [i.instance_id for i in known if i.alive and i.instance_id not in dead]
         last_beat = {i.instance_id: i.last_heartbeat for i in known}
         registry = self.keys.instance_registry()
-        for instance_id in dead:
+        for done, instance_id in enumerate(dead, start=1):
             index = self.keys.instance_connections(instance_id)
             held: dict[Any, Any] = self.client.hgetall(index)
             users = sorted(set(held.values()))
@@ -463,6 +475,8 @@ class Presence:
             # after our read: keep the instance registered so the next sweep gets it.
             if self.client.hlen(index):
                 self.client.hsetnx(registry, instance_id, seen or "0")
+            if progress is not None:
+                progress(done, len(dead))
         return result
 
     # --- reads -----------------------------------------------------------------

@@ -282,8 +282,11 @@ def sweep(
 
     Example: devctl presence sweep --json
     """
-    with open_state(ctx, data_dir) as state:
-        result = state.presence.sweep()
+    with (
+        open_state(ctx, data_dir) as state,
+        progress_on_stderr(get_app(ctx), "sweeping dead instances") as progress,
+    ):
+        result = state.presence.sweep(progress=progress)
     if json_output:
         print_json(
             {
