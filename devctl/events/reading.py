@@ -44,6 +44,8 @@ INVALID_DATA = "invalid-data"
 WRONG_TOPIC = "wrong-topic"
 
 _CE_PREFIX = "ce_"
+# The binding's name is content-type; a set, not .lower() on every header of every record.
+_CONTENT_TYPE_NAMES = frozenset({"content-type", "Content-Type", "CONTENT-TYPE"})
 _STRUCTURED_MEDIA = "application/cloudevents"
 _REGISTERED_TOPICS = frozenset(REGISTRY.topics())
 
@@ -109,12 +111,12 @@ def _read(
     content_type: bytes | None = None
     binary = check = False
     for name, header in headers:
-        if name == CHECK_HEADER:
-            check = True
-        elif name.lower() == "content-type":
+        if name in _CONTENT_TYPE_NAMES:
             content_type = header.encode() if isinstance(header, str) else header
         elif name == "ce_specversion":
             binary = True
+        elif name == CHECK_HEADER:
+            check = True
     if (content_type is None or not content_type.startswith(b"application/cloudevents")) and binary:
         reading = _read_binary(key, value, headers, content_type)
     else:
