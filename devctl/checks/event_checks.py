@@ -172,6 +172,7 @@ def invalid_to_dlq(ctx: CheckContext) -> str:
         idempotency=False,
         skip_check_records=False,
         lag_interval=0,
+        stall_limit=ctx.timeout * 2,  # a server that hangs mid-check ends it
         producer=producer,
     )
     runtime.on(ACTIVITY, lambda _event: runtime.stop())
@@ -232,6 +233,7 @@ def restart_exactly_once(ctx: CheckContext) -> str:
             skip_check_records=False,
             batch_size=1,
             lag_interval=0,
+            stall_limit=ctx.timeout * 2,  # a server that hangs mid-check ends it
         )
 
         def effect(event: Event, hctx: HandlerContext) -> None:
@@ -304,6 +306,7 @@ def other_writers(ctx: CheckContext) -> str:
         idempotency=False,
         skip_check_records=False,
         lag_interval=0,
+        stall_limit=ctx.timeout * 2,  # a server that hangs mid-check ends it
         producer=producer,
     )
 
