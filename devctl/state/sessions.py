@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from devctl.errors import NotFound
 from devctl.state._redis import Script, redis_operation
 from devctl.state.keys import KeySchema, user_from_key
 from devctl.state.validate import ttl_ms
@@ -249,6 +250,24 @@ class Sessions:
     def revoke_id(self, user_id: str, sid: str) -> bool:
         """Revoke one session by its id (as shown by ``list_for_user``)."""
         return self._revoke_id(user_id, sid)
+
+    def resolve_id(self, user_id: str, prefix: str) -> str:
+        """The one live session of ``user_id`` whose id starts with ``prefix``.
+
+        Ids are shown shortened (as git shows commits); NotFound when none or several match.
+        """
+        matches = [
+            s.session_id for s in self.list_for_user(user_id) if s.session_id.startswith(prefix)
+        ]
+        if len(matches) != 1:
+            found = "no" if not matches else f"{len(matches)}"
+            raise NotFound(
+                f"user {user_id} has {found} live sessions whose id starts with '{prefix}'",
+                hint="`devctl sessions list --user U` shows the ids"
+                if not matches
+                else "give more of the id",
+            )
+        return matches[0]
 
     def _revoke_id(self, user_id: str, sid: str) -> bool:
         pipe = self.client.pipeline(transaction=True)

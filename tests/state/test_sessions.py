@@ -204,3 +204,21 @@ def test_bad_ttls_are_refused_before_anything_is_written(state: StateServices) -
     with pytest.raises(InvalidArgument, match="must not be empty"):
         state.sessions.create("")
     assert list(state.client.scan_iter(match=f"{state.keys.prefix}*")) == []
+
+
+def test_a_session_id_prefix_resolves_to_exactly_one_session(state: StateServices) -> None:
+    from devctl.errors import NotFound
+
+    first = state.sessions.create("77")
+    state.sessions.create("77")
+    sids = [s.session_id for s in state.sessions.list_for_user("77")]
+    mine = sids[0]
+    unique_prefix = next(
+        mine[:n] for n in range(1, len(mine) + 1) if sum(s.startswith(mine[:n]) for s in sids) == 1
+    )
+    assert state.sessions.resolve_id("77", unique_prefix) == mine
+    with pytest.raises(NotFound, match="2 live sessions"):
+        state.sessions.resolve_id("77", "")
+    with pytest.raises(NotFound, match="no live sessions"):
+        state.sessions.resolve_id("77", "not-an-id")
+    assert first.token  # the sessions were real

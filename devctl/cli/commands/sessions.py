@@ -233,14 +233,9 @@ def revoke(
             return
         assert user is not None
         if session_id is not None:
-            live = {s.session_id: s for s in state.sessions.list_for_user(user)}
-            matches = [sid for sid in live if sid.startswith(session_id)]
-            if len(matches) != 1:
-                raise NotFound(
-                    f"user {user} has {'no' if not matches else 'several'} live sessions matching id '{session_id}'"
-                )
-            confirm(app.err, f"Revoke session {matches[0][:12]} of user {user}?", yes)
-            state.sessions.revoke_id(user, matches[0])
+            sid = state.sessions.resolve_id(user, session_id)
+            confirm(app.err, f"Revoke session {sid[:12]} of user {user}?", yes)
+            state.sessions.revoke_id(user, sid)
             app.info("[green]✔[/green] revoked 1 session")
             return
         live_count = len(state.sessions.list_for_user(user))
