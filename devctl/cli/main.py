@@ -6,10 +6,8 @@ JSON (``{"error": {"code", "message", "hint"}}``), so scripts never parse prose.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -45,6 +43,8 @@ def render_error(exc: DevctlError, console: Console, verbose: bool) -> None:
 
 def json_error(code: str, message: str, hint: str | None = None, **extra: str) -> str:
     """The one JSON shape of an error, as written to stderr."""
+    import json
+
     return json.dumps({"error": {"code": code, "message": message, "hint": hint, **extra}})
 
 
@@ -102,6 +102,8 @@ class _Errors:
     def internal(self, exc: Exception) -> None:
         """An unexpected bug: short message, details with --verbose."""
         if self.verbose:
+            import traceback
+
             traceback.print_exc()
         advice = (
             "please report it" if self.verbose else "run again with --verbose for the traceback"

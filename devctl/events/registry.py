@@ -53,7 +53,6 @@ class EventType:
     def __post_init__(self) -> None:
         fix = object.__setattr__
         fix(self, "dataschema", f"urn:devconnect:schema:{self.name}:{self.version}")
-        fix(self, "_serialize", self.model.__pydantic_serializer__.to_json)
         if len(self.key_fields) == 1:
             fix(self, "key_of", operator.itemgetter(self.key_fields[0]))
         elif len(self.key_fields) == 2:
@@ -68,15 +67,26 @@ class EventType:
         else:
             raise ValueError(f"{self.name}: a key is one field or two (a conversation)")
         fix(self, "subject_of", operator.itemgetter(self.subject_field))
+        if not _deferring:
+            self._prepare()
+
+    def _prepare(self) -> None:
+        """Build the model's schema and the fast path, and check them (TypeError if unfit).
+
+        The registry's own types do this on first use (see ``__getattr__``): building
+        the 14 payload schemas and their fast paths takes ~100 ms, and a command uses
+        one type or none. Any other EventType (a replaced model, a new version) is
+        prepared, and so checked, when it is made.
+        """
+        fix = object.__setattr__
+        if not self.model.__pydantic_complete__:
+            self.model.model_rebuild()  # the payload models defer their build to here
         fast = FieldsSchema.of(self.model)
         if fast is None:
             raise TypeError(
                 f"{self.name}: payload model {self.model.__name__} cannot be mirrored as a "
                 "typed dict (aliases, computed fields or validators besides cross_field_checks)"
             )
-        fix(self, "_fast", fast)
-        fix(self, "_checks", _checks_of(self.model))
-        fix(self, "fields_serializer", fast.serializer.to_json)
         bare_times = [n for n, schema in fast.field_schemas.items() if _has_bare_time(schema)]
         if bare_times:
             # Events state every time in UTC ("...Z"); see schemas.UtcDatetime.
@@ -85,6 +95,18 @@ class EventType:
         if not_ids:
             # The envelope writes keys and subjects unescaped (see envelope_text).
             raise TypeError(f"{self.name}: key and subject fields must be ids: {not_ids}")
+        fix(self, "_checks", _checks_of(self.model))
+        fix(self, "fields_serializer", fast.serializer.to_json)
+        fix(self, "_serialize", self.model.__pydantic_serializer__.to_json)
+        fix(self, "_fast", fast)  # last: its presence means prepared
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for an attribute not set yet: the prepared ones, on first use.
+        # Once set, they are plain instance attributes (no cost on the hot path).
+        if name in _PREPARED and "_fast" not in self.__dict__:
+            self._prepare()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # --- the typed payload (consumers, decoding) -----------------------------
 
@@ -188,6 +210,10 @@ class EventType:
 
 
 _MAX_PROBLEMS = 10
+# The attributes EventType._prepare sets; see EventType.__getattr__.
+_PREPARED = frozenset({"_serialize", "_fast", "_checks", "fields_serializer"})
+# True while the registry's own types are made: they are prepared on first use.
+_deferring = False
 
 
 def _checks_of(model: type[BaseModel]) -> tuple[Callable[[Mapping[str, Any]], None], ...]:
@@ -354,6 +380,7 @@ def _t(
     )
 
 
+_deferring = True
 _TYPES = (
     _t("user.signup", "user-events", s.UserSignup, "a user signed up", legacy=("USER_SIGNUP",)),
     _t("user.login", "user-events", s.UserLogin, "a user logged in", legacy=("USER_LOGIN",)),
@@ -489,6 +516,7 @@ class Registry(Mapping[str, EventType]):
 
 
 REGISTRY = Registry(_TYPES)
+_deferring = False
 
 
 def get_type(name: str) -> EventType:
