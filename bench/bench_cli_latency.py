@@ -1,10 +1,12 @@
-"""Benchmark: wall time of a one-event `devctl publish` against `devctl --version` and `--help`.
+"""Benchmark: wall time of devctl's start-up, read commands and a one-event publish.
 
-Each round runs the three commands one after another (interleaved, so the noise of
-a shared machine hits them alike) against a stack this script starts in a temporary
-directory and stops afterwards. The figure that matters is the publish median minus
-the `--version` median: what publishing one event costs on top of starting the CLI
-(target: within 250 ms).
+Each round runs every command once, one after another (interleaved, so the noise of
+a shared machine hits them alike), against a stack this script starts in a
+temporary directory and stops afterwards. Targets (issue 9, "Speed"): `--version`
+and `--help` within 150 ms; `keys` and `config show` within 50 ms of `--version`;
+`status`, `topics list` and `sessions count` within 150 ms of it; a one-event
+`publish` within 250 ms of it (all medians of the same run). Output is piped, as
+in a script.
 
 Usage: python bench/bench_cli_latency.py [--rounds 15] [--write docs/benchmarks.md]
 """
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,12 +30,28 @@ from _report import machine_description, replace_section
 from devctl.engines.processes import free_port
 
 SECTION = "CLI latency (devctl --version, --help, one-event publish)"
-TARGET_SECONDS = 0.250  # one-event publish, over `devctl --version`
 TOPIC = "analytics-events"
 EVENT_TYPE = "devconnect.analytics.activity"
 # What `devctl publish` imports beyond `devctl --version`, without running anything:
 # publish minus this is settings, endpoints, the network and exit.
 IMPORTS = "import devctl.cli.main, devctl.cli.app, devctl.engines, devctl.events.publish"
+
+
+@dataclass
+class Case:
+    label: str
+    args: list[str]
+    # (limit in seconds, whether over `--version` rather than absolute); None: no target
+    target: tuple[float, bool] | None
+    samples: list[float] = field(default_factory=list)
+
+    def verdict(self, floor: float) -> tuple[float, bool] | None:
+        """(the figure the target is about, met) or None."""
+        if self.target is None:
+            return None
+        limit, relative = self.target
+        figure = statistics.median(self.samples) - (floor if relative else 0.0)
+        return figure, figure <= limit
 
 
 def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
@@ -51,11 +70,29 @@ def main() -> None:
     options = parser.parse_args()
 
     devctl = [sys.executable, "-m", "devctl"]
-    version, help_, imports, publish = [], [], [], []
+    publish_args = ["publish", TOPIC, "--type", EVENT_TYPE, "--data"]
+    cases = [
+        Case("`devctl --version` (CLI start-up floor)", ["--version"], (0.150, False)),
+        Case("`devctl --help`", ["--help"], (0.150, False)),
+        Case("`devctl keys`", ["keys"], (0.050, True)),
+        Case("`devctl config show`", ["config", "show"], (0.050, True)),
+        Case("`devctl status`", ["status"], (0.150, True)),
+        Case("`devctl topics list`", ["topics", "list"], (0.150, True)),
+        Case("`devctl sessions count`", ["sessions", "count"], (0.150, True)),
+        Case("imports of `devctl publish`, nothing run (`python -c '...'`)", [], None),
+        Case(
+            f"`devctl publish {TOPIC} --type {EVENT_TYPE} --data ...` (one event)",
+            [],
+            (0.250, True),
+        ),
+    ]
+    version, imports, publish = cases[0], cases[-2], cases[-1]
     with tempfile.TemporaryDirectory(prefix="devctl-bench-cli-") as tmp:
         work = Path(tmp)
         env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_")) and k != "COLUMNS"
         }
         env.update(
             DEVCTL_DATA_DIR=str(work / "data"),
@@ -66,19 +103,22 @@ def main() -> None:
         try:
             timed([*devctl, "up"], env, work)
             for index in range(options.rounds):
-                data = json.dumps({"userId": f"bench-{index}", "action": "bench"})
-                version.append(timed([*devctl, "--version"], env, work)[0])
-                help_.append(timed([*devctl, "--help"], env, work)[0])
-                imports.append(timed([sys.executable, "-c", IMPORTS], env, work)[0])
-                seconds, out = timed(
-                    [*devctl, "publish", TOPIC, "--type", EVENT_TYPE, "--data", data], env, work
-                )
-                if "✔" not in out:
-                    raise SystemExit(f"publish did not report a delivery:\n{out}")
-                publish.append(seconds)
+                for case in cases:
+                    if case is imports:
+                        case.samples.append(timed([sys.executable, "-c", IMPORTS], env, work)[0])
+                    elif case is publish:
+                        data = json.dumps({"userId": f"bench-{index}", "action": "bench"})
+                        seconds, out = timed([*devctl, *publish_args, data], env, work)
+                        if "✔" not in out:
+                            raise SystemExit(f"publish did not report a delivery:\n{out}")
+                        case.samples.append(seconds)
+                    else:
+                        case.samples.append(timed([*devctl, *case.args], env, work)[0])
                 print(
-                    f"round {index + 1}: --version {version[-1]:.3f}s  --help {help_[-1]:.3f}s  "
-                    f"imports {imports[-1]:.3f}s  publish {publish[-1]:.3f}s",
+                    f"round {index + 1}: "
+                    + "  ".join(
+                        f"{c.args[0] if c.args else '-'} {c.samples[-1]:.3f}s" for c in cases
+                    ),
                     file=sys.stderr,
                 )
         finally:
@@ -91,34 +131,59 @@ def main() -> None:
             )
 
     med = statistics.median
-    over = med(publish) - med(version)
-    met = over <= TARGET_SECONDS
-    rows = [
-        ("`devctl --version` (CLI start-up floor)", version),
-        ("`devctl --help`", help_),
-        ("imports of `devctl publish`, nothing run (`python -c '...'`)", imports),
-        (f"`devctl publish {TOPIC} --type {EVENT_TYPE} --data ...` (one event)", publish),
-    ]
+    floor = med(version.samples)
+    table = []
+    missed = []
+    for case in cases:
+        verdict = case.verdict(floor)
+        if verdict is None:
+            target = "-"
+        else:
+            limit, relative = case.target or (0.0, False)
+            figure, met = verdict
+            what = "over `--version`" if relative else "absolute"
+            target = f"{figure * 1000:.0f} ms {what} (<= {limit * 1000:.0f}): {'met' if met else 'NOT met'}"
+            if not met:
+                missed.append(case.label)
+        s = case.samples
+        table.append(
+            f"| {case.label} | {med(s):.3f} s | {min(s):.3f} s | {max(s):.3f} s | {target} |"
+        )
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}; "
-        f"{options.rounds} interleaved rounds against a local stack (Valkey + Tansu).",
+        f"{options.rounds} interleaved rounds against a local stack (Valkey + Tansu), "
+        "output piped.",
         "",
-        "| command | median | min | max |",
-        "|---|---|---|---|",
-        *[f"| {name} | {med(s):.3f} s | {min(s):.3f} s | {max(s):.3f} s |" for name, s in rows],
+        "| command | median | min | max | target |",
+        "|---|---|---|---|---|",
+        *table,
         "",
-        f"- One-event publish minus `--version`: **{over * 1000:.0f} ms** "
-        f"(target <= {TARGET_SECONDS * 1000:.0f} ms: {'met' if met else 'NOT met'}).",
-        f"- Of that, importing what publish needs: {(med(imports) - med(version)) * 1000:.0f} ms "
-        "over `--version` (mainly pydantic and the event schemas, redis pulled in by "
-        "`devctl.engines`, confluent_kafka); the rest "
-        f"({(med(publish) - med(imports)) * 1000:.0f} ms) is parsing, settings, endpoints, the "
-        "broker round trips and exit.",
-        "- Before the fix a one-event publish took 0.93-1.55 s (4 runs on this machine), "
-        "0.5-1 s of it waiting for the "
-        "idempotent producer id: librdkafka asks for it when metadata arrives, else on a 500 ms "
-        "timer, and a fresh client's first try finds no broker up. `EventProducer.warm_up()` "
-        "asks for metadata again until the id is there (see docs/events.md).",
+        f"- Targets met: {len(cases) - 1 - len(missed)} of {len(cases) - 1}"
+        + (f"; not met: {', '.join(missed)}." if missed else "."),
+        f"- Importing what publish needs: {(med(imports.samples) - floor) * 1000:.0f} ms over "
+        "`--version` (pydantic and the event registry, confluent_kafka); the rest "
+        f"({(med(publish.samples) - med(imports.samples)) * 1000:.0f} ms) is parsing, settings, "
+        "endpoints, the broker round trips and exit.",
+        "- Before these changes (issue 9, same machine): `--version` 165 ms, `keys` 454 ms, "
+        "`config show` 382 ms, `status` 579 ms, `topics list` 598 ms, one-event publish "
+        "~480 ms (314 ms over `--version`). Every command got faster in absolute terms, "
+        "`--version` most (the floor the relative targets are measured from), so some "
+        "relative figures grew. What changed: only the command being run is registered "
+        "and built by Typer (building all 37 took ~50 ms); Typer's pydantic-based "
+        "conversion is skipped for absent and plain values (it imported pydantic, ~60 ms, "
+        "for every command with an option); `typer.rich_utils` loads without "
+        "rich.markdown/rich.traceback (~45 ms of help and usage errors); config, YAML, the "
+        "Redis and Kafka clients and Rich consoles are imported when used; the event "
+        "payload schemas and their fast paths are built per type on first use.",
+        "- Not reached, and why: `keys` and `sessions count` import the whole Redis domain "
+        "with redis-py (~90 ms; `devctl/state/__init__.py` imports every module and redis "
+        "at its top). `status` probes Redis then Kafka one after the other and imports "
+        "redis-py for one PING. `topics list` counts the topics one after the other, a few "
+        "round trips each (`devctl/streams`). `--help` builds every command (~45 ms). "
+        "`config show` spends ~35 ms rendering its table with Rich.",
+        "- Before an earlier fix a one-event publish took 0.93-1.55 s, 0.5-1 s of it waiting "
+        "for the idempotent producer id; `EventProducer.warm_up()` asks for metadata again "
+        "until the id is there (see docs/events.md).",
         "",
         f"Reproduce: `python bench/bench_cli_latency.py --rounds {options.rounds} "
         "--write docs/benchmarks.md`",
@@ -127,7 +192,7 @@ def main() -> None:
     print(text)
     if options.write:
         replace_section(options.write, SECTION, text)
-    if not met:
+    if missed:
         raise SystemExit(1)
 
 
