@@ -12,25 +12,31 @@ import difflib
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from devctl.config import envvars
 from devctl.config.schema import (
     DEFAULT_TOPICS,
-    FIELDS,
+    KEYS,
     MAX_PARTITIONS,
     RELATIONS,
     SECTIONS,
     TOPIC_KEYS,
+    Config,
     EventsSettings,
-    Field,
     KafkaSettings,
+    Key,
     LocalSettings,
     RedisSettings,
     StateSettings,
+    TopicDefaults,
     TopicSpec,
+    build_config,
+    flatten_config,
     topic_name_problem,
 )
 from devctl.config.topic_configs import topic_config_problem
@@ -47,59 +53,68 @@ _FALSE = {"0", "false", "no", "off"}
 
 @dataclass(frozen=True)
 class Settings:
-    """The effective configuration. ``sources`` says where each value came from."""
+    """The effective configuration: typed values, built once, and where each came from.
 
-    values: dict[str, Any]
+    Read a setting through its section (``settings.redis.port``); ``sources`` maps
+    each dotted key (``redis.port``) to its provenance (``config/devctl.yaml:12``,
+    ``env REDIS_URL``, ``flag --redis-port``, ``default``).
+    """
+
+    config: Config
     sources: dict[str, str]
     topics: tuple[TopicSpec, ...]
     topics_source: str
     config_file: Path | None
     cwd: Path
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def engine(self) -> str:
-        return str(self.values["engine"])
+        return self.config.engine
 
     @property
     def engine_is_explicit(self) -> bool:
         return self.sources["engine"] != "default"
 
-    @property
+    @cached_property
     def data_dir(self) -> Path:
-        path = Path(os.path.expanduser(str(self.values["data_dir"])))
+        path = Path(os.path.expanduser(self.config.data_dir))
         return path if path.is_absolute() else (self.cwd / path)
-
-    def _section(self, name: str) -> dict[str, Any]:
-        prefix = name + "."
-        return {k[len(prefix) :]: v for k, v in self.values.items() if k.startswith(prefix)}
 
     @property
     def redis(self) -> RedisSettings:
-        return RedisSettings(**self._section("redis"))
+        return self.config.redis
 
     @property
     def kafka(self) -> KafkaSettings:
-        return KafkaSettings(**self._section("kafka"))
+        return self.config.kafka
 
     @property
     def local(self) -> LocalSettings:
-        return LocalSettings(**self._section("local"))
+        return self.config.local
+
+    @property
+    def topic_defaults(self) -> TopicDefaults:
+        return self.config.topic_defaults
 
     @property
     def state(self) -> StateSettings:
-        return StateSettings(**self._section("state"))
+        return self.config.state
 
     @property
     def events(self) -> EventsSettings:
-        return EventsSettings(**self._section("events"))
+        return self.config.events
+
+    @cached_property
+    def values(self) -> Mapping[str, Any]:
+        """Every value by dotted key, read-only: for code that walks all keys (show, tests)."""
+        return MappingProxyType(flatten_config(self.config))
 
     def redacted(self) -> dict[str, dict[str, Any]]:
         """Every key with its value (secrets masked) and its source."""
         out: dict[str, dict[str, Any]] = {}
-        for key in FIELDS:
+        for key, spec in KEYS.items():
             value = self.values[key]
-            if FIELDS[key].secret and value is not None:
+            if spec.secret and value is not None:
                 value = "********"
             elif isinstance(value, str):
                 value = redact_url(value)
@@ -133,8 +148,9 @@ def load_settings(
     """Build the effective settings. ``flags`` maps a dotted key to (value, flag name)."""
     cwd = (cwd or Path.cwd()).resolve()
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {k: f.default for k, f in FIELDS.items()}
-    sources: dict[str, str] = dict.fromkeys(FIELDS, "default")
+    # Layers are merged by dotted key, then the typed Config is built once.
+    values: dict[str, Any] = {k: spec.default for k, spec in KEYS.items()}
+    sources: dict[str, str] = dict.fromkeys(KEYS, "default")
 
     # 1. config file
     config_file = _find_config_file(config_path, environ, cwd)
@@ -180,19 +196,20 @@ def load_settings(
     for key, (value, flag) in (flags or {}).items():
         if value is None:
             continue
-        values[key] = _check_value(key, FIELDS[key], value, source=f"flag {flag}", line=None)
+        values[key] = _check_value(key, KEYS[key], value, source=f"flag {flag}", line=None)
         sources[key] = f"flag {flag}"
 
     _check_relations(values, sources)
+    config = build_config(values)
     topics = _build_topics(
         raw_topics,
-        values,
+        config.topic_defaults,
         topics_source,
         topics_lines,
         suffix_source=sources["topic_defaults.dead_letter_suffix"],
     )
     return Settings(
-        values=values,
+        config=config,
         sources=sources,
         topics=topics,
         topics_source=topics_source,
@@ -282,13 +299,13 @@ def _flatten_file(data: Any, lines: dict[str, int], source: str) -> tuple[dict[s
         raise ConfigError("the top level must be a mapping of keys", source=source, line=1)
     values: dict[str, Any] = {}
     topics: Any = None
-    known_top = [k for k in FIELDS if "." not in k] + SECTIONS + ["topics"]
+    known_top = [k for k in KEYS if "." not in k] + list(SECTIONS) + ["topics"]
     for top, value in data.items():
         top = str(top)
         if top == "topics":
             topics = value
-        elif top in FIELDS:
-            values[top] = _check_value(top, FIELDS[top], value, source=source, line=lines.get(top))
+        elif top in KEYS:
+            values[top] = _check_value(top, KEYS[top], value, source=source, line=lines.get(top))
         elif top in SECTIONS:
             if value is None:  # a section whose keys are all commented out
                 continue
@@ -301,23 +318,24 @@ def _flatten_file(data: Any, lines: dict[str, int], source: str) -> tuple[dict[s
                 )
             for sub, subvalue in value.items():
                 key = f"{top}.{sub}"
-                if key not in FIELDS:
+                spec = KEYS.get(key)
+                if spec is None:
                     raise ConfigError(
-                        "unknown key" + _suggest(key, list(FIELDS)),
+                        "unknown key" + _suggest(key, list(KEYS)),
                         source=source,
                         key=key,
                         line=lines.get(key),
                     )
-                if FIELDS[key].secret:
+                if spec.secret:
                     raise ConfigError(
                         "secrets are not read from config files (they end up in repositories)",
                         source=source,
                         key=key,
                         line=lines.get(key),
-                        hint=f"set {envvars.ENV_NAMES[key][0]} in the environment or in .env",
+                        hint=f"set {spec.env[0]} in the environment or in .env",
                     )
                 values[key] = _check_value(
-                    key, FIELDS[key], subvalue, source=source, line=lines.get(key), lines=lines
+                    key, spec, subvalue, source=source, line=lines.get(key), lines=lines
                 )
         else:
             raise ConfigError(
@@ -342,7 +360,7 @@ def _type_name(value: Any) -> str:
 
 def _check_value(
     key: str,
-    spec: Field,
+    spec: Key,
     value: Any,
     *,
     source: str,
@@ -445,7 +463,7 @@ def _check_relations(values: dict[str, Any], sources: dict[str, str]) -> None:
         )
 
 
-def _coerce_text(key: str, spec: Field, text: str, source: str) -> Any:
+def _coerce_text(key: str, spec: Key, text: str, source: str) -> Any:
     """Turn an environment string into a typed value, then validate it."""
     stripped = text.strip()
     value: Any = stripped
@@ -475,13 +493,13 @@ def _coerce_text(key: str, spec: Field, text: str, source: str) -> Any:
 def _apply_env(
     values: dict[str, Any], sources: dict[str, str], env: Mapping[str, str], describe: Any
 ) -> None:
-    for key, names in envvars.ENV_NAMES.items():
-        for name in names:
+    for key, spec in KEYS.items():
+        for name in spec.env:
             if name in env:
-                if not env[name].strip() and not FIELDS[key].optional:
+                if not env[name].strip() and not spec.optional:
                     continue  # NAME= with nothing after it means "not set"
                 source = describe(name)
-                values[key] = _coerce_text(key, FIELDS[key], env[name], source)
+                values[key] = _coerce_text(key, spec, env[name], source)
                 sources[key] = source
                 break
 
@@ -507,12 +525,12 @@ def _read_dotenv(path: Path) -> dict[str, tuple[str, int]]:
 
 
 def _build_topics(
-    raw: Any, values: dict[str, Any], source: str, lines: dict[str, int], *, suffix_source: str
+    raw: Any, defaults: TopicDefaults, source: str, lines: dict[str, int], *, suffix_source: str
 ) -> tuple[TopicSpec, ...]:
-    partitions_default = int(values["topic_defaults.partitions"])
-    replication_default = int(values["topic_defaults.replication_factor"])
-    dead_letter_default = bool(values["topic_defaults.dead_letter"])
-    suffix = str(values["topic_defaults.dead_letter_suffix"])
+    partitions_default = defaults.partitions
+    replication_default = defaults.replication_factor
+    dead_letter_default = defaults.dead_letter
+    suffix = defaults.dead_letter_suffix
     if raw is None:
         raw = list(DEFAULT_TOPICS)
     if not isinstance(raw, list):
@@ -559,7 +577,7 @@ def _build_topics(
             source,
             where,
             lines,
-            int(FIELDS["topic_defaults.replication_factor"].maximum or 1),
+            int(KEYS["topic_defaults.replication_factor"].maximum or 1),
         )
         config = entry.get("config") or {}
         if not isinstance(config, dict):

@@ -14,8 +14,7 @@ from typing import Any
 
 import yaml
 
-from devctl.config import envvars
-from devctl.config.schema import FIELDS, MAX_PARTITIONS, RELATIONS, TOPIC_KEYS, Field
+from devctl.config.schema import KEYS, MAX_PARTITIONS, RELATIONS, SECTIONS, TOPIC_KEYS, Key
 
 # A key line: "# leaf: value", indented by its section. Doc lines never match it.
 KEY_LINE = re.compile(r"^(\s*)# ([a-z_]+):(?: (.*))?$")
@@ -35,15 +34,6 @@ _HEADER = """\
 # this file: set them in the environment or .env.
 """
 
-_SECTION_DOCS = {
-    "redis": "Redis (Valkey on the local engine)",
-    "kafka": "Kafka clients (Tansu on the local engine)",
-    "local": "The local engine",
-    "topic_defaults": "Defaults of each topic (a topic may override them)",
-    "state": "The Redis domain: sessions, user cache, presence, rate limits, message cache",
-    "events": "Events: envelope, producer, consumer runtime (docs/events.md)",
-}
-
 _TOPICS = f"""\
 # The topics themselves are in topics.yaml beside this file; a `topics:` list here
 # replaces it. Each entry is a name, or a mapping with the keys
@@ -57,21 +47,21 @@ def render_reference() -> str:
     """The text of config/devctl.yaml."""
     out = [_HEADER]
     sections: dict[str, list[str]] = {}
-    for key in FIELDS:
+    for key in KEYS:
         section, _, leaf = key.rpartition(".")
         if section:
             sections.setdefault(section, []).append(key)
         else:
             out.append("\n" + _key_block(key, leaf, ""))
     for section, keys in sections.items():
-        out.append(f"\n# --- {_SECTION_DOCS.get(section, section)}\n{section}:\n")
+        out.append(f"\n# --- {SECTIONS[section]}\n{section}:\n")
         out.append("\n".join(_key_block(key, key.rpartition(".")[2], "  ") for key in keys))
     out.append("\n" + _TOPICS)
     return "".join(out)
 
 
 def _key_block(key: str, leaf: str, indent: str) -> str:
-    spec = FIELDS[key]
+    spec = KEYS[key]
     lines = textwrap.wrap(_describe(key, spec), width=88 - len(indent) - 2)
     block = [f"{indent}# {line}" for line in lines]
     if spec.secret:
@@ -85,7 +75,7 @@ def _key_block(key: str, leaf: str, indent: str) -> str:
     return "\n".join(block) + "\n"
 
 
-def _describe(key: str, spec: Field) -> str:
+def _describe(key: str, spec: Key) -> str:
     parts = [spec.help.rstrip(".") + "."]
     if spec.choices:
         parts.append("One of " + ", ".join(spec.choices) + ".")
@@ -102,11 +92,10 @@ def _describe(key: str, spec: Field) -> str:
         parts.append(
             "Unset by default" + ("; the value shown is an example." if spec.example else ".")
         )
-    names = envvars.ENV_NAMES.get(key)
     if spec.secret:
-        parts.append(f"Secret: only from the environment or .env ({', '.join(names or ())}).")
-    elif names:
-        parts.append(f"Environment {', '.join(names)}.")
+        parts.append(f"Secret: only from the environment or .env ({', '.join(spec.env)}).")
+    elif spec.env:
+        parts.append(f"Environment {', '.join(spec.env)}.")
     return " ".join(parts)
 
 

@@ -1,12 +1,25 @@
-"""The configuration schema: every key, its type, default and whether it is secret.
+"""The configuration schema: one typed dataclass per section, one field per key.
 
-Keys are dotted (``redis.port``). The loader validates each layer against
-``FIELDS`` and records where each value came from. Secrets never have a default.
+Each key is declared once, as a field of its section: its Python type is the
+annotation, and ``setting(...)`` carries the default, help text, range, choices,
+extra check, environment names and secret-ness. Everything else is derived from
+these classes: ``KEYS`` (dotted key -> ``Key``) that the loader validates each
+layer against, the generated reference (config/devctl.yaml) and the typed
+``Config`` the loader builds once. Adding a key is one field here (then regenerate
+the reference: ``devctl config reference > config/devctl.yaml``).
+
+Environment names: DevConnect's own (REDIS_URL, KAFKA_BROKERS, KAFKA_CLIENT_ID,
+KAFKA_GROUP_ID) are honoured so the same .env file serves the app and devctl;
+devctl's own start with DEVCTL_ and are listed first, so they win. Secrets never
+have a default and are read only from the environment or .env.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the annotations must be real types,
+# since each key's kind (int, str | None, ...) is read from them.
 
+import dataclasses
 import re
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,21 +28,108 @@ from urllib.parse import parse_qs, urlsplit
 # "docker" joins when its engine lands; see devctl/engines/__init__.py.
 ENGINES = ("local", "external")
 
+_META = "devctl"  # the key of a field's metadata holding its Key
+_KINDS: dict[Any, str] = {int: "int", float: "float", bool: "bool", str: "str"}
 
-@dataclass(frozen=True)
-class Field:
-    kind: str  # "str" | "int" | "float" | "bool" | "choice" | "mapping"
-    default: Any = None
-    help: str = ""
-    secret: bool = False
-    optional: bool = False
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    # A problem with a value of the right type, or None: for what a range cannot say.
-    check: Callable[[Any], str | None] | None = None
-    # YAML shown (commented out) in the generated config/devctl.yaml instead of the default.
-    example: str | None = None
+
+class Key:
+    """One config key: what `setting()` declares, plus its name and type once bound."""
+
+    __slots__ = (
+        "check",
+        "choices",
+        "default",
+        "env",
+        "example",
+        "help",
+        "key",
+        "kind",
+        "maximum",
+        "minimum",
+        "optional",
+        "secret",
+    )
+
+    def __init__(
+        self,
+        default: Any,
+        help: str,
+        *,
+        env: tuple[str, ...],
+        secret: bool,
+        choices: tuple[str, ...],
+        minimum: float | None,
+        maximum: float | None,
+        check: Callable[[Any], str | None] | None,
+        example: str | None,
+    ) -> None:
+        self.default = default
+        self.help = help
+        self.env = env
+        self.secret = secret
+        self.choices = choices
+        self.minimum = minimum
+        self.maximum = maximum
+        self.check = check
+        self.example = example
+        self.key = ""
+        self.kind = ""  # "str" | "int" | "float" | "bool" | "choice" | "mapping"
+        self.optional = False
+
+    def _bind(self, key: str, annotation: Any) -> None:
+        # The dotted name and the type are known only once the field sits in its
+        # section, so they are filled in by _collect(), once, at import.
+        self.key = key
+        args = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+        self.optional = type(None) in args
+        (base,) = (a for a in args if a is not type(None))
+        if getattr(base, "__origin__", None) is dict:
+            self.kind = "mapping"
+        elif base in _KINDS:
+            self.kind = "choice" if self.choices else _KINDS[base]
+        else:
+            raise TypeError(f"{key}: unsupported type {annotation!r}")
+        if self.choices and base is not str:
+            raise TypeError(f"{key}: choices need a str field")
+        if self.optional != (self.default is None):
+            raise TypeError(f"{key}: a key is optional (`| None`) exactly when its default is None")
+        if self.secret and self.default is not None:
+            raise TypeError(f"{key}: a secret has no default")
+
+    def __repr__(self) -> str:
+        return f"Key({self.key!r}, {self.kind}, default={self.default!r})"
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    env: tuple[str, ...] = (),
+    secret: bool = False,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+    check: Callable[[Any], str | None] | None = None,
+    example: str | None = None,
+) -> Any:
+    """Declare a key as a section field: ``port: int = setting(6379, "help", ...)``.
+
+    ``env``: environment names, highest priority first. ``check``: a problem with a
+    value of the right type, or None, for what a range cannot say. ``example``: YAML
+    shown (commented out) in the generated reference instead of the default.
+    """
+    key = Key(
+        default,
+        help,
+        env=env,
+        secret=secret,
+        choices=choices,
+        minimum=minimum,
+        maximum=maximum,
+        check=check,
+        example=example,
+    )
+    return field(default=default, metadata={_META: key})
 
 
 # Topic partitions beyond this need an explicit opt-in: every partition costs the
@@ -134,135 +234,180 @@ def _rate_limits_problem(value: dict[str, Any]) -> str | None:
     return None
 
 
-FIELDS: dict[str, Field] = {
-    "engine": Field(
-        "choice",
-        "local",
-        "Which engine runs the stack; left unset, commands use the engine of the last "
-        "`devctl up` (so this key is best left commented out)",
-        choices=ENGINES,
-    ),
-    "data_dir": Field(
-        "str", ".devctl", "State directory: pidfiles, logs, Redis data", check=_not_blank
-    ),
-    # Redis
-    "redis.port": Field("int", 6379, "Port of the local engine's Redis", minimum=0, maximum=65535),
-    "redis.url": Field(
-        "str",
+# --- The sections. A section's docstring heads it in the generated reference.
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Redis (Valkey on the local engine)"""
+
+    port: int = setting(
+        6379,
+        "Port of the local engine's Redis",
+        minimum=0,
+        maximum=65535,
+        env=("DEVCTL_REDIS_PORT",),
+    )
+    url: str | None = setting(
         None,
         "Redis URL for the external engine: redis://host:6379/0, rediss://, unix://",
-        optional=True,
         check=redis_url_problem,
         example="redis://redis.internal:6379/0",
-    ),
-    "redis.password": Field("str", None, "Redis password (secret)", secret=True, optional=True),
-    "redis.key_prefix": Field("str", "devconnect:", "Prefix of every DevConnect key"),
-    "redis.connect_timeout": Field(
-        "float", 2.0, "Seconds to wait for a connection", minimum=0.01, maximum=_SECONDS_MAX
-    ),
-    "redis.socket_timeout": Field(
-        "float", 2.0, "Seconds to wait for a reply", minimum=0.01, maximum=_SECONDS_MAX
-    ),
-    # Kafka
-    "kafka.port": Field(
-        "int", 9092, "Port of the local engine's Kafka broker", minimum=0, maximum=65535
-    ),
-    "kafka.brokers": Field(
-        "str",
+        env=("DEVCTL_REDIS_URL", "REDIS_URL"),
+    )
+    password: str | None = setting(
+        None,
+        "Redis password (secret)",
+        secret=True,
+        env=("DEVCTL_REDIS_PASSWORD", "REDIS_PASSWORD"),
+    )
+    key_prefix: str = setting(
+        "devconnect:", "Prefix of every DevConnect key", env=("DEVCTL_REDIS_KEY_PREFIX",)
+    )
+    connect_timeout: float = setting(
+        2.0,
+        "Seconds to wait for a connection",
+        minimum=0.01,
+        maximum=_SECONDS_MAX,
+        env=("DEVCTL_REDIS_CONNECT_TIMEOUT",),
+    )
+    socket_timeout: float = setting(
+        2.0,
+        "Seconds to wait for a reply",
+        minimum=0.01,
+        maximum=_SECONDS_MAX,
+        env=("DEVCTL_REDIS_SOCKET_TIMEOUT",),
+    )
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Kafka clients (Tansu on the local engine)"""
+
+    port: int = setting(
+        9092,
+        "Port of the local engine's Kafka broker",
+        minimum=0,
+        maximum=65535,
+        env=("DEVCTL_KAFKA_PORT",),
+    )
+    brokers: str | None = setting(
         None,
         "Bootstrap servers for the external engine, host:port,host:port",
-        optional=True,
         check=kafka_brokers_problem,
         example="kafka-1:9092,kafka-2:9092",
-    ),
-    "kafka.client_id": Field("str", "devconnect-app", "Kafka client.id", check=_not_blank),
-    "kafka.group_id": Field("str", "devconnect-group", "Default consumer group", check=_not_blank),
-    "kafka.security_protocol": Field(
-        "choice",
+        env=("DEVCTL_KAFKA_BROKERS", "KAFKA_BROKERS"),
+    )
+    client_id: str = setting(
+        "devconnect-app",
+        "Kafka client.id",
+        check=_not_blank,
+        env=("DEVCTL_KAFKA_CLIENT_ID", "KAFKA_CLIENT_ID"),
+    )
+    group_id: str = setting(
+        "devconnect-group",
+        "Default consumer group",
+        check=_not_blank,
+        env=("DEVCTL_KAFKA_GROUP_ID", "KAFKA_GROUP_ID"),
+    )
+    security_protocol: str = setting(
         "PLAINTEXT",
         "Kafka security.protocol",
         choices=KAFKA_PROTOCOLS,
-    ),
-    "kafka.sasl_mechanism": Field(
-        "str",
+        env=("DEVCTL_KAFKA_SECURITY_PROTOCOL",),
+    )
+    sasl_mechanism: str | None = setting(
         None,
         "SASL mechanism: " + ", ".join(SASL_MECHANISMS),
-        optional=True,
         check=_sasl_mechanism_problem,
-    ),
-    "kafka.sasl_username": Field("str", None, "SASL username", optional=True),
-    "kafka.sasl_password": Field("str", None, "SASL password (secret)", secret=True, optional=True),
+        env=("DEVCTL_KAFKA_SASL_MECHANISM",),
+    )
+    sasl_username: str | None = setting(None, "SASL username", env=("DEVCTL_KAFKA_SASL_USERNAME",))
+    sasl_password: str | None = setting(
+        None, "SASL password (secret)", secret=True, env=("DEVCTL_KAFKA_SASL_PASSWORD",)
+    )
     # librdkafka refuses a session longer than max.poll.interval.ms (300000).
-    "kafka.session_timeout_ms": Field(
-        "int",
+    session_timeout_ms: int | None = setting(
         None,
         "Consumer session.timeout.ms (unset: 6000 on local, librdkafka's default elsewhere)",
-        optional=True,
         minimum=1,
         maximum=300000,
         example="6000",
-    ),
-    "kafka.heartbeat_interval_ms": Field(
-        "int",
+        env=("DEVCTL_KAFKA_SESSION_TIMEOUT_MS",),
+    )
+    heartbeat_interval_ms: int | None = setting(
         None,
         "Consumer heartbeat.interval.ms, below the session timeout (unset: 500 on local)",
-        optional=True,
         minimum=1,
         maximum=3600000,
         example="500",
-    ),
+        env=("DEVCTL_KAFKA_HEARTBEAT_INTERVAL_MS",),
+    )
     # It is also librdkafka's socket.timeout.ms, which stops at 300000.
-    "kafka.request_timeout_ms": Field(
-        "int", 5000, "Admin and metadata timeout", minimum=100, maximum=300000
-    ),
-    # Local engine
-    "local.redis_server": Field("str", None, "Path of a redis/valkey-server binary", optional=True),
-    "local.kafka_broker": Field("str", None, "Path of a tansu binary", optional=True),
-    "local.start_timeout": Field(
-        "float", 20.0, "Seconds to wait for health on up", minimum=1, maximum=_SECONDS_MAX
-    ),
-    "local.stop_timeout": Field(
-        "float", 10.0, "Seconds between SIGTERM and SIGKILL", minimum=0.1, maximum=_SECONDS_MAX
-    ),
-    # Topic defaults (each topic may override)
-    "topic_defaults.partitions": Field(
-        "int", 3, "Partitions of a new topic", minimum=1, maximum=MAX_PARTITIONS
-    ),
-    "topic_defaults.replication_factor": Field(
-        "int", 1, "Replication factor (at most the number of brokers)", minimum=1, maximum=32767
-    ),
-    "topic_defaults.dead_letter": Field("bool", True, "Create <topic><suffix> for each topic"),
-    "topic_defaults.dead_letter_suffix": Field("str", ".dlq", "Dead-letter topic suffix"),
-    # Redis domain (sessions, cache, presence, rate limits, message cache)
-    "state.session_ttl": Field(
-        "int", 86400, "Session lifetime in seconds", minimum=1, maximum=_TTL_MAX
-    ),
-    "state.session_sliding": Field("bool", False, "Extend a session's TTL on each validation"),
-    "state.user_cache_ttl": Field(
-        "int", 1800, "User cache TTL in seconds", minimum=1, maximum=_TTL_MAX
-    ),
-    "state.presence_instance_ttl": Field(
-        "int",
+    request_timeout_ms: int = setting(
+        5000,
+        "Admin and metadata timeout",
+        minimum=100,
+        maximum=300000,
+        env=("DEVCTL_KAFKA_REQUEST_TIMEOUT_MS",),
+    )
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The local engine"""
+
+    redis_server: str | None = setting(
+        None, "Path of a redis/valkey-server binary", env=("DEVCTL_REDIS_SERVER",)
+    )
+    kafka_broker: str | None = setting(None, "Path of a tansu binary", env=("DEVCTL_KAFKA_BROKER",))
+    start_timeout: float = setting(
+        20.0, "Seconds to wait for health on up", minimum=1, maximum=_SECONDS_MAX
+    )
+    stop_timeout: float = setting(
+        10.0, "Seconds between SIGTERM and SIGKILL", minimum=0.1, maximum=_SECONDS_MAX
+    )
+
+
+@dataclass(frozen=True)
+class TopicDefaults:
+    """Defaults of each topic (a topic may override them)"""
+
+    partitions: int = setting(3, "Partitions of a new topic", minimum=1, maximum=MAX_PARTITIONS)
+    replication_factor: int = setting(
+        1, "Replication factor (at most the number of brokers)", minimum=1, maximum=32767
+    )
+    dead_letter: bool = setting(True, "Create <topic><suffix> for each topic")
+    dead_letter_suffix: str = setting(".dlq", "Dead-letter topic suffix")
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """The Redis domain: sessions, user cache, presence, rate limits, message cache"""
+
+    session_ttl: int = setting(86400, "Session lifetime in seconds", minimum=1, maximum=_TTL_MAX)
+    session_sliding: bool = setting(False, "Extend a session's TTL on each validation")
+    user_cache_ttl: int = setting(1800, "User cache TTL in seconds", minimum=1, maximum=_TTL_MAX)
+    presence_instance_ttl: int = setting(
         15,
         "Seconds an API instance stays alive without a heartbeat",
         minimum=1,
         maximum=_TTL_MAX,
-    ),
+    )
     # The cache of a conversation is read whole on every chat open.
-    "state.message_cache_size": Field(
-        "int", 50, "Recent messages kept per conversation", minimum=1, maximum=100000
-    ),
-    "state.message_cache_ttl": Field(
-        "int", 3600, "Message cache TTL in seconds", minimum=1, maximum=_TTL_MAX
-    ),
-    "state.rate_limits": Field(
-        "mapping",
+    message_cache_size: int = setting(
+        50, "Recent messages kept per conversation", minimum=1, maximum=100000
+    )
+    message_cache_ttl: int = setting(
+        3600, "Message cache TTL in seconds", minimum=1, maximum=_TTL_MAX
+    )
+    # setting() returns a dataclasses.field whose default is None: nothing shared.
+    rate_limits: dict[str, Any] | None = setting(  # noqa: RUF009
         None,
         "Rate-limit policies overriding the defaults (login_ip 20 and login_email 5 per "
         "15 min, api_user 600/min, connection_request per day free 10 / silver 100 / "
         "gold unlimited, chat_message 30/min). Per policy: limit (null: unlimited), "
         "period (seconds), subject (ip, email, user or key); or tiers and default_tier",
-        optional=True,
         check=_rate_limits_problem,
         example=(
             "login_ip: {limit: 20, period: 900, subject: ip}\n"
@@ -271,73 +416,140 @@ FIELDS: dict[str, Field] = {
             "  tiers: {free: 10, silver: 100, gold: null}\n"
             "  default_tier: free"
         ),
-    ),
-    # Events: envelope, producer, consumer runtime (docs/events.md)
-    "events.source": Field(
-        "str",
+    )
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    """Events: envelope, producer, consumer runtime (docs/events.md)"""
+
+    source: str = setting(
         "/devconnect/devctl",
         "CloudEvents 'source' of published events",
         check=_event_source_problem,
-    ),
-    "events.producer_queue_size": Field(
-        "int",
+    )
+    producer_queue_size: int = setting(
         100000,
         "Events the producer may hold locally before the queue is full",
         minimum=1,
         maximum=_INT32_MAX,
-    ),
-    "events.producer_queue_full": Field(
-        "choice",
+    )
+    producer_queue_full: str = setting(
         "error",
         "When the queue is full: error (raise at once) or block",
         choices=("error", "block"),
-    ),
-    "events.producer_block_timeout": Field(
-        "float",
+    )
+    producer_block_timeout: float = setting(
         5.0,
         "Seconds 'block' waits for room before raising",
         minimum=0,
         maximum=_SECONDS_MAX,
-    ),
-    "events.delivery_timeout_ms": Field(
-        "int",
+    )
+    delivery_timeout_ms: int = setting(
         120000,
         "How long a queued event waits for the broker before it fails (above linger_ms)",
         minimum=1,
         maximum=_INT32_MAX,
-    ),
-    "events.linger_ms": Field(
-        "int", 5, "Producer linger.ms (batching delay)", minimum=0, maximum=900000
-    ),
+    )
+    linger_ms: int = setting(5, "Producer linger.ms (batching delay)", minimum=0, maximum=900000)
     # confluent-kafka's consume() takes at most 1,000,000 messages per call.
-    "events.consumer_batch_size": Field(
-        "int", 100, "Records a consumer takes per poll", minimum=1, maximum=1000000
-    ),
-    "events.consumer_max_retries": Field(
-        "int", 3, "Retries of a failing handler before DLQ", minimum=0, maximum=1000
-    ),
-    "events.consumer_backoff_ms": Field(
-        "int",
+    consumer_batch_size: int = setting(
+        100, "Records a consumer takes per poll", minimum=1, maximum=1000000
+    )
+    consumer_max_retries: int = setting(
+        3, "Retries of a failing handler before DLQ", minimum=0, maximum=1000
+    )
+    consumer_backoff_ms: int = setting(
         200,
         "First retry delay (doubles each retry)",
         minimum=0,
         maximum=_SECONDS_MAX * 1000,
-    ),
-    "events.consumer_backoff_max_ms": Field(
-        "int",
+    )
+    consumer_backoff_max_ms: int = setting(
         5000,
         "Longest retry delay (at least consumer_backoff_ms)",
         minimum=0,
         maximum=_SECONDS_MAX * 1000,
-    ),
-    "events.idempotency_ttl": Field(
-        "int",
+    )
+    idempotency_ttl: int = setting(
         604800,
         "Seconds a handled event id is remembered per group",
         minimum=1,
         maximum=_TTL_MAX,
-    ),
-}
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting: the top-level keys, then one field per section."""
+
+    engine: str = setting(
+        "local",
+        "Which engine runs the stack; left unset, commands use the engine of the last "
+        "`devctl up` (so this key is best left commented out)",
+        choices=ENGINES,
+        env=("DEVCTL_ENGINE",),
+    )
+    data_dir: str = setting(
+        ".devctl",
+        "State directory: pidfiles, logs, Redis data",
+        check=_not_blank,
+        env=("DEVCTL_DATA_DIR",),
+    )
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
+    state: StateSettings = field(default_factory=StateSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
+
+
+def _section_of(f: dataclasses.Field[Any]) -> type | None:
+    """The section class of a field of Config, or None for a key."""
+    return f.type if isinstance(f.type, type) and dataclasses.is_dataclass(f.type) else None
+
+
+def _collect(cls: type, prefix: str, keys: dict[str, Key], sections: dict[str, str]) -> None:
+    for f in dataclasses.fields(cls):
+        section = _section_of(f)
+        if section is not None:
+            sections[f.name] = (section.__doc__ or f.name).strip()
+            _collect(section, f"{f.name}.", keys, sections)
+        else:
+            spec = f.metadata[_META]
+            spec._bind(prefix + f.name, f.type)
+            keys[spec.key] = spec
+
+
+# Derived from the classes above, once at import.
+KEYS: dict[str, Key] = {}  # dotted key -> Key, in declaration order
+SECTIONS: dict[str, str] = {}  # section name -> its title in the reference
+_collect(Config, "", KEYS, SECTIONS)
+
+
+def build_config(values: dict[str, Any]) -> Config:
+    """The typed Config of already validated values (dotted key -> value, every key)."""
+
+    def build(cls: Any, prefix: str) -> Any:
+        return cls(
+            **{
+                f.name: build(f.type, f"{f.name}.") if _section_of(f) else values[prefix + f.name]
+                for f in dataclasses.fields(cls)
+            }
+        )
+
+    config: Config = build(Config, "")
+    return config
+
+
+def flatten_config(config: Config) -> dict[str, Any]:
+    """Dotted key -> value of every key, in declaration order."""
+    out: dict[str, Any] = {}
+    for key in KEYS:
+        section, _, leaf = key.rpartition(".")
+        out[key] = getattr(getattr(config, section) if section else config, leaf)
+    return out
+
 
 # Pairs of keys whose values depend on each other: (smaller, relation, larger, why).
 RELATIONS: tuple[tuple[str, str, str, str], ...] = (
@@ -361,8 +573,6 @@ RELATIONS: tuple[tuple[str, str, str, str], ...] = (
     ),
 )
 
-SECTIONS = sorted({k.split(".", 1)[0] for k in FIELDS if "." in k})
-
 # The topics DevConnect uses; each is keyed by user id (sender for chat and requests).
 DEFAULT_TOPICS: tuple[str, ...] = (
     "user-events",
@@ -383,65 +593,6 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
     key: str = "user id"
     dead_letter_of: str | None = None  # set on the dead-letter topic of another topic
-
-
-@dataclass(frozen=True)
-class RedisSettings:
-    port: int
-    url: str | None
-    password: str | None
-    key_prefix: str
-    connect_timeout: float
-    socket_timeout: float
-
-
-@dataclass(frozen=True)
-class KafkaSettings:
-    port: int
-    brokers: str | None
-    client_id: str
-    group_id: str
-    security_protocol: str
-    sasl_mechanism: str | None
-    sasl_username: str | None
-    sasl_password: str | None
-    session_timeout_ms: int | None
-    heartbeat_interval_ms: int | None
-    request_timeout_ms: int
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    redis_server: str | None
-    kafka_broker: str | None
-    start_timeout: float
-    stop_timeout: float
-
-
-@dataclass(frozen=True)
-class StateSettings:
-    session_ttl: int
-    session_sliding: bool
-    user_cache_ttl: int
-    presence_instance_ttl: int
-    message_cache_size: int
-    message_cache_ttl: int
-    rate_limits: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class EventsSettings:
-    source: str
-    producer_queue_size: int
-    producer_queue_full: str
-    producer_block_timeout: float
-    delivery_timeout_ms: int
-    linger_ms: int
-    consumer_batch_size: int
-    consumer_max_retries: int
-    consumer_backoff_ms: int
-    consumer_backoff_max_ms: int
-    idempotency_ttl: int
 
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")

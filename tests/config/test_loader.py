@@ -131,9 +131,9 @@ def test_secrets_have_no_default_and_are_redacted(tmp_path: Path) -> None:
     assert shown["redis.password"]["value"] == "********"
     assert shown["redis.url"]["value"] == "redis://user:********@h:6379/0"
     assert "hunter2" not in repr(shown) and "s3cret" not in repr(shown)
-    from devctl.config.schema import FIELDS
+    from devctl.config.schema import KEYS
 
-    assert all(f.default is None for f in FIELDS.values() if f.secret)
+    assert all(f.default is None for f in KEYS.values() if f.secret)
 
 
 def test_redact_url_leaves_plain_urls_alone() -> None:

@@ -11,7 +11,7 @@ import yaml
 
 from devctl.config.loader import load_settings
 from devctl.config.reference import KEY_LINE, render_reference
-from devctl.config.schema import FIELDS
+from devctl.config.schema import KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def uncommented(text: str, *, skip: set[str] = frozenset()) -> str:  # type: ign
 def flatten(data: dict[str, Any]) -> set[str]:
     keys = set()
     for top, value in data.items():
-        if isinstance(value, dict) and top not in FIELDS:
+        if isinstance(value, dict) and top not in KEYS:
             keys |= {f"{top}.{sub}" for sub in value}
         else:
             keys.add(top)
@@ -47,7 +47,7 @@ def flatten(data: dict[str, Any]) -> set[str]:
 
 def test_the_reference_lists_every_key_exactly_once() -> None:
     data = yaml.safe_load(uncommented(render_reference()))
-    assert flatten(data) == set(FIELDS)
+    assert flatten(data) == set(KEYS)
 
 
 def test_the_file_in_the_repository_is_the_generated_one() -> None:
@@ -63,12 +63,12 @@ def test_the_reference_changes_nothing_until_a_line_is_uncommented(tmp_path: Pat
 
 
 def test_every_uncommented_value_is_valid_and_read_from_the_file(tmp_path: Path) -> None:
-    secrets = {k.rpartition(".")[2] for k, f in FIELDS.items() if f.secret}
+    secrets = {k.rpartition(".")[2] for k, f in KEYS.items() if f.secret}
     path = tmp_path / "devctl.yaml"
     path.write_text(uncommented(render_reference(), skip=secrets))
     settings = load_settings(cwd=tmp_path, environ={})
     from_file = {k for k, source in settings.sources.items() if source.startswith(str(path))}
-    assert from_file == {k for k, f in FIELDS.items() if not f.secret}
+    assert from_file == {k for k, f in KEYS.items() if not f.secret}
 
 
 def test_cli_prints_the_reference() -> None:

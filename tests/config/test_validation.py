@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from devctl.config.loader import load_settings
-from devctl.config.schema import FIELDS
+from devctl.config.schema import KEYS
 from devctl.errors import EXIT_USAGE, ConfigError
 
 DEVCTL = [sys.executable, "-m", "devctl"]
@@ -154,7 +154,7 @@ def test_ratelimit_policies_command_reports_file_and_line(tmp_path: Path) -> Non
 
 def _bad_values(key: str) -> list[Any]:
     """Values of the wrong type, and just outside each bound the schema declares."""
-    spec = FIELDS[key]
+    spec = KEYS[key]
     wrong_type = {"int": "abc", "float": "abc", "bool": "yes please", "str": 12, "mapping": [1]}
     bad: list[Any] = [wrong_type.get(spec.kind, "no-such-choice")]
     if spec.minimum is not None:
@@ -166,7 +166,7 @@ def _bad_values(key: str) -> list[Any]:
     return bad
 
 
-DOMAIN_KEYS = [k for k in FIELDS if k.startswith(("state.", "events."))]
+DOMAIN_KEYS = [k for k in KEYS if k.startswith(("state.", "events."))]
 
 
 @pytest.mark.parametrize("key", DOMAIN_KEYS)
