@@ -434,8 +434,8 @@ def main() -> None:
         }
         env.update(
             DEVCTL_DATA_DIR=str(data_dir),
-            DEVCTL_REDIS_PORT=str(settings.values["redis.port"]),
-            DEVCTL_KAFKA_PORT=str(settings.values["kafka.port"]),
+            DEVCTL_REDIS_PORT=str(settings.redis.port),
+            DEVCTL_KAFKA_PORT=str(settings.kafka.port),
         )
         try:
             endpoints = engine.up().endpoints

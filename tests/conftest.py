@@ -65,8 +65,8 @@ class Stack:
         }
         env.update(
             DEVCTL_DATA_DIR=str(self.data_dir),
-            DEVCTL_REDIS_PORT=str(self.settings.values["redis.port"]),
-            DEVCTL_KAFKA_PORT=str(self.settings.values["kafka.port"]),
+            DEVCTL_REDIS_PORT=str(self.settings.redis.port),
+            DEVCTL_KAFKA_PORT=str(self.settings.kafka.port),
         )
         return env
 

@@ -243,7 +243,11 @@ class LocalEngine(Engine):
         return self.log_dir / f"{service}.log"
 
     def wanted_port(self, service: str) -> int:
-        return int(self.settings.values[SPECS[service].setting_key])
+        return self.settings.redis.port if service == "redis" else self.settings.kafka.port
+
+    def _configured_binary(self, service: str) -> str | None:
+        local = self.settings.local
+        return local.redis_server if service == "redis" else local.kafka_broker
 
     def is_active(self) -> bool:
         return any(processes.live_record(self.pidfile(s))[0] is not None for s in SERVICES)
@@ -414,9 +418,7 @@ class LocalEngine(Engine):
         # Check everything before starting anything, so a bad setting leaves nothing behind.
         for service in to_start:
             self._check_port(service, ports[service])
-        binaries = {
-            s: find_binary(s, self.settings.values[f"local.{_binary_key(s)}"]) for s in to_start
-        }
+        binaries = {s: find_binary(s, self._configured_binary(s)) for s in to_start}
 
         launched: dict[str, PidRecord] = {}
         failures: dict[str, StartFailure] = {}
@@ -808,7 +810,7 @@ class LocalEngine(Engine):
         for service in SERVICES:
             spec = SPECS[service]
             try:
-                binary = find_binary(service, self.settings.values[f"local.{_binary_key(service)}"])
+                binary = find_binary(service, self._configured_binary(service))
                 checks.append(
                     DoctorCheck(
                         f"{service} binary",

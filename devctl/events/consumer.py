@@ -107,7 +107,7 @@ def dead_letter_topic(settings: Settings, topic: str) -> str:
     for spec in settings.topics:
         if spec.dead_letter_of == topic:
             return spec.name
-    return topic + str(settings.values["topic_defaults.dead_letter_suffix"])
+    return topic + settings.topic_defaults.dead_letter_suffix
 
 
 @dataclass

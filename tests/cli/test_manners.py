@@ -61,9 +61,9 @@ def stopped(tmp_path: Path) -> dict[str, str]:
 def test_piped_status_keeps_every_address_on_one_line(stack: Stack, env: dict[str, str]) -> None:
     result = run("status", env=env)
     assert result.returncode == 0, result.stderr
-    port = stack.settings.values["redis.port"]
+    port = stack.settings.redis.port
     assert f"redis://127.0.0.1:{port}/0" in result.stdout
-    assert f"127.0.0.1:{stack.settings.values['kafka.port']}" in result.stdout
+    assert f"127.0.0.1:{stack.settings.kafka.port}" in result.stdout
 
 
 def test_piped_tables_and_errors_are_not_folded(env: dict[str, str]) -> None:

@@ -185,8 +185,8 @@ def test_a_broker_that_does_not_answer_is_exit_3_not_no_groups(tmp_path: Any) ->
         }
         env.update(
             DEVCTL_DATA_DIR=str(tmp_path / "data"),
-            DEVCTL_REDIS_PORT=str(settings.values["redis.port"]),
-            DEVCTL_KAFKA_PORT=str(settings.values["kafka.port"]),
+            DEVCTL_REDIS_PORT=str(settings.redis.port),
+            DEVCTL_KAFKA_PORT=str(settings.kafka.port),
             DEVCTL_KAFKA_REQUEST_TIMEOUT_MS="1000",
             NO_COLOR="1",
         )
