@@ -323,7 +323,7 @@ def other_writers(ctx: CheckContext) -> str:
     first, second = seen
     expect(first.id == binary_id, f"binary-mode event came with id {first.id}")
     expect(first.data.get("action") == "binary", f"binary-mode data {first.data}")
-    expected_id = legacy_event_id(topic, 0, 1)
+    expected_id = legacy_event_id(topic, 0, 1, legacy)
     expect(
         second.legacy == "MESSAGE_ANALYTICS" and second.id == expected_id,
         f"legacy record read as {second.type} {second.id} ({second.legacy})",

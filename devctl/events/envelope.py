@@ -18,8 +18,10 @@ set ``content-type`` to the structured-mode media type.
 from __future__ import annotations
 
 import json
+import re
 import time as _time
 from dataclasses import dataclass
+from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
@@ -220,9 +222,27 @@ def envelope_problem(obj: Any) -> str | None:
     for name in ("time", "subject", "dataschema", "partitionkey", "datacontenttype"):
         if name in obj and not isinstance(obj[name], str):
             return f"attribute '{name}' is not a string"
+    if "time" in obj and not is_rfc3339(obj["time"]):
+        return f"attribute 'time' is not an RFC 3339 time: {obj['time'][:40]!r}"
     if "data" not in obj:
         return "attribute 'data' is missing"
     return None
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def is_rfc3339(text: str) -> bool:
+    """A full date and time with a zone (CloudEvents' ``time``), and a real one."""
+    if _RFC3339.fullmatch(text) is None:
+        return False
+    try:
+        datetime.fromisoformat(text.upper())  # month 13 or 25:00 have the right shape too
+    except ValueError:
+        return False
+    return True
 
 
 def event_of(envelope: dict[str, Any], payload: Any = None, legacy: str | None = None) -> Event:

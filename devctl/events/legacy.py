@@ -10,18 +10,22 @@ Kafka semantics today")::
 ``upcast`` maps the name through the registry's "today's name" column, builds the
 typed data from the legacy fields (fields the typed schema has no place for are
 dropped: the raw value is still on the topic), and gives the event an id derived
-from its topic, partition and offset (UUIDv5), so a redelivered legacy record has
-the same id and the consumers' idempotency guard holds. The event keeps its
-legacy name in the ``legacytype`` extension attribute.
+from its topic, partition, offset and value (UUIDv5), so a redelivered legacy record
+has the same id and the consumers' idempotency guard holds, while another record
+that lands on a reused offset (the embedded broker forgets its log on restart; a
+topic deleted and created again) does not. The event keeps its legacy name in the
+``legacytype`` extension attribute.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from devctl.events.envelope import is_rfc3339
 from devctl.events.reading import INVALID_ENVELOPE, LEGACY, UNKNOWN_TYPE, Reading
 from devctl.events.registry import REGISTRY, EventType
 
@@ -37,15 +41,26 @@ for _spec in REGISTRY.values():
         LEGACY_NAMES[_name] = (*LEGACY_NAMES.get(_name, ()), _spec.name)
 
 
-def legacy_event_id(topic: str, partition: int, offset: int) -> str:
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{topic}/{partition}/{offset}"))
+def legacy_event_id(topic: str, partition: int, offset: int, value: bytes) -> str:
+    digest = hashlib.sha256(value).hexdigest()
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{topic}/{partition}/{offset}/{digest}"))
 
 
 def upcast(
-    obj: Mapping[str, Any], topic: str, partition: int, offset: int, key: bytes | None
+    obj: Mapping[str, Any],
+    value: bytes,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
 ) -> Reading:
     """The typed event of one legacy record (validated later by the reader, as any event)."""
-    name = str(obj["eventType"])
+    name = obj["eventType"]
+    if not isinstance(name, str) or not name:
+        return Reading(
+            problem="legacy record: 'eventType' is not a non-empty string",
+            reason=INVALID_ENVELOPE,
+        )
     data = obj.get("data")
     if data is None:
         data = {}
@@ -55,9 +70,15 @@ def upcast(
             problem=f"legacy {name}: 'data' is not an object",
             reason=INVALID_ENVELOPE,
         )
-    event_id = legacy_event_id(topic, partition, offset)
+    event_id = legacy_event_id(topic, partition, offset, value)
     when = _time_text(obj.get("timestamp"))
     candidates = LEGACY_NAMES.get(name)
+    if candidates is not None and obj.get("timestamp") is not None and when is None:
+        return Reading(
+            legacy=name,
+            problem=f"legacy {name}: 'timestamp' is not a time: {str(obj['timestamp'])[:40]!r}",
+            reason=INVALID_ENVELOPE,
+        )
     if candidates is None:
         # Shown (tail) or dead-lettered (consumers), never dropped: the raw fields as data.
         event = _envelope(event_id, name, when, obj.get("userId"), key, dict(data))
@@ -110,9 +131,9 @@ def _choose(candidates: tuple[str, ...], data: Mapping[str, Any]) -> EventType:
 
 
 def _time_text(value: Any) -> str | None:
-    """An ISO time as given, or epoch milliseconds as RFC 3339 UTC."""
-    if isinstance(value, str) and value:
-        return value
+    """An RFC 3339 time as given, or epoch milliseconds as RFC 3339 UTC; None if neither."""
+    if isinstance(value, str):
+        return value if is_rfc3339(value) else None
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             moment = datetime.fromtimestamp(value / 1000, UTC)
@@ -120,6 +141,14 @@ def _time_text(value: Any) -> str | None:
             return None
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return None
+
+
+def _data_time(value: Any, when: str | None) -> Any:
+    """A time field of the legacy data; absent: the record's timestamp. A value that is no
+    time is passed on as it is, so the typed schema rejects it (never silently replaced)."""
+    if value is None:
+        return when
+    return _time_text(value) or value
 
 
 def _user(obj: Mapping[str, Any], data: Mapping[str, Any]) -> Any:
@@ -154,7 +183,7 @@ _FIELDS: dict[str, Fields] = {
     "devconnect.user.online": lambda obj, data, when, _id: {"userId": _user(obj, data)},
     "devconnect.user.offline": lambda obj, data, when, _id: {
         "userId": _user(obj, data),
-        "lastSeen": _time_text(data.get("lastSeen")) or when,
+        "lastSeen": _data_time(data.get("lastSeen"), when),
     },
     "devconnect.user.profile_updated": lambda obj, data, when, _id: {
         "userId": _user(obj, data),
@@ -164,12 +193,12 @@ _FIELDS: dict[str, Fields] = {
         **_two(data),
         "messageId": data.get("messageId"),
         "text": data.get("text"),
-        "ts": _time_text(data.get("ts")) or when,
+        "ts": _data_time(data.get("ts"), when),
     },
     "devconnect.message.read": lambda obj, data, when, _id: {
         **_two(data),
         "messageId": data.get("messageId"),
-        "readAt": _time_text(data.get("readAt")) or when,
+        "readAt": _data_time(data.get("readAt"), when),
     },
     "devconnect.connection.requested": lambda obj, data, when, _id: {
         **_two(data),

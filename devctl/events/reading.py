@@ -44,6 +44,15 @@ INVALID_DATA = "invalid-data"
 WRONG_TOPIC = "wrong-topic"
 
 _CE_PREFIX = "ce_"
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# json.loads takes NaN and Infinity, which no other JSON reader does (and our NDJSON
+# output would carry them on): they make a value invalid here.
+_loads = json.JSONDecoder(parse_constant=_not_json).decode
 # The binding's name is content-type; a set, not .lower() on every header of every record.
 _CONTENT_TYPE_NAMES = frozenset({"content-type", "Content-Type", "CONTENT-TYPE"})
 _STRUCTURED_MEDIA = "application/cloudevents"
@@ -60,7 +69,7 @@ class Reading:
     payload: Any = None  # the typed data, when validated against the registry
     problem: str | None = None  # why this is not a valid event for its topic
     reason: str | None = None  # the dead-letter reason that goes with ``problem``
-    check: bool = False  # written by `devctl test` (CHECK_HEADER)
+    check: bool = False  # written by `devctl test` (CHECK_HEADER with the value 1)
 
     @property
     def type(self) -> str | None:
@@ -116,7 +125,8 @@ def _read(
         elif name == "ce_specversion":
             binary = True
         elif name == CHECK_HEADER:
-            check = True
+            # Only the value checks write: any other value is a record like any other.
+            check = header == b"1" or header == "1"
     if (content_type is None or not content_type.startswith(b"application/cloudevents")) and binary:
         reading = _read_binary(key, value, headers, content_type)
     else:
@@ -167,13 +177,13 @@ def _read_json(
     except UnicodeDecodeError as exc:
         return _bad(f"not UTF-8 text ({exc.reason} at byte {exc.start})")
     try:
-        obj = json.loads(text)
+        obj = _loads(text)
     except ValueError as exc:
         return _bad(f"not JSON ({exc})")
-    if isinstance(obj, dict) and "specversion" not in obj and isinstance(obj.get("eventType"), str):
+    if isinstance(obj, dict) and "specversion" not in obj and "eventType" in obj:
         from devctl.events.legacy import upcast
 
-        return upcast(obj, topic, partition, offset, key)
+        return upcast(obj, value, topic, partition, offset, key)
     problem = envelope_problem(obj)
     if problem is not None:
         return _bad(f"not a CloudEvent: {problem}")
@@ -189,8 +199,12 @@ def _read_binary(
         if not name.startswith(_CE_PREFIX) or header is None:
             continue
         raw = header.encode() if isinstance(header, str) else header
+        attribute = name[len(_CE_PREFIX) :]
+        if attribute in event:
+            # Readers would disagree on which one counts: the record is ambiguous.
+            return _bad(f"binary mode: header {name} appears more than once")
         try:
-            event[name[len(_CE_PREFIX) :]] = raw.decode("utf-8")
+            event[attribute] = raw.decode("utf-8")
         except UnicodeDecodeError:
             return _bad(f"binary mode: header {name} is not UTF-8 text")
     if event.get("specversion") != SPECVERSION:
@@ -211,7 +225,7 @@ def _read_binary(
         event["data"] = None
     elif media == "application/json" or media.endswith("+json") or media.startswith("text/json"):
         try:
-            event["data"] = json.loads(value)
+            event["data"] = _loads(value.decode("utf-8"))
         except UnicodeDecodeError as exc:
             return _bad(f"binary mode: data is not UTF-8 text ({exc.reason} at byte {exc.start})")
         except ValueError as exc:

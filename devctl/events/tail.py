@@ -11,6 +11,7 @@ the embedded broker under-reports its high watermark after multi-record batches.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import json
@@ -36,7 +37,7 @@ from devctl.events._batches import (
     join_timeout,
     next_batch,
 )
-from devctl.events.envelope import HEADER_TYPE, iso_millis
+from devctl.events.envelope import iso_millis
 from devctl.events.positions import offsets_for_time
 from devctl.events.reading import read_record
 from devctl.events.registry import REGISTRY
@@ -105,7 +106,7 @@ def resolve_types(types: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
                 "matching legacy records and typed events"
             )
             continue
-        close = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, [*REGISTRY, *LEGACY_NAMES], n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "see `devctl events types`"
         notes.append(
             f"no registered event type {name} ({hint}); only records of that exact type match"
@@ -232,9 +233,13 @@ class Tail:
         self._assigned: set[Partition] = set()
         self._joined = False  # group mode: the first assignment came
         self._join_timeout = 0.0
-        self._down_since: float | None = None  # the client said no broker answers
+        # Broker liveness while idle: the last time it answered (a record or a probe),
+        # whether the user was told it went silent, and a hint from the client.
+        self._last_answer = time.monotonic()
         self._down_told = False
+        self._client_down = False
         self._last_probe = 0.0
+        self._scanned: dict[Partition, int] = {}  # group mode: next offset per partition
 
     def _notice(self, text: str) -> None:
         if self.on_notice is not None:
@@ -313,9 +318,8 @@ class Tail:
 
     def _on_client_error(self, error: KafkaError) -> None:
         # librdkafka reports losing every broker here (never through poll()).
-        down = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
-        if error.code() in down and self._down_since is None:
-            self._down_since = time.monotonic()
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._client_down = True  # probe at once rather than at the next interval
 
     def _open(self) -> Consumer:
         if self.group is None:
@@ -407,7 +411,7 @@ class Tail:
             while True:
                 messages = next_batch(consumer, self.batch_size, self.poll_timeout)
                 if messages:
-                    self._broker_answered()
+                    self._broker_answered(consumer)
                 else:
                     self._watch_broker(consumer)
                 for record in self._select(messages):
@@ -446,54 +450,88 @@ class Tail:
             return False
         return self._assigned <= self._done
 
-    def _broker_answered(self) -> None:
-        if self._down_since is not None:
-            if self._down_told:
-                self._notice(
-                    f"the broker answers again (after {time.monotonic() - self._down_since:.0f}s)"
-                )
-            self._down_since = None
+    def _broker_answered(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if self._down_told:
+            self._notice(f"the broker answers again (after {now - self._last_answer:.0f}s)")
             self._down_told = False
+            self._check_log_reset(consumer)
+        self._last_answer = now
+        self._client_down = False
 
     def _watch_broker(self, consumer: Consumer) -> None:
-        """While the client says no broker answers: warn once after the timeout, then probe."""
-        if self._down_since is None:
-            return
+        """While no record comes: probe the broker (a metadata request) every second or so,
+        warn once it has not answered for the request timeout, and say when it is back.
+
+        An idle topic and a dead (or hung) broker look alike to a fetch loop: only asking
+        tells them apart. The client's own error callback only makes the probe come sooner.
+        """
         now = time.monotonic()
-        silent = now - self._down_since
-        if not self._down_told and silent >= self.timeout:
-            self._down_told = True
-            self._notice(
-                f"the broker at {self.endpoints.kafka_brokers} does not answer "
-                f"(for {silent:.0f}s); still trying"
+        interval = 0.2 if self._client_down else min(1.0, self.timeout / 2)
+        if now - self._last_probe < interval:
+            return
+        self._last_probe = now
+        try:
+            consumer.list_topics(self.topics[0], timeout=min(1.0, self.timeout))
+        except KafkaException:
+            silent = time.monotonic() - self._last_answer
+            if not self._down_told and silent >= self.timeout:
+                self._down_told = True
+                self._notice(
+                    f"the broker at {self.endpoints.kafka_brokers} does not answer "
+                    f"(for {silent:.0f}s); still trying"
+                )
+            return
+        self._broker_answered(consumer)
+
+    def _check_log_reset(self, consumer: Consumer) -> None:
+        """After an outage: a partition whose end is now below our position lost its log
+        (the embedded broker keeps it in memory; a topic deleted and created again). The
+        broker would just answer nothing there for ever: say so and start over."""
+        try:
+            assigned = consumer.assignment()
+            positions = consumer.position(assigned)
+            ends = end_offsets(
+                self.endpoints,
+                self.settings,
+                [(tp.topic, tp.partition) for tp in assigned],
+                timeout=self.timeout,
             )
-        if now - self._last_probe >= 1.0:
-            self._last_probe = now
-            try:
-                consumer.list_topics(self.topics[0], timeout=0.5)
-            except KafkaException:
-                return
-            self._broker_answered()
+        except Exception:  # informative only; the next outage check tries again
+            return
+        for tp in positions:
+            bounds = ends.get((tp.topic, tp.partition))
+            if bounds is None or tp.offset < 0 or tp.offset <= bounds.high:
+                continue
+            self._notice(
+                f"{tp.topic}[{tp.partition}] was reset while the broker was away (its end "
+                f"is {bounds.high}, tail was at {tp.offset}): reading it from {bounds.low}"
+            )
+            with contextlib.suppress(KafkaException):
+                consumer.seek(TopicPartition(tp.topic, tp.partition, bounds.low))
+            self._ends[(tp.topic, tp.partition)] = bounds.high
 
     def written(self, records: Sequence[TailRecord]) -> None:
-        """Group mode: store the offsets past ``records``, which the caller has written out.
+        """Group mode: the caller has written out every record taken so far; store offsets.
 
-        Only stored offsets are committed (periodically and on close), so records read
-        but never written (the reader of a pipe went away) are not consumed for the group.
+        Offsets go past every record read up to now, shown or filtered out (a skipped
+        `devctl test` probe is consumed too, or the group would lag behind it for ever).
+        Only stored offsets are committed (periodically and on close), and the caller
+        says ``written`` only after its output took the records, so records read but
+        never written (the reader of a pipe went away) are not consumed for the group.
         """
         consumer = self._consumer
-        if self.group is None or consumer is None or not records:
+        if self.group is None or consumer is None or not self._scanned:
             return
-        ends: dict[Partition, int] = {}
-        for record in records:
-            key = (record.topic, record.partition)
-            ends[key] = max(ends.get(key, 0), record.offset + 1)
-        consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()])
+        scanned, self._scanned = self._scanned, {}
+        consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in scanned.items()])
 
     def _select(self, messages: list[Message]) -> Iterator[TailRecord]:
         filters = self.filters
         track_end = not self.follow
         skip_checks = not self.include_checks
+        group_mode = self.group is not None
+        scanned = self._scanned
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -504,6 +542,8 @@ class Tail:
                     raise NotFound(f"topic {msg.topic()} no longer exists")
                 continue
             topic, partition, offset = coordinates(msg)
+            if group_mode:
+                scanned[(topic, partition)] = offset + 1
             if track_end:
                 end = self._ends.get((topic, partition), 0)
                 if offset >= end:
@@ -524,12 +564,8 @@ class Tail:
             ):
                 continue
             record = TailRecord(topic, partition, offset, msg.timestamp()[1], key, headers, value)
-            if filters.types:
-                header_type = record.header(HEADER_TYPE) or record.header("ce_type")
-                if header_type is not None and not filters.type_matches(
-                    header_type.decode("utf-8", "replace")
-                ):
-                    continue
+            # --type matches the type tail shows, decoded from the record: a header can
+            # disagree with the value (another client's bug), so it is never trusted here.
             decode(record)
             if record.check and skip_checks:  # a `devctl test` probe (rare: decoded first)
                 self.stats.checks += 1
@@ -612,8 +648,19 @@ def to_ndjson(record: TailRecord, enrichment: dict[str, Any] | None = None) -> s
         head["event"] = record.event
         if record.problem is not None:
             head["warning"] = record.problem
-        return _dumps(head)
+        return _text_line(head)
     head["event"] = None
     head["raw"] = None if value is None else value.decode("utf-8", "backslashreplace")
     head["warning"] = record.problem
-    return _dumps(head)
+    return _text_line(head)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ascii_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+def _text_line(head: dict[str, Any]) -> str:
+    """JSON text that encodes as UTF-8: lone surrogates (from a "\\ud800" escape in the
+    value) cannot, so such a line is written with every non-ASCII character escaped."""
+    line = _dumps(head)
+    return _ascii_dumps(head) if _SURROGATE.search(line) else line

@@ -260,7 +260,9 @@ def test_records_of_todays_backend_are_read_as_typed_events(
         line = json.loads(shown.stdout)
         name = value["eventType"]
         assert line["legacy"] == name
-        assert line["event"]["id"] == legacy_event_id(topic, meta.partition, meta.offset)
+        assert line["event"]["id"] == legacy_event_id(
+            topic, meta.partition, meta.offset, json.dumps(value).encode()
+        )
         if name == "TEST_EVENT":  # unknown legacy names are shown, not dropped
             assert line["warning"] == "unknown legacy event type TEST_EVENT"
             continue

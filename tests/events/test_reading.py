@@ -182,7 +182,7 @@ def test_legacy_records_are_upcast_with_stable_ids() -> None:
     again = read_record("user-events", login["userId"].encode(), value, [], partition=2, offset=9)
     assert first.mode == LEGACY and first.legacy == "USER_LOGIN" and first.problem is None
     assert first.event["type"] == "devconnect.user.login"
-    assert first.event["id"] == again.event["id"] == legacy_event_id("user-events", 2, 9)
+    assert first.event["id"] == again.event["id"] == legacy_event_id("user-events", 2, 9, value)
     assert first.event["subject"] == login["userId"]
     assert first.event["time"] == login["timestamp"]
     assert (
@@ -262,3 +262,71 @@ def test_the_consumer_classifies_any_record(
         assert record.reason in DLQ_REASONS and record.error
     elif record.action in ("handle", "ignore"):
         assert record.event is not None and record.event.id
+
+
+def test_a_legacy_id_names_the_record_not_only_its_offset() -> None:
+    """The embedded broker reuses offsets after a restart: another record there is another id."""
+    one = b'{"eventType":"USER_LOGIN","userId":"u1","timestamp":"2026-11-25T18:00:00Z"}'
+    two = b'{"eventType":"USER_LOGIN","userId":"u2","timestamp":"2026-11-25T18:00:00Z"}'
+    first = read_record("user-events", None, one, [], partition=0, offset=50)
+    other = read_record("user-events", None, two, [], partition=0, offset=50)
+    assert first.event["id"] != other.event["id"]
+
+
+def test_what_other_clients_get_wrong_is_a_problem() -> None:
+    login = {"specversion": "1.0", "id": "e1", "source": "/s", "type": "devconnect.user.login"}
+    data = {"userId": "u1"}
+    for bad, why in (
+        ({**login, "time": "yesterday", "data": data}, "RFC 3339"),
+        ({**login, "time": "2026-13-01T00:00:00Z", "data": data}, "RFC 3339"),
+    ):
+        reading = read_record("user-events", None, json.dumps(bad).encode(), [])
+        assert reading.reason == INVALID_ENVELOPE and why in (reading.problem or ""), reading
+    nan = b'{"specversion":"1.0","id":"e","source":"/s","type":"devconnect.analytics.activity",'
+    nan += b'"data":{"userId":"u1","action":"x","properties":{"n":NaN}}}'
+    assert "NaN is not JSON" in (read_record("analytics-events", None, nan, []).problem or "")
+    twice = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"1"),
+        ("ce_source", b"/s"),
+        ("ce_type", b"devconnect.user.login"),
+        ("ce_type", b"devconnect.message.sent"),
+    ]
+    assert "appears more than once" in (
+        read_record("user-events", None, b"{}", twice).problem or ""
+    )
+    for legacy, why in (
+        (b'{"eventType":"USER_LOGIN","userId":"u1","timestamp":"not a time"}', "not a time"),
+        (b'{"eventType":"USER_LOGIN","userId":"u1","timestamp":1e30}', "not a time"),
+        (b'{"eventType":42,"userId":"u1"}', "'eventType' is not a non-empty string"),
+    ):
+        reading = read_record("user-events", None, legacy, [])
+        assert reading.reason == INVALID_ENVELOPE and why in (reading.problem or ""), reading
+    # Only the value checks write marks a probe; another value is a record like any other.
+    probe = encode_event("devconnect.user.login", data, source="/s")
+    assert read_record("user-events", None, probe.value, [("devctl-check", b"1")]).check
+    assert not read_record("user-events", None, probe.value, [("devctl-check", b"0")]).check
+
+
+def test_pretty_output_escapes_what_a_terminal_would_act_on() -> None:
+    value = json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "e1",
+            "source": "/s",
+            "type": "devconnect.user.x\x1b]0;PWNED\x07\x1b[2J",
+            "subject": "\x1b[31mRED\x1b[0m",
+            "data": {"userId": "u1", "userAgent": "\ud800"},
+        }
+    ).encode()
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    record = TailRecord("user-events", 0, 1, 0, None, [], value)
+    decode(record)
+    _render_safely(_renderer(_Output("pretty"), console, full=False), record, None, out)
+    shown = out.getvalue()
+    assert "\x1b" not in shown and "\\x1b[31mRED" in shown and "\\x1b]0;PWNED\\x07" in shown
+    shown.encode("utf-8")  # no lone surrogate reached the output
+    line = to_ndjson(record)
+    line.encode("utf-8")
+    assert json.loads(line)["event"]["data"]["userAgent"] == "\ud800"

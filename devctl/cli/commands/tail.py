@@ -172,7 +172,11 @@ def tail(
 
     def notice(text: str) -> None:
         app.err.print(
-            f"tail: warning: {text}", style="yellow", highlight=False, soft_wrap=True, markup=False
+            f"tail: warning: {printable(text)}",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
         )
 
     reader = Tail(
@@ -294,7 +298,34 @@ def _renderer(output: Output, console: Console, full: bool) -> Renderer:
         return json_line
     if output is Output.raw:
         return _raw_line
+    # Rich answers a closed pipe with SystemExit(1); tail's own handling ends quietly (0).
+    console.on_broken_pipe = _raise_broken_pipe  # type: ignore[method-assign]
     return lambda record, extra, _out: _pretty(console, record, extra, full)
+
+
+def _raise_broken_pipe() -> None:
+    raise BrokenPipeError
+
+
+# What a terminal would act on or cannot encode: C0/C1 controls (ESC starts colour
+# changes, title rewrites, screen clears) and lone surrogates (from JSON "\ud800").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable_data(value: Any) -> Any:
+    """``value`` with every string made printable (keys too), for --full's indented JSON."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_data(v) for v in value]
+    return value
+
+
+def printable(text: str) -> str:
+    """Text from a record, safe to show: such characters become visible escapes (\x1b)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -304,7 +335,7 @@ def _raw_line(record: TailRecord, _extra: dict[str, dict[str, Any]] | None, out:
     if record.problem is not None:
         sys.stderr.write(
             f"warning: {record.topic} {record.partition}:{record.offset} is not a valid event: "
-            f"{record.problem}\n"
+            f"{printable(record.problem)}\n"
         )
     out.flush()
     out.buffer.write((record.value or b"") + b"\n")
@@ -343,24 +374,24 @@ def _pretty(
     event = record.event
     if event is None:
         raw = repr(record.value)[:200] if record.value is not None else "(no value)"
-        line.append(f"⚠ not a valid event ({record.problem}) ", style="yellow")
+        line.append(f"⚠ not a valid event ({printable(record.problem or '')}) ", style="yellow")
         line.append(raw)
         console.print(line, soft_wrap=True, highlight=False)
         return
     if record.problem is not None:
-        line.append(f"⚠ {record.problem} ", style="yellow")
+        line.append(f"⚠ {printable(record.problem)} ", style="yellow")
     if record.legacy is not None:
-        line.append(f"legacy {record.legacy} ", style="dim yellow")
+        line.append(f"legacy {printable(record.legacy)} ", style="dim yellow")
     subject = event.get("subject")
-    line.append(str(event.get("type")), style="bold magenta")
+    line.append(printable(str(event.get("type"))), style="bold magenta")
     line.append(" ")
-    line.append(str(subject) if subject is not None else "-", style="green")
+    line.append(printable(str(subject)) if subject is not None else "-", style="green")
     enrichment = _enrichment_of(record, extra)
     if enrichment is not None:
         line.append(" ")
         line.append(_state_text(enrichment), style="blue")
     if not full:
-        data = _dumps(event.get("data"))
+        data = printable(_dumps(event.get("data")))
         room = max(console.width - line.cell_len - 1, 40)
         if len(data) > room:
             data = data[: room - 1] + "…"
@@ -369,7 +400,7 @@ def _pretty(
         console.print(line, soft_wrap=True, highlight=False)
         return
     console.print(line, soft_wrap=True, highlight=False)
-    console.print(JSON.from_data(event.get("data"), indent=2))
+    console.print(JSON.from_data(_printable_data(event.get("data")), indent=2))
 
 
 def _state_text(state: dict[str, Any]) -> str:
