@@ -234,12 +234,15 @@ class Tail:
         self._joined = False  # group mode: the first assignment came
         self._join_timeout = 0.0
         # Broker liveness while idle: the last time it answered (a record or a probe),
-        # whether the user was told it went silent, and a hint from the client.
+        # whether the user was told it went silent, and whether an outage was seen (the
+        # client's error callback or a failed probe) since it last answered.
         self._last_answer = time.monotonic()
         self._down_told = False
         self._client_down = False
         self._last_probe = 0.0
-        self._scanned: dict[Partition, int] = {}  # group mode: next offset per partition
+        self._last_reset_check = 0.0
+        self._scanned: dict[Partition, int] = {}  # group mode: to store, next offset per partition
+        self._next: dict[Partition, int] = {}  # past the last record read, per partition
 
     def _notice(self, text: str) -> None:
         if self.on_notice is not None:
@@ -455,9 +458,13 @@ class Tail:
         if self._down_told:
             self._notice(f"the broker answers again (after {now - self._last_answer:.0f}s)")
             self._down_told = False
-            self._check_log_reset(consumer)
+        # After any outage, even one too short to warn about: until the check could run
+        # (the topic may not be back yet), at most once a second.
+        if self._client_down and now - self._last_reset_check >= 1.0:
+            self._last_reset_check = now
+            if self._check_log_reset(consumer):
+                self._client_down = False
         self._last_answer = now
-        self._client_down = False
 
     def _watch_broker(self, consumer: Consumer) -> None:
         """While no record comes: probe the broker (a metadata request) every second or so,
@@ -467,13 +474,14 @@ class Tail:
         tells them apart. The client's own error callback only makes the probe come sooner.
         """
         now = time.monotonic()
-        interval = 0.2 if self._client_down else min(1.0, self.timeout / 2)
+        interval = 0.5 if self._client_down else min(1.0, self.timeout / 2)
         if now - self._last_probe < interval:
             return
         self._last_probe = now
         try:
             consumer.list_topics(self.topics[0], timeout=min(1.0, self.timeout))
         except KafkaException:
+            self._client_down = True
             silent = time.monotonic() - self._last_answer
             if not self._down_told and silent >= self.timeout:
                 self._down_told = True
@@ -484,32 +492,36 @@ class Tail:
             return
         self._broker_answered(consumer)
 
-    def _check_log_reset(self, consumer: Consumer) -> None:
-        """After an outage: a partition whose end is now below our position lost its log
-        (the embedded broker keeps it in memory; a topic deleted and created again). The
-        broker would just answer nothing there for ever: say so and start over."""
+    def _check_log_reset(self, consumer: Consumer) -> bool:
+        """After an outage: a partition whose end is now below what tail knew of it (its end
+        at the start, or past the last record read) lost its log: the embedded broker keeps
+        it in memory; a topic may be deleted and created again. A log never shrinks
+        otherwise, and the broker would answer nothing there for ever: say so and start
+        that partition over. False when the check could not run (the topic is not back)."""
+        known = dict(self._ends)
+        for key, position in self._next.items():
+            known[key] = max(known.get(key, 0), position)
+        if not known:
+            return True
         try:
-            assigned = consumer.assignment()
-            positions = consumer.position(assigned)
-            ends = end_offsets(
-                self.endpoints,
-                self.settings,
-                [(tp.topic, tp.partition) for tp in assigned],
-                timeout=self.timeout,
-            )
-        except Exception:  # informative only; the next outage check tries again
-            return
-        for tp in positions:
-            bounds = ends.get((tp.topic, tp.partition))
-            if bounds is None or tp.offset < 0 or tp.offset <= bounds.high:
+            ends = end_offsets(self.endpoints, self.settings, list(known), timeout=self.timeout)
+        except Exception:
+            return False
+        if len(ends) < len(known):
+            return False
+        for (topic, partition), seen in known.items():
+            bounds = ends[(topic, partition)]
+            if bounds.high >= seen:
                 continue
             self._notice(
-                f"{tp.topic}[{tp.partition}] was reset while the broker was away (its end "
-                f"is {bounds.high}, tail was at {tp.offset}): reading it from {bounds.low}"
+                f"{topic}[{partition}] was reset while the broker was away (its end is "
+                f"{bounds.high}, it was {seen}): reading it from {bounds.low}"
             )
             with contextlib.suppress(KafkaException):
-                consumer.seek(TopicPartition(tp.topic, tp.partition, bounds.low))
-            self._ends[(tp.topic, tp.partition)] = bounds.high
+                consumer.seek(TopicPartition(topic, partition, bounds.low))
+            self._next[(topic, partition)] = bounds.low
+            self._ends[(topic, partition)] = bounds.high
+        return True
 
     def written(self, records: Sequence[TailRecord]) -> None:
         """Group mode: the caller has written out every record taken so far; store offsets.
@@ -532,6 +544,7 @@ class Tail:
         skip_checks = not self.include_checks
         group_mode = self.group is not None
         scanned = self._scanned
+        following = self._next
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -542,6 +555,7 @@ class Tail:
                     raise NotFound(f"topic {msg.topic()} no longer exists")
                 continue
             topic, partition, offset = coordinates(msg)
+            following[(topic, partition)] = offset + 1
             if group_mode:
                 scanned[(topic, partition)] = offset + 1
             if track_end:

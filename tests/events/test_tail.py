@@ -472,11 +472,15 @@ def test_events_the_registry_rejects_are_shown_with_a_warning(
     assert "2 not valid events" in pretty.stderr
 
 
-def _follow_in_thread(reader: Any) -> tuple[threading.Thread, threading.Event]:
+def _follow_in_thread(
+    reader: Any, shown: list[Any] | None = None
+) -> tuple[threading.Thread, threading.Event]:
     stop = threading.Event()
 
     def follow() -> None:
-        for _item in reader.records():
+        for item in reader.records():
+            if item is not None and shown is not None:
+                shown.append(item)
             if stop.is_set():
                 return
 
@@ -573,3 +577,127 @@ def test_an_offset_past_the_end_is_warned_about(devctl: Any, known: Known) -> No
     assert "--type USER_LOGIN is today's name of devconnect.user.login" in legacy.stderr
     typo = devctl("tail", known.topic, "--no-follow", "--type", "devconnect.user.lgoin")
     assert "did you mean devconnect.user.login?" in typo.stderr
+
+
+def _restart_broker(stack: Any) -> None:
+    from devctl.engines.processes import has_exited, read_pidfile
+    from devctl.errors import PortInUse
+
+    record = read_pidfile(stack.engine.pidfile("kafka"))
+    assert record is not None
+    os.kill(record.pid, signal.SIGKILL)
+    assert _wait_for(lambda: has_exited(record.pid), 10)
+    deadline = time.monotonic() + 15
+    while True:  # same port: wait until the kernel lets it go
+        try:
+            stack.engine.up()
+            break
+        except PortInUse:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_tail_notices_a_hung_broker(own_stack: Any) -> None:
+    """kill -STOP: connections stay open and nothing answers; tail probes and says so."""
+    from devctl.engines.processes import read_pidfile
+    from devctl.events.tail import Tail
+
+    stack = own_stack("hung", delivery_timeout_ms=5000)
+    notices: list[str] = []
+    reader = Tail(
+        stack.endpoints, stack.settings, [stack.topic], poll_timeout=0.1, on_notice=notices.append
+    )
+    thread, stop = _follow_in_thread(reader)
+    record = read_pidfile(stack.engine.pidfile("kafka"))
+    assert record is not None
+    try:
+        time.sleep(1.0)
+        os.kill(record.pid, signal.SIGSTOP)
+        timeout = stack.settings.kafka.request_timeout_ms / 1000
+        assert _wait_for(lambda: any("does not answer" in n for n in notices), timeout + 10), (
+            notices
+        )
+        os.kill(record.pid, signal.SIGCONT)
+        assert _wait_for(lambda: any("answers again" in n for n in notices), 20), notices
+    finally:
+        os.kill(record.pid, signal.SIGCONT)
+        stop.set()
+        thread.join(timeout=20)
+
+
+@pytest.mark.slow
+def test_tail_reads_a_partition_the_restarted_broker_reset(own_stack: Any) -> None:
+    """The embedded broker forgets its log on restart: tail, far past the new end, starts over."""
+    from devctl.events.tail import Tail
+
+    stack = own_stack("reset", delivery_timeout_ms=5000)
+    with EventProducer(stack.endpoints, stack.settings, **{"linger.ms": 0}) as before:
+        for index in range(6):
+            before.publish(
+                "devconnect.user.login", {"userId": f"old{index}"}, topic=stack.topic
+            ).result(10)
+    notices: list[str] = []
+    shown: list[Any] = []
+    reader = Tail(
+        stack.endpoints, stack.settings, [stack.topic], poll_timeout=0.1, on_notice=notices.append
+    )
+    thread, stop = _follow_in_thread(reader, shown)
+    try:
+        time.sleep(1.0)
+        _restart_broker(stack)
+        stack.create_topic()
+        with EventProducer(stack.endpoints, stack.settings, **{"linger.ms": 0}) as after:
+            for index in range(2):
+                after.publish(
+                    "devconnect.user.login", {"userId": f"new{index}"}, topic=stack.topic
+                ).result(15)
+        assert _wait_for(lambda: len(shown) == 2, 20), (notices, shown)
+        assert [r.event["data"]["userId"] for r in shown] == ["new0", "new1"]
+        assert any("was reset while the broker was away" in n for n in notices), notices
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+
+
+def test_pretty_tail_into_a_closed_pipe_exits_0(stack: Any, known: Known) -> None:
+    command = (
+        f"{' '.join(DEVCTL)} tail {known.topic} --from-beginning | head -1; exit ${{PIPESTATUS[0]}}"
+    )
+    result = subprocess.run(
+        ["bash", "-c", command],
+        env={**stack.env, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_group_commits_past_skipped_probes_and_shows_other_check_values(
+    stack: Any, make_topic: Any, producer: EventProducer, devctl: Any, unique: str
+) -> None:
+    topic = make_topic("probes", partitions=1)
+    login = "devconnect.user.login"
+    producer.publish(login, {"userId": "real"}, topic=topic).result(10)
+    producer.publish(
+        login, {"userId": "probe"}, topic=topic, headers=[("devctl-check", b"1")]
+    ).result(10)
+    producer.publish(
+        login, {"userId": "zero"}, topic=topic, headers=[("devctl-check", b"0")]
+    ).result(10)
+    group = f"tail-probes-{unique}"
+    try:
+        shown = devctl(
+            "tail", topic, "--group", group, "--from-beginning", "--no-follow", "-o", "json",
+            timeout=60,
+        )  # fmt: skip
+        users = [json.loads(line)["event"]["data"]["userId"] for line in shown.stdout.splitlines()]
+        assert users == ["real", "zero"], shown.stderr
+        assert "1 `devctl test` record skipped" in shown.stderr
+        assert GroupAdmin(stack.endpoints, stack.settings).describe(group).lag == 0
+    finally:
+        GroupAdmin(stack.endpoints, stack.settings).delete(group)
