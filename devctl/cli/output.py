@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from devctl.errors import UsageError
@@ -57,3 +59,14 @@ def confirm(console: Console, question: str, yes: bool) -> None:
     if not typer.confirm(question, default=False):
         console.print("aborted: nothing was changed")
         raise typer.Exit(1)
+
+
+def cell(value: object) -> str | None:
+    """A table cell holding data: shown literally (``table`` renders str cells as markup)."""
+    return None if value is None else escape(str(value))
+
+
+def ago(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return f"{duration(max(0.0, time.time() - epoch))} ago"

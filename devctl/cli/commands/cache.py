@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from devctl.cli.app import get_app
-from devctl.cli.commands.keys import cell, open_state
 from devctl.cli.options import DataDirOption, JsonOption, YesOption
-from devctl.cli.output import confirm, print_json, table
+from devctl.cli.output import cell, confirm, print_json, table
+from devctl.cli.state_access import open_state
 from devctl.errors import UsageError
 
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from devctl.cli.app import get_app
-from devctl.cli.commands.keys import ago, cell, open_state, require_id, require_ttl
 from devctl.cli.options import DataDirOption, JsonOption, YesOption
-from devctl.cli.output import confirm, print_json, table
+from devctl.cli.output import ago, cell, confirm, print_json, table
+from devctl.cli.state_access import open_state, require_id, require_ttl
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -8,9 +8,9 @@ import typer
 from rich.markup import escape
 
 from devctl.cli.app import get_app
-from devctl.cli.commands.keys import cell, open_state, require_id
 from devctl.cli.options import DataDirOption, JsonOption, YesOption
-from devctl.cli.output import confirm, duration, print_json, table
+from devctl.cli.output import cell, confirm, duration, print_json, table
+from devctl.cli.state_access import open_state, require_id
 from devctl.errors import UsageError
 
 ratelimit_app = typer.Typer(help="Inspect and reset rate limits.", no_args_is_help=True)

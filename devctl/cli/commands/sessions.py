@@ -9,10 +9,10 @@ import typer
 from rich.markup import escape
 
 from devctl.cli.app import get_app
-from devctl.cli.commands.keys import ago, cell, open_state, require_id, require_ttl
 from devctl.cli.commands.presence import SEED_MAX_USERS, check_size, counted, progress_on_stderr
 from devctl.cli.options import DataDirOption, JsonOption, YesOption
-from devctl.cli.output import confirm, duration, print_json, table
+from devctl.cli.output import ago, cell, confirm, duration, print_json, table
+from devctl.cli.state_access import open_state, require_id, require_ttl
 from devctl.errors import NotFound, UsageError
 
 sessions_app = typer.Typer(help="Seed, inspect and revoke sessions.", no_args_is_help=True)
