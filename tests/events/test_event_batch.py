@@ -351,7 +351,7 @@ def test_close_while_a_batch_is_queueing_settles_every_event() -> None:
         target=lambda: batches.append(producer.publish_batch("devconnect.user.login", items))
     )
     publisher.start()
-    while producer._publishing == 0 and publisher.is_alive():
+    while producer.batches_under_way == 0 and publisher.is_alive():
         time.sleep(0.001)
     producer.close(timeout=0.1)
     publisher.join(timeout=30)

@@ -9,10 +9,11 @@ import os
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf
@@ -258,9 +259,11 @@ def test_close_fails_events_still_waiting_to_be_sent_again(stack: Any) -> None:
     """After a fatal error, events wait in the re-send list; close() must resolve them."""
     producer = EventProducer(stack.endpoints, stack.settings)
     producer._send_again = lambda: None  # type: ignore[method-assign]  # never re-sent
-    future = DeliveryFuture(producer, "ev-1", "devconnect.user.login")
-    with producer._swap:
-        producer._again.append((future, "some-topic", b"{}", b"k", None))
+    future = DeliveryFuture(producer._reports, "ev-1", "devconnect.user.login")
+    future.generation = -1  # queued on a client since replaced: its purge is taken back
+    refused = KafkaError(KafkaError._PURGE_QUEUE)
+    message = SimpleNamespace(topic=lambda: "some-topic", value=lambda: b"{}", key=lambda: b"k")
+    assert producer._clients.take_back(future, refused, message)  # type: ignore[arg-type]
     producer.close(0.5)
     with pytest.raises(DeliveryFailed, match="closed before it was sent again"):
         future.result(timeout=2)
