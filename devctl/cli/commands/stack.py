@@ -54,29 +54,18 @@ def up(
 
     Example: devctl up --redis-port 6380
     """
-    import time
+    from devctl.stack import bring_up
 
-    from devctl.engines import ensure_no_other_stack
-    from devctl.streams.topics import TopicAdmin
-
-    started = time.perf_counter()
     app = get_app(ctx)
     settings = app.settings(_flags(data_dir, engine, redis_port, kafka_port))
     chosen = app.engine()
-    ensure_no_other_stack(settings, chosen)
     if chosen.name != "local" and (redis_port is not None or kafka_port is not None):
         app.info("note: --redis-port / --kafka-port only apply to the local engine; ignored")
     with app.err.status(f"bringing the {chosen.name} stack up...") as spinner:
-        result = chosen.up(keep=keep, progress=lambda msg: spinner.update(msg))
-        spinner.update("applying topics")
-        admin = TopicAdmin(result.endpoints, settings)
-        applied = admin.apply(admin.plan(settings.topics))
-    seconds = time.perf_counter() - started
+        report = bring_up(settings, chosen, keep=keep, progress=lambda msg: spinner.update(msg))
+    result, seconds, failed, created = report.result, report.seconds, report.failed, report.created
     for note in result.notes:
         app.info(f"note: {note}")
-    # A topic the config asks for but the broker cannot provide is a failed `up`.
-    failed = [r for r in applied if r.result.startswith("failed") or r.action == "unsupported"]
-    created = [row.topic for row in applied if row.result.startswith("created")]
     if json_output:
         print_json(
             {
@@ -94,7 +83,7 @@ def up(
         state = f"started {', '.join(result.started)}" if result.started else "already running"
         app.console.print(
             f"[green]✔[/green] {chosen.name} stack {state} in {seconds:.2f}s; "
-            f"topics: {len(created)} created, {len(applied) - len(created) - len(failed)} already there",
+            f"topics: {len(created)} created, {report.unchanged} already there",
             highlight=False,
         )
         endpoints = result.endpoints.as_env()
@@ -230,6 +219,7 @@ def doctor(
     """
     from devctl.engines.base import DoctorCheck
     from devctl.errors import ConfigError
+    from devctl.stack import doctor_checks
 
     app = get_app(ctx)
     checks: list[DoctorCheck] = []
@@ -251,10 +241,7 @@ def doctor(
             )
         )
         settings = None
-    if settings is not None:
-        chosen = app.engine()
-        checks += chosen.doctor()
-    checks.append(_docker_check())
+    checks += doctor_checks(app.engine() if settings is not None else None)
     if json_output:
         print_json([c.__dict__ for c in checks])
     else:
@@ -270,48 +257,6 @@ def doctor(
         app.console.print(table(None, ["", "check", "detail", "fix"], rows))
     if any(not c.ok and c.required for c in checks):
         raise typer.Exit(EXIT_FAILED)
-
-
-def _docker_check() -> Any:
-    """Docker is optional: only the docker engine needs it, so a miss is a warning."""
-    import shutil
-    import subprocess
-
-    from devctl.engines.base import DoctorCheck
-
-    docker = shutil.which("docker")
-    if docker is None:
-        return DoctorCheck(
-            "docker engine",
-            False,
-            "no docker client on PATH",
-            "only needed for the docker engine",
-            required=False,
-        )
-    try:
-        out = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return DoctorCheck(
-            "docker engine", False, f"docker info failed: {exc}", None, required=False
-        )
-    if out.returncode == 0 and out.stdout.strip():
-        return DoctorCheck(
-            "docker engine", True, f"reachable, server {out.stdout.strip()}", required=False
-        )
-    reason = (out.stderr.strip().splitlines() or ["no answer"])[-1]
-    return DoctorCheck(
-        "docker engine",
-        False,
-        f"not reachable: {reason}",
-        "start Docker if you want the docker engine; local and external work without it",
-        required=False,
-    )
 
 
 def register(app: typer.Typer) -> None:

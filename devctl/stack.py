@@ -1,0 +1,118 @@
+"""Stack workflows every front end shares (the CLI today; `serve` and an API next).
+
+``bring_up`` is what `devctl up` means: refuse to start beside another stack, start
+(or verify) the servers, apply the configured topics, and judge the result: a topic
+the config asks for but the broker cannot provide makes a failed `up`, while the
+servers stay up. ``doctor_checks`` gathers the engine's own checks and the Docker
+probe. Neither prints nor exits.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devctl.config.loader import Settings
+    from devctl.engines.base import DoctorCheck, Engine, UpResult
+    from devctl.streams.topics import PlanRow
+
+
+@dataclass
+class UpReport:
+    engine: str
+    result: UpResult
+    topics: list[PlanRow] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def created(self) -> list[str]:
+        return [row.topic for row in self.topics if row.result.startswith("created")]
+
+    @property
+    def failed(self) -> list[PlanRow]:
+        """Topics the broker could not provide as configured (the `up` failed)."""
+        return [
+            row
+            for row in self.topics
+            if row.result.startswith("failed") or row.action == "unsupported"
+        ]
+
+    @property
+    def unchanged(self) -> int:
+        return len(self.topics) - len(self.created) - len(self.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def bring_up(
+    settings: Settings,
+    engine: Engine,
+    *,
+    keep: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> UpReport:
+    """Start or verify the stack and apply the configured topics; see the module doc."""
+    from devctl.engines import ensure_no_other_stack
+    from devctl.streams.topics import TopicAdmin
+
+    started = time.perf_counter()
+    ensure_no_other_stack(settings, engine)
+    result = engine.up(keep=keep, progress=progress)
+    if progress is not None:
+        progress("applying topics")
+    admin = TopicAdmin(result.endpoints, settings)
+    applied = admin.apply(admin.plan(settings.topics))
+    return UpReport(engine.name, result, applied, time.perf_counter() - started)
+
+
+def doctor_checks(engine: Engine | None) -> list[DoctorCheck]:
+    """The engine's checks (none when the config did not load) and the Docker probe."""
+    checks = list(engine.doctor()) if engine is not None else []
+    checks.append(docker_check())
+    return checks
+
+
+def docker_check() -> DoctorCheck:
+    """Docker is optional: only the docker engine needs it, so a miss is a warning."""
+    from devctl.engines.base import DoctorCheck
+
+    docker = shutil.which("docker")
+    if docker is None:
+        return DoctorCheck(
+            "docker engine",
+            False,
+            "no docker client on PATH",
+            "only needed for the docker engine",
+            required=False,
+        )
+    try:
+        out = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return DoctorCheck(
+            "docker engine", False, f"docker info failed: {exc}", None, required=False
+        )
+    if out.returncode == 0 and out.stdout.strip():
+        return DoctorCheck(
+            "docker engine", True, f"reachable, server {out.stdout.strip()}", required=False
+        )
+    reason = (out.stderr.strip().splitlines() or ["no answer"])[-1]
+    return DoctorCheck(
+        "docker engine",
+        False,
+        f"not reachable: {reason}",
+        "start Docker if you want the docker engine; local and external work without it",
+        required=False,
+    )
