@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 # Headers as librdkafka hands them over and takes them.
 Headers = list[tuple[str, str | bytes | None]]
@@ -40,6 +40,25 @@ def next_batch(consumer: Consumer, size: int, timeout: float) -> list[Message]:
     if first is None:
         return []
     return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
+
+
+def commit_after(consumer: Consumer, done: Iterable[tuple[str, int, int]]) -> None:
+    """Commit, per partition, past the highest of the (topic, partition, offset) done."""
+    ends: dict[tuple[str, int], int] = {}
+    for topic, partition, offset in done:
+        ends[(topic, partition)] = max(ends.get((topic, partition), -1), offset + 1)
+    offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+    consumer.commit(offsets=offsets, asynchronous=False)
+
+
+def seek_back(consumer: Consumer, undone: Iterable[tuple[str, int, int]]) -> None:
+    """Seek each partition to the first of the (topic, partition, offset) not done, in order."""
+    first: dict[tuple[str, int], int] = {}
+    for topic, partition, offset in undone:
+        first.setdefault((topic, partition), offset)
+    for (topic, partition), offset in first.items():
+        with contextlib.suppress(KafkaException):
+            consumer.seek(TopicPartition(topic, partition, offset))
 
 
 def join_timeout(conf: dict[str, object]) -> float:
