@@ -383,7 +383,8 @@ class ConsumerRuntime:
         if (
             self.options.skip_check_records
             and headers
-            and any(k == CHECK_HEADER for k, _ in headers)
+            # Only the value checks write marks a probe (any other is a record like any other).
+            and any(k == CHECK_HEADER and v in (b"1", "1") for k, v in headers)
         ):
             record.action = RecordAction.SKIP
             return record

@@ -116,7 +116,10 @@ def test_dispatch_by_type_commit_and_skips(
     assert (counters.processed, counters.ignored, counters.skipped) == (3, 1, 1)
     assert counters.dead_lettered == 0
     ends = end_offsets(stack.endpoints, stack.settings, [(topic, 0), (topic, 1)])
-    assert committed(stack, f"g-{unique}", topic, 2) == {p: ends[(topic, p)].high for p in (0, 1)}
+    # A partition the keys left empty has nothing to commit (murmur2 may put all on one).
+    assert committed(stack, f"g-{unique}", topic, 2) == {
+        p: ends[(topic, p)].high or -1001 for p in (0, 1)
+    }
 
 
 def test_invalid_records_go_to_the_dead_letter_topic_with_reasons(

@@ -198,3 +198,18 @@ def _read_value(stack: Any, delivery: Any) -> bytes:
     finally:
         consumer.close()
     raise AssertionError("record not read back")
+
+
+def test_only_devctl_check_1_is_skipped_by_the_consumer(
+    stack: Any, make_topic: Any, producer: EventProducer, unique: str
+) -> None:
+    topic = make_topic("probe-values", partitions=1, dead_letter=True)
+    for user, value in (("probe", b"1"), ("zero", b"0"), ("no", b"no")):
+        producer.publish(
+            LOGIN, {"userId": user}, topic=topic, headers=[("devctl-check", value)]
+        ).result(10)
+    handled: list[str] = []
+    rt = runtime(stack, topic, f"g-{unique}", idempotency=False)
+    rt.on(LOGIN, lambda event: handled.append(event.data["userId"]))
+    counters = rt.run(install_signals=False, until_idle=1.0)
+    assert handled == ["zero", "no"] and counters.skipped == 1
