@@ -70,3 +70,8 @@ def ago(epoch: float | None) -> str:
     if epoch is None:
         return "-"
     return f"{duration(max(0.0, time.time() - epoch))} ago"
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 partition``, ``3 partitions``: a count with its noun agreeing."""
+    return f"{n:,} {singular if n == 1 else (plural or singular + 's')}"

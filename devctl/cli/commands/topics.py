@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from devctl.cli.app import get_app
 from devctl.cli.options import DataDirOption, JsonOption, YesOption, data_dir_flag
-from devctl.cli.output import confirm, print_json, table
+from devctl.cli.output import confirm, counted, print_json, table
 from devctl.config.schema import MAX_PARTITIONS
 from devctl.errors import EXIT_FAILED, UsageError
 
@@ -165,7 +165,7 @@ def create(
         exc.hint = "pass --allow-many-partitions if you mean it"
         raise
     get_app(ctx).console.print(
-        f"[green]✔[/green] created {name} ({partitions} partitions)", highlight=False
+        f"[green]✔[/green] created {name} ({counted(partitions, 'partition')})", highlight=False
     )
 
 
