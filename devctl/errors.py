@@ -16,6 +16,9 @@ the README:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -24,18 +27,37 @@ EXIT_INTERRUPTED = 130
 
 
 class DevctlError(Exception):
-    """Base of every expected failure; carries a user-facing message and a hint."""
+    """Base of every expected failure; carries a user-facing message and a hint.
+
+    ``field`` is the domain's name of the input the error is about (``reset_to``,
+    ``data_dir``, ``redis.port``: a setting key where there is one); messages speak
+    of it in the domain's words and each front end names it its own way (the CLI by
+    its flag, see ``devctl.cli.flags``). ``data`` holds the structured facts; by
+    convention ``data["value"]`` is the refused input as it was given (the field's
+    value is wrong) and ``data["examples"]`` valid values for it. Without a
+    ``value``, the field is the remedy (changing it would help).
+    """
 
     exit_code = EXIT_FAILED
     # Named error_code, not code: DeliveryFailed.code is the broker's numeric error.
     error_code = "error"
 
-    def __init__(self, message: str, *, hint: str | None = None, details: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        details: str | None = None,
+        field: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.hint = hint
         # Shown only with --verbose (log tails, low-level causes).
         self.details = details
+        self.field = field
+        self.data: dict[str, Any] = dict(data or {})
 
     def __str__(self) -> str:
         return self.message
@@ -112,7 +134,7 @@ class StackNotRunning(DevctlError):
         message: str,
         *,
         hint: str | None = "`devctl status` shows what runs; `devctl up` starts the local stack",
-        **kw: str,
+        **kw: Any,
     ):
         super().__init__(message, hint=hint, **kw)
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from devctl.cli.flags import flag_of
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 DataDirOption = Annotated[
@@ -42,4 +44,4 @@ EngineOption = Annotated[
 
 
 def data_dir_flag(data_dir: Path | None) -> dict[str, tuple[object, str]]:
-    return {"data_dir": (str(data_dir) if data_dir else None, "--data-dir")}
+    return {"data_dir": (str(data_dir) if data_dir else None, flag_of("data_dir"))}

@@ -1,4 +1,4 @@
-"""Live state beside events (`devctl tail --enrich`): is the subject online, how many sessions.
+"""Live state beside events (enriched `devctl tail`): is the subject online, how many sessions.
 
 Reads through the Redis state domain (``devctl.state``): presence in one bulk call
 per batch of events, sessions per distinct subject. No Kafka tool can show this.
@@ -47,7 +47,9 @@ class StateEnricher:
             from devctl.state import from_settings
         except ImportError as exc:
             raise UnsupportedOperation(
-                "--enrich needs the Redis state domain (devctl.state), which this build lacks"
+                "live state needs the Redis state domain (devctl.state), which this build lacks",
+                field="enrich",
+                data={"value": True},
             ) from exc
         return cls(from_settings(settings, endpoints, stats=False))
 

@@ -38,12 +38,18 @@ from devctl.events._batches import (
     next_batch,
 )
 from devctl.events.envelope import iso_millis
-from devctl.events.positions import offsets_for_time
 from devctl.events.reading import read_record
 from devctl.events.registry import REGISTRY
 from devctl.streams.offsets import Partition, end_offsets
+from devctl.streams.positions import offsets_for_time
 
 START_MODES = ("end", "beginning", "last", "since", "offsets")
+# The inputs that choose a start mode a consumer group cannot take (for errors about it).
+_START_FIELDS = {
+    "last": "start_last",
+    "since": "start_since",
+    "offsets": "start_offset",
+}
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,10 @@ def parse_header_filter(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise UsageError(
-            f"--header expects NAME=VALUE, got '{text}'", hint="e.g. --header event-type=x"
+            f"a header filter is NAME=VALUE, got '{text}'",
+            hint="e.g. event-type=x",
+            field="header_filter",
+            data={"value": text, "examples": ("event-type=x",)},
         )
     return name, value
 
@@ -173,10 +182,7 @@ class TailStats:
         if self.scanned != total:
             text += f"; {self.scanned} records read"
         if self.checks:
-            text += (
-                f"; {self.checks} `devctl test` record{'s' if self.checks != 1 else ''} "
-                "skipped (--include-checks shows them)"
-            )
+            text += f"; {self.checks} `devctl test` record{'s' if self.checks != 1 else ''} skipped"
         return text
 
 
@@ -224,8 +230,10 @@ class Tail:
         self.timeout = settings.kafka.request_timeout_ms / 1000
         if group is not None and self.start.mode in ("last", "since", "offsets"):
             raise UsageError(
-                "--group resumes from the group's committed offsets; "
-                "it cannot be combined with --last, --since or --offset"
+                "a consumer group resumes from its committed offsets; "
+                "it takes no other start position",
+                field="group",
+                data={"value": group, "conflicts": (_START_FIELDS[self.start.mode],)},
             )
         self._consumer: Consumer | None = None
         self._ends: dict[Partition, int] = {}
@@ -311,8 +319,10 @@ class Tail:
             for name in targets:
                 if (name, partition) not in partitions:
                     raise UsageError(
-                        f"--offset: {name} has no partition {partition}",
+                        f"topic {name} has no partition {partition}",
                         hint="`devctl topics describe` lists the partitions",
+                        field="start_offset",
+                        data={"value": f"{name}:{partition}:{offset}"},
                     )
                 starts[(name, partition)] = offset
         return starts

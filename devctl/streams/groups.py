@@ -286,7 +286,11 @@ class GroupAdmin:
         elif choice.lstrip("-").isdigit():
             wanted = int(choice)
             if wanted < 0:
-                raise UsageError(f"--to offset must be >= 0, got {wanted}")
+                raise UsageError(
+                    f"the offset to reset to must be 0 or more, got {wanted}",
+                    field="reset_to",
+                    data={"value": to},
+                )
             targets = {}
             for key in partitions:
                 bounds = ends[key]
@@ -294,14 +298,17 @@ class GroupAdmin:
                 if targets[key] != wanted:
                     notes[key] = f"{wanted} is outside {bounds.low}..{bounds.high}: clamped"
         else:
-            from devctl.events.positions import offsets_for_time, parse_time
+            from devctl.streams.positions import offsets_for_time, parse_time
 
             try:
                 when = parse_time(to)
             except UsageError:
+                examples = ("earliest", "42", "2h", "2026-11-25T18:00:00Z")
                 raise UsageError(
-                    f"--to expects earliest, latest, an offset or a time, got '{to}'",
-                    hint="e.g. --to earliest, --to 42, --to 2h, --to 2026-11-25T18:00:00Z",
+                    f"the reset target is earliest, latest, an offset or a time, got '{to}'",
+                    hint=f"e.g. {', '.join(examples)}",
+                    field="reset_to",
+                    data={"value": to, "examples": examples},
                 ) from None
             targets = offsets_for_time(
                 self.endpoints, self.settings, partitions, when, timeout=self.timeout * 2, ends=ends

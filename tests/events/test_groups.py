@@ -110,7 +110,7 @@ def test_reset_to_a_time(stack: Any, lagging: Any, devctl: Any) -> None:
     assert result.returncode == 0, result.stderr
     assert admin.committed(group) == {(topic, 0): 10, (topic, 1): 0, (topic, 2): 5}
     bogus = devctl("groups", "reset", group, "--topic", topic, "--to", "yesterday-ish")
-    assert bogus.returncode == 2 and "--to expects" in bogus.stderr
+    assert bogus.returncode == 2 and "--to: the reset target is earliest" in bogus.stderr
 
 
 @pytest.mark.slow

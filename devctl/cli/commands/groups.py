@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from devctl.cli.app import get_app
+from devctl.cli.flags import names_flags
 from devctl.cli.options import DataDirOption, JsonOption, YesOption, data_dir_flag
 from devctl.cli.output import confirm, print_json, table
 from devctl.errors import EXIT_FAILED, UsageError
@@ -183,6 +184,7 @@ def lag(
 
 
 @groups_app.command("reset")
+@names_flags
 def reset(
     ctx: typer.Context,
     group: Annotated[str, typer.Argument(help="Group id.", show_default=False)],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 import typer
 
 from devctl.cli.app import get_app
+from devctl.cli.flags import flag_of, names_flags
 from devctl.cli.options import DataDirOption, data_dir_flag
 from devctl.errors import UsageError
 
@@ -32,6 +33,7 @@ class Output(StrEnum):
     raw = "raw"
 
 
+@names_flags
 def tail(
     ctx: typer.Context,
     topics: Annotated[list[str], typer.Argument(help="Topics to read.", show_default=False)],
@@ -104,7 +106,7 @@ def tail(
 
     Example: devctl tail user-events message-events --type 'devconnect.user.*' --last 5
     """
-    from devctl.events.positions import parse_partition_offset, parse_time
+    from devctl.events.positions import parse_partition_offset
     from devctl.events.tail import Filters, Start, Tail, parse_header_filter, resolve_types
 
     app = get_app(ctx)
@@ -128,7 +130,9 @@ def tail(
     elif last is not None:
         start = Start("last", last=last)
     elif since is not None:
-        start = Start("since", since_ms=parse_time(since))
+        from devctl.streams.positions import parse_time
+
+        start = Start("since", since_ms=parse_time(since, field="start_since"))
     elif offset:
         start = Start("offsets", offsets=tuple(parse_partition_offset(o) for o in offset))
     else:
@@ -229,7 +233,10 @@ def tail(
     finally:
         signal.signal(signal.SIGTERM, previous)
         reader.close()
-    app.err.print(f"tail: {reader.stats.summary()}", highlight=False, soft_wrap=True)
+    summary = reader.stats.summary()
+    if reader.stats.checks:
+        summary += f" ({flag_of('include_checks')} shows them)"
+    app.err.print(f"tail: {summary}", highlight=False, soft_wrap=True)
 
 
 def _written(reader: Tail, records: list[TailRecord], out: TextIO, watch_pipe: bool) -> None:

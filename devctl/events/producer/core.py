@@ -223,7 +223,7 @@ class EventProducer:
         partition: int | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> DeliveryFuture:
-        """Queue a record as-is (no envelope, no validation): --raw publishing and dead letters."""
+        """Queue a record as-is (no envelope, no validation): raw publishing and dead letters."""
         return self._produce(
             topic, value, key, headers, partition, None, None, on_delivery, headers
         )
