@@ -34,7 +34,7 @@ TOPIC = "analytics-events"
 EVENT_TYPE = "devconnect.analytics.activity"
 # What `devctl publish` imports beyond `devctl --version`, without running anything:
 # publish minus this is settings, endpoints, the network and exit.
-IMPORTS = "import devctl.cli.main, devctl.cli.app, devctl.engines, devctl.events.publish"
+IMPORTS = "import devctl.cli.main, devctl.cli.app, devctl.engines, devctl.cli.publishing"
 
 
 @dataclass

@@ -54,9 +54,9 @@ def publish(
 
     Example: devctl publish user-events --type devconnect.user.login --data '{"userId": "u1"}'
     """
+    from devctl.cli.publishing import parse_rate, prepare, send
     from devctl.errors import NotFound
     from devctl.events.producer import EventProducer
-    from devctl.events.publish import parse_rate, prepare, send
 
     app = get_app(ctx)
     settings = app.settings(data_dir_flag(data_dir))

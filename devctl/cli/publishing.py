@@ -1,5 +1,8 @@
 """Publishing from the command line: inputs, validation of every event up front, pacing, report.
 
+It parses command-line input (``--data``, JSON lines, ``--rate``), so it lives in
+the CLI layer and names flags; the domain it calls is the producer and the registry.
+
 Inputs are ``--data`` (one event, repeated ``count`` times with fresh ids) or JSON
 lines (a file or standard input). A line is the event's data when a type is
 given, otherwise an object ``{"type": ..., "data": ..., "key"?: ..., "subject"?: ...}``
