@@ -157,7 +157,7 @@ def seed_user(user_id: str, n: int) -> dict[str, Any]:
 
 # Seeding sizes above these ask first (or take --yes): far more than a demo or a load
 # test on one machine needs, and a presence seed's cost grows with users x instances
-# (every presence write passes the live instances to its script).
+# (every presence write passes the dead instances to its script).
 SEED_MAX_USERS = 10_000
 SEED_MAX_INSTANCES = 100
 

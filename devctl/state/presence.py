@@ -8,14 +8,18 @@ online iff they have a live connection. Instances nobody has heard of (not in th
 registry, or registered but never heartbeated) hold no lease: they are dead.
 
 Every write to a user (connect, disconnect, the sweep) is one Lua script on the
-user's slot that gets the list of live instances (read just before, from the
-``{instances}`` slot), first drops the user's connections on dead instances, then
-applies its change. So the user hash only ever holds connections recorded under
-a live lease, and "the hash is not empty" is exactly the online state the events
-have announced: a transition is published (from inside the script, once) when
-the hash goes from empty to not empty or back, and the event stream follows the
-same rule as the reads. A connect from an instance without a live lease records
-nothing.
+user's slot that gets the list of dead instances (registered, lease gone; read
+just before, from the ``{instances}`` slot: another slot, so the script cannot
+read it itself under Redis Cluster), first drops the user's connections on those,
+then applies its change. The script is told who is dead, never who is alive: an
+instance that registered after the list was read (another API instance, another
+seed run starting at the same moment) is unknown to the writer and its
+connections are kept, since a stale view must never drop a live connection.
+So the user hash only ever holds connections recorded under a live lease, and
+"the hash is not empty" is exactly the online state the events have announced: a
+transition is published (from inside the script, once) when the hash goes from
+empty to not empty or back, and the event stream follows the same rule as the
+reads. A connect from an instance without a live lease records nothing.
 
 An instance whose lease lapsed (paused, partitioned) may have been swept, or had
 its connections dropped by other writes: ``heartbeat`` says so by returning False,
@@ -43,15 +47,16 @@ _INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 # KEYS: user connections, last_seen.
 # ARGV: op (connect|disconnect|sweep), connection, instance, user, channel, last_seen ttl,
-#       last_seen for connections dropped here ('' to leave it), live instances...
+#       last_seen for connections dropped here ('' to leave it), '1' if the instance
+#       held a live lease when the leases were read, dead instances...
 # Returns {went offline, went online, recorded or removed (0/1), connections dropped}.
 _UPDATE = Script(
     """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local op, conn, instance = ARGV[1], ARGV[2], ARGV[3]
-local live = {}
-for i = 8, #ARGV do live[ARGV[i]] = true end
+local dead_set = {}
+for i = 9, #ARGV do dead_set[ARGV[i]] = true end
 local function publish(online, via)
   redis.call('PUBLISH', ARGV[5], cjson.encode({type = 'presence', userId = ARGV[4],
                                                online = online, instance = via, ts = now}))
@@ -59,7 +64,7 @@ end
 local held = redis.call('HGETALL', KEYS[1])
 local count, dropped, dead = #held / 2, 0, ''
 for i = 1, #held, 2 do
-  if not live[held[i + 1]] then
+  if dead_set[held[i + 1]] then
     redis.call('HDEL', KEYS[1], held[i])
     dropped = dropped + 1
     dead = held[i + 1]
@@ -76,7 +81,7 @@ if dropped > 0 then
     redis.call('SET', KEYS[2], ARGV[7], 'EX', ARGV[6])
   end
 end
-if op == 'connect' and live[instance] then
+if op == 'connect' and ARGV[8] == '1' then
   changed = 1
   if redis.call('HSET', KEYS[1], conn, instance) == 1 then
     count = count + 1
@@ -101,18 +106,6 @@ return {offline, online, changed, dropped}
 """
 )
 
-# KEYS: registry. ARGV: heartbeat key prefix (same {instances} hash tag as the registry,
-# so these derived keys live on the registry's slot). Returns the ids of live instances.
-_LIVE = Script(
-    """
-local out = {}
-for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. id) == 1 then out[#out + 1] = id end
-end
-return out
-"""
-)
-
 # KEYS: heartbeat key, registry. ARGV: ttl ms, instance id.
 # Returns 1 if the lease was still held (renewed), 0 if it had lapsed or never existed.
 _HEARTBEAT = Script(
@@ -126,7 +119,9 @@ return held
 """
 )
 
-# KEYS: registry. ARGV: heartbeat key prefix. Returns id, last heartbeat, alive (flat).
+# KEYS: registry. ARGV: heartbeat key prefix (same {instances} hash tag as the registry,
+# so these derived keys live on the registry's slot). Returns id, last heartbeat, alive
+# (flat).
 _INSTANCES = Script(
     """
 local reg = redis.call('HGETALL', KEYS[1])
@@ -194,6 +189,18 @@ class Connected:
         return self.went_online
 
 
+@dataclass(frozen=True)
+class Leases:
+    """The instances as one read of the registry saw them."""
+
+    live: frozenset[str]
+    dead: tuple[str, ...]  # registered, lease gone: writes drop their connections
+
+    def with_dead(self, more: Iterable[str]) -> Leases:
+        extra = set(more)
+        return Leases(self.live - extra, tuple(sorted(set(self.dead) | extra)))
+
+
 @dataclass
 class SweepResult:
     dead_instances: list[str] = field(default_factory=list)
@@ -234,9 +241,9 @@ class Presence:
         """Record a connection held by a live instance; say which transitions it caused."""
         check_instance_id(instance_id)
         check_id(connection_id, "connection id")
-        live = self._live()
+        leases = self._leases()
         [(offline, online, recorded, _)] = self._run(
-            lambda pipe: self._queue_connect(pipe, live, instance_id, user_id, connection_id)
+            lambda pipe: self._queue_connect(pipe, leases, instance_id, user_id, connection_id)
         )
         return Connected(bool(online), bool(offline), bool(recorded))
 
@@ -244,18 +251,18 @@ class Presence:
     def connect_many(self, connections: list[tuple[str, str, str]]) -> list[Connected]:
         """``connect`` for many (user, connection, instance) at once: one pipeline.
 
-        For bulk loads (seeding): the live instances are read once for the whole batch.
+        For bulk loads (seeding): the leases are read once for the whole batch.
         """
         for _user, connection_id, instance_id in connections:
             check_instance_id(instance_id)
             check_id(connection_id, "connection id")
         if not connections:
             return []
-        live = self._live()
+        leases = self._leases()
 
         def build(pipe: Any) -> None:
             for user_id, connection_id, instance_id in connections:
-                self._queue_connect(pipe, live, instance_id, user_id, connection_id)
+                self._queue_connect(pipe, leases, instance_id, user_id, connection_id)
 
         return [
             Connected(bool(online), bool(offline), bool(recorded))
@@ -267,9 +274,9 @@ class Presence:
         """Forget a connection; True iff the user went online -> offline (once per transition)."""
         check_instance_id(instance_id)
         check_id(connection_id, "connection id")
-        live = self._live()
+        leases = self._leases()
         [(offline, *_)] = self._run(
-            lambda pipe: self._queue_disconnect(pipe, live, instance_id, user_id, connection_id)
+            lambda pipe: self._queue_disconnect(pipe, leases, instance_id, user_id, connection_id)
         )
         return bool(offline)
 
@@ -285,9 +292,10 @@ class Presence:
 
         def read(pipe: Any) -> None:
             pipe.hgetall(index)
-            _LIVE.queue(pipe, *self._instances_call())
+            _INSTANCES.queue(pipe, *self._instances_call())
 
-        recorded, live = execute_with_scripts(self.client, read, [_LIVE])
+        recorded, flat = execute_with_scripts(self.client, read, [_INSTANCES])
+        leases = self._leases_of(self._instances(flat))
         gone = [(user, conn) for conn, user in recorded.items() if connections.get(conn) != user]
         held = list(connections.items())
         result = ResyncResult()
@@ -296,9 +304,9 @@ class Presence:
 
             def build(pipe: Any, adds: list[tuple[str, str]] = adds, drops: Any = drops) -> None:
                 for conn, user in adds:
-                    self._queue_connect(pipe, live, instance_id, user, conn)
+                    self._queue_connect(pipe, leases, instance_id, user, conn)
                 for user, conn in drops:
-                    self._queue_disconnect(pipe, live, instance_id, user, conn)
+                    self._queue_disconnect(pipe, leases, instance_id, user, conn)
 
             outcomes = self._run(build)
             users = [user for _, user in adds] + [user for user, _ in drops]
@@ -312,25 +320,29 @@ class Presence:
         return result
 
     def _queue_connect(
-        self, pipe: Any, live: list[str], instance_id: str, user_id: str, connection_id: str
+        self, pipe: Any, leases: Leases, instance_id: str, user_id: str, connection_id: str
     ) -> None:
         # Registry, then instance index, then the user: each covers the next, so the
         # sweep always finds what a connect left behind, even from a dead instance.
         pipe.hsetnx(self.keys.instance_registry(), instance_id, "0")
-        if instance_id in live:
+        if instance_id in leases.live:
             pipe.hset(self.keys.instance_connections(instance_id), connection_id, user_id)
-        self._queue_update(pipe, live, "connect", user_id, connection_id, instance_id)
+        self._queue_update(pipe, leases, "connect", user_id, connection_id, instance_id)
+        # Once more after the user: a connect that lands after a sweep forgot this
+        # instance registers it again (dead, never heartbeated), so its connection is
+        # not left on an instance nobody knows (writes keep those: they may be new).
+        pipe.hsetnx(self.keys.instance_registry(), instance_id, "0")
 
     def _queue_disconnect(
-        self, pipe: Any, live: list[str], instance_id: str, user_id: str, connection_id: str
+        self, pipe: Any, leases: Leases, instance_id: str, user_id: str, connection_id: str
     ) -> None:
-        self._queue_update(pipe, live, "disconnect", user_id, connection_id, instance_id)
+        self._queue_update(pipe, leases, "disconnect", user_id, connection_id, instance_id)
         pipe.hdel(self.keys.instance_connections(instance_id), connection_id)
 
     def _queue_update(
         self,
         pipe: Any,
-        live: list[str],
+        leases: Leases,
         op: str,
         user_id: str,
         connection_id: str,
@@ -348,7 +360,8 @@ class Presence:
                 self.keys.presence_channel(),
                 LAST_SEEN_TTL_S,
                 dropped_seen,
-                *live,
+                "1" if instance_id in leases.live else "0",
+                *leases.dead,
             ],
         )
 
@@ -360,8 +373,15 @@ class Presence:
         replies = execute_with_scripts(self.client, build, [_UPDATE])
         return [[int(x) for x in r] for r in replies if isinstance(r, list)]
 
-    def _live(self) -> list[str]:
-        return [str(i) for i in _LIVE(self.client, *self._instances_call())]
+    def _leases(self) -> Leases:
+        return self._leases_of(self.instances())
+
+    @staticmethod
+    def _leases_of(known: list[InstanceInfo]) -> Leases:
+        return Leases(
+            frozenset(i.instance_id for i in known if i.alive),
+            tuple(i.instance_id for i in known if not i.alive),
+        )
 
     # --- leases ----------------------------------------------------------------
 
@@ -448,7 +468,7 @@ class Presence:
         progress: Callable[[int, int], None] | None = None,
     ) -> SweepResult:
         result = SweepResult(dead_instances=list(dead))
-        live = [i.instance_id for i in known if i.alive and i.instance_id not in dead]
+        leases = self._leases_of(known).with_dead(dead)
         last_beat = {i.instance_id: i.last_heartbeat for i in known}
         registry = self.keys.instance_registry()
         for done, instance_id in enumerate(dead, start=1):
@@ -460,7 +480,7 @@ class Presence:
 
             def build(pipe: Any, users: list[str] = users, seen: str = seen) -> None:
                 for user_id in users:
-                    self._queue_update(pipe, live, "sweep", user_id, "", "", seen)
+                    self._queue_update(pipe, leases, "sweep", user_id, "", "", seen)
 
             for user_id, (offline, _, _, dropped) in zip(
                 users, self._run(build) if users else [], strict=True

@@ -236,6 +236,29 @@ def test_a_connect_racing_the_sweep_of_its_instance_leaves_nobody_online(
     assert not state.client.exists(state.keys.connections("u2"))
 
 
+def test_a_write_with_a_stale_view_keeps_connections_of_instances_it_does_not_know(
+    state: StateServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instance B registers after instance A's write read the leases: A must not take B's
+    connections for dead ones (defect: concurrent seeds dropped each other's)."""
+    p = state.presence
+    p.heartbeat("api-a")
+    p.heartbeat("crashed", ttl=0.2)
+    p.connect("u1", "c-crashed", "crashed")
+    time.sleep(0.3)
+    stale = p._leases()  # what A read before B existed
+    p.heartbeat("api-b")
+    assert p.connect("u1", "c-b", "api-b").went_offline  # B's write drops the crashed tab
+    with state.pubsub.subscribe([state.pubsub.presence_channel()]) as sub:
+        monkeypatch.setattr(p, "_leases", lambda: stale)
+        connected = p.connect("u1", "c-a", "api-a")
+        assert not connected.went_online and not connected.went_offline
+        assert drain(sub, "u1") == []
+    monkeypatch.undo()
+    status = p.status("u1")
+    assert status.connections == 2 and status.instances == ("api-a", "api-b")
+
+
 def test_reconnect_before_the_sweep_reports_offline_then_online(state: StateServices) -> None:
     """The transitions follow the read rule: a dead instance's tab does not keep anyone online."""
     p = state.presence
