@@ -50,6 +50,33 @@ return {1, math.floor((burst - (new_tat - now)) / T), 0, new_tat - now}
 # What a bucket may be keyed by ("key": anything else the caller chooses).
 SUBJECTS = ("ip", "email", "user", "key")
 
+# Bounds of a policy. The script computes in Lua doubles, exact for integers below
+# 2**53 (~9.0e15): a TAT is now (~1.8e15 us since 1970) plus at most one period, so
+# a year (3.2e13 us) stays exact for millennia. A millisecond is below any real
+# policy and still a whole number of microseconds per request for its largest limit;
+# 10**9 per period is more than any request rate one key sees. The emission interval
+# (period / limit) must be at least 1 us, or the burst would no longer be the limit.
+MIN_PERIOD_S = 0.001
+MAX_PERIOD_S = 365 * 86400
+MAX_LIMIT = 1_000_000_000
+
+
+def policy_problem(limit: int | None, period: float) -> str | None:
+    """Why (limit, period) is outside what GCRA here handles exactly; None if it is not."""
+    if not MIN_PERIOD_S <= period <= MAX_PERIOD_S:  # also refuses inf and nan
+        return (
+            f"period must be between {MIN_PERIOD_S:g} s and {MAX_PERIOD_S:,} s (a year), "
+            f"got {period!r}"
+        )
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        return f"a limit must be between 1 and {MAX_LIMIT:,} (or null), got {limit!r}"
+    if limit is not None and limit > int(period * 1_000_000):
+        return (
+            f"a limit of {limit:,} per {period:g} s is more than one request per microsecond "
+            "(the limiter's resolution)"
+        )
+    return None
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -122,16 +149,19 @@ def load_policies(config: Mapping[str, Any] | None) -> dict[str, Policy]:
         if unknown:
             raise ConfigError(f"unknown setting {', '.join(sorted(unknown))}", key=where)
         base = policies.get(str(name), Policy(str(name), None, 0))
-        limit = _limit(entry.get("limit", base.limit), where)
         period = entry.get("period", base.period)
         if isinstance(period, bool) or not isinstance(period, int | float) or period <= 0:
             raise ConfigError(
                 f"period must be a positive number of seconds, got {period!r}", key=where
             )
+        period = float(period)
+        problem = policy_problem(None, period)
+        if problem:
+            raise ConfigError(problem, key=where)
         tiers_raw = entry.get("tiers", base.tiers)
         if not isinstance(tiers_raw, Mapping):
             raise ConfigError("tiers must map a tier name to a limit", key=where)
-        tiers = {str(t): _limit(n, f"{where}.tiers.{t}") for t, n in tiers_raw.items()}
+        tiers = {str(t): _limit(n, f"{where}.tiers.{t}", period) for t, n in tiers_raw.items()}
         default_tier = entry.get("default_tier", base.default_tier)
         if "default_tier" in entry and not tiers:
             raise ConfigError("default_tier needs tiers", key=where)
@@ -142,6 +172,7 @@ def load_policies(config: Mapping[str, Any] | None) -> dict[str, Policy]:
             )
         if name not in DEFAULT_POLICIES and "limit" not in entry and not tiers:
             raise ConfigError("a new policy needs a limit (or tiers)", key=where)
+        limit = _limit(entry.get("limit", base.limit), where, period)
         subject = entry.get("subject", base.subject)
         if subject not in SUBJECTS:
             raise ConfigError(
@@ -150,7 +181,7 @@ def load_policies(config: Mapping[str, Any] | None) -> dict[str, Policy]:
         policies[str(name)] = Policy(
             str(name),
             limit,
-            float(period),
+            period,
             subject,
             tiers,
             default_tier if tiers else None,
@@ -158,11 +189,14 @@ def load_policies(config: Mapping[str, Any] | None) -> dict[str, Policy]:
     return policies
 
 
-def _limit(value: Any, where: str) -> int | None:
+def _limit(value: Any, where: str, period: float) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"a limit must be a positive integer or null, got {value!r}", key=where)
+    problem = policy_problem(value, period)
+    if problem:
+        raise ConfigError(problem, key=where)
     return value
 
 
@@ -247,6 +281,11 @@ class RateLimiter:
         limit = policy.limit_for(tier)
         if limit is None:
             return RateLimitResult(policy.name, subject, True, None, None, 0.0, 0.0)
+        # Policies from the config were checked when it loaded; this catches one built
+        # in code, before the script would compute with it.
+        problem = policy_problem(limit, policy.period)
+        if problem:
+            raise InvalidArgument(f"rate-limit policy '{policy.name}': {problem}")
         interval = max(1, int(policy.period * 1_000_000) // limit)
         allowed, remaining, retry_us, tat_us = _GCRA(
             self.client,

@@ -499,3 +499,27 @@ def test_progress_is_drawn_on_a_terminal_only_after_a_second() -> None:
             time.sleep(1.05)
             progress(5, 10)
         assert ("5/10" in buffer.getvalue()) is terminal
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "{limit: 5, period: .inf}",
+        "{limit: 99999999999999999999, period: 60}",
+        "{limit: 5, period: 315360001}",
+        "{limit: 5, period: 1.0e+20}",
+        "{limit: 5, period: 0.000001}",
+    ],
+)
+def test_a_rate_limit_out_of_bounds_is_refused_when_the_config_loads(
+    cli: Run, tmp_path: Any, policy: str
+) -> None:
+    """Defect: accepted by `config validate`, then `ratelimit show` crashed (OverflowError)
+    or reported a negative remaining."""
+    config = tmp_path / "devctl.yaml"
+    config.write_text(f"state:\n  rate_limits:\n    login_ip: {policy}\n")
+    for args in (("config", "validate"), ("ratelimit", "show", "login_ip", "1.2.3.4")):
+        result = cli("--config", str(config), *args)
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert "devctl.yaml:3" in result.stderr and "state.rate_limits.login_ip" in result.stderr
+        assert "internal error" not in result.stderr

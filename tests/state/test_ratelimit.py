@@ -138,6 +138,18 @@ def test_policies_from_config(make_state: Callable[..., StateServices]) -> None:
         {"login_ip": {"default_tier": "free"}},
         {"login_ip": {"subject": "ipp"}},
         {"search": {"limit": 3, "period": 60, "subject": None}},
+        # Out of the bounds GCRA handles exactly (defect: accepted, then OverflowError or
+        # a negative remaining when a bucket was checked).
+        {"login_ip": {"period": float("inf")}},
+        {"login_ip": {"period": float("nan")}},
+        {"login_ip": {"period": 1.0e20}},
+        {"login_ip": {"period": 31_536_001}},  # over a year
+        {"login_ip": {"period": 0.000001}},  # under a millisecond
+        {"login_ip": {"limit": 99999999999999999999, "period": 60}},
+        {"login_ip": {"limit": 1_000_000_001, "period": 86400}},
+        {"login_ip": {"limit": 2000, "period": 0.001}},  # an emission interval under 1 us
+        {"connection_request": {"tiers": {"free": 10**12}}},
+        {"connection_request": {"tiers": {"free": 10}, "period": 0.0001}},
     ],
 )
 def test_bad_policy_config_is_a_config_error(config: dict[str, object]) -> None:
@@ -153,3 +165,18 @@ def test_an_empty_subject_is_a_usage_error(state: StateServices) -> None:
             state.ratelimits.reset("login_ip", subject)
     with pytest.raises(UsageError, match="must not be empty"):
         state.ratelimits.check("connection_request", " ", tier="gold")  # even without Redis
+
+
+@pytest.mark.parametrize(
+    ("limit", "period"), [(1, 0.001), (1000, 0.001), (1_000_000_000, 31_536_000), (1, 31_536_000)]
+)
+def test_policies_at_the_bounds_are_exact(state: StateServices, limit: int, period: float) -> None:
+    policies = load_policies({"edge": {"limit": limit, "period": period}})
+    first = state.ratelimits.check(policies["edge"], "k")
+    assert first.allowed and first.remaining == limit - 1 and first.used == 1
+    assert 0 < first.reset_after <= period
+
+
+def test_a_policy_built_in_code_out_of_bounds_is_refused(state: StateServices) -> None:
+    with pytest.raises(UsageError, match="period"):
+        state.ratelimits.peek(Policy("inf", 5, float("inf")), "k")
