@@ -33,7 +33,8 @@ def ensure_no_other_stack(settings: Settings, chosen: Engine) -> None:
         if name != chosen.name and engine_class(settings).is_active():
             raise UsageError(
                 f"a {name} stack is running in {settings.data_dir}",
-                hint=f"`devctl down` it first, or use another --data-dir for the {chosen.name} engine",
+                hint=f"`devctl down` it first, or use another data dir for the {chosen.name} engine",
+                field="data_dir",
             )
 
 

@@ -79,6 +79,7 @@ class DoctorCheck:
     detail: str
     fix: str | None = None
     required: bool = True
+    field: str | None = None  # the input the fix changes (see DevctlError.field)
 
 
 class Engine(ABC):

