@@ -1,7 +1,7 @@
 """The local engine: Valkey and Tansu as detached processes on 127.0.0.1, no Docker.
 
 Layout of the data directory:
-    run/redis.pid, run/kafka.pid   pidfiles (JSON: pid, start time, binary, port)
+    run/redis.pid, run/kafka.pid   pidfiles (devctl.processes records: pid, start time, binary, port)
     logs/redis.log, logs/kafka.log the servers' output
     redis/                         Valkey's config and append-only file
     stack.json                     engine and endpoints of the running stack
@@ -28,8 +28,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 import psutil
 
+from devctl import processes
 from devctl.clients.endpoints import Endpoints
-from devctl.engines import probe, processes
+from devctl.engines import probe
 from devctl.engines.base import (
     SERVICES,
     DoctorCheck,
@@ -39,7 +40,6 @@ from devctl.engines.base import (
     Progress,
     UpResult,
 )
-from devctl.engines.processes import PidRecord
 from devctl.errors import (
     BinaryNotFound,
     DevctlError,
@@ -49,6 +49,7 @@ from devctl.errors import (
     StackNotRunning,
     UsageError,
 )
+from devctl.processes import ProcessRecord
 
 LOG_TAIL_ON_FAILURE = 15
 LOCK_WAIT_S = 60.0
@@ -383,7 +384,7 @@ class LocalEngine(Engine):
         self._up_password = None
         result = UpResult(endpoints=Endpoints(self.name, "", ""))
 
-        running: dict[str, PidRecord] = {}
+        running: dict[str, ProcessRecord] = {}
         start_ports: dict[str, int] = {}
         for service in SERVICES:
             # Before a stale pidfile goes: it holds the port the service last ran on.
@@ -395,9 +396,9 @@ class LocalEngine(Engine):
                 running[service] = record
                 wanted = self.wanted_port(service)
                 explicit = self.settings.sources[SPECS[service].setting_key] != "default"
-                if explicit and wanted not in (0, record.port):
+                if explicit and wanted not in (0, _port(record)):
                     result.notes.append(
-                        f"{service} already runs on port {record.port}; "
+                        f"{service} already runs on port {_port(record)}; "
                         f"run `devctl down` first to move it to {wanted}"
                     )
             else:
@@ -407,7 +408,7 @@ class LocalEngine(Engine):
 
         to_start = [s for s in SERVICES if s not in running]
         result.already_running = [s for s in SERVICES if s in running]
-        ports = {s: running[s].port if s in running else start_ports[s] for s in SERVICES}
+        ports = {s: _port(running[s]) if s in running else start_ports[s] for s in SERVICES}
         self._up_password = (self._choose_password("redis" in running, result.notes),)
         for service in to_start:
             if ports[service] == 0:
@@ -419,7 +420,7 @@ class LocalEngine(Engine):
             self._check_port(service, ports[service])
         binaries = {s: find_binary(s, self._configured_binary(s)) for s in to_start}
 
-        launched: dict[str, PidRecord] = {}
+        launched: dict[str, ProcessRecord] = {}
         failures: dict[str, StartFailure] = {}
         completed = False
         try:
@@ -476,11 +477,11 @@ class LocalEngine(Engine):
         # A restart after a crash keeps the recorded password unless one is configured.
         return configured if configured is not None else self._redis_password()
 
-    def _record_server(self, service: str, record: PidRecord) -> PidRecord:
+    def _record_server(self, service: str, record: ProcessRecord) -> ProcessRecord:
         """Record the process that serves the port, which a wrapper script may have started."""
         try:
             # Without a view of the sockets, the spawned process is the best we know.
-            server = processes.listener(record.pid, record.port) or psutil.Process(record.pid)
+            server = processes.listener(record.pid, _port(record)) or psutil.Process(record.pid)
             with server.oneshot():
                 identified = dataclasses.replace(
                     record,
@@ -527,20 +528,21 @@ class LocalEngine(Engine):
             data={"port": port, "owner": owner},
         )
 
-    def _launch(self, service: str, binary: Binary, port: int) -> PidRecord:
+    def _launch(self, service: str, binary: Binary, port: int) -> ProcessRecord:
         argv = self._argv(service, binary.path, port)
         child, offset = processes.spawn(argv, self.log_file(service), cwd=self.data_dir)
         self._children[service] = child
         self._log_offsets[service] = offset
         try:
-            record = PidRecord(
+            record = ProcessRecord(
+                name=service,
                 pid=child.pid,
                 create_time=psutil.Process(child.pid).create_time(),
                 executable=binary.path,
-                port=port,
-                version=binary_version(binary.path),
                 argv=argv,
                 pgid=child.pid,
+                port=port,
+                version=binary_version(binary.path),
             )
             processes.write_pidfile(self.pidfile(service), record)
         except BaseException:
@@ -580,7 +582,7 @@ class LocalEngine(Engine):
         return path
 
     def _wait_healthy(
-        self, services: dict[str, PidRecord], say: Progress
+        self, services: dict[str, ProcessRecord], say: Progress
     ) -> dict[str, StartFailure]:
         """Wait for every service in parallel; return the ones that failed."""
         failures: dict[str, StartFailure] = {}
@@ -600,8 +602,10 @@ class LocalEngine(Engine):
                     failures[service] = failure
         return failures
 
-    def _wait_one(self, service: str, record: PidRecord, deadline: float) -> StartFailure | None:
-        address = self._address(service, record.port)
+    def _wait_one(
+        self, service: str, record: ProcessRecord, deadline: float
+    ) -> StartFailure | None:
+        address = self._address(service, _port(record))
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             child = self._children.get(service)
@@ -724,7 +728,7 @@ class LocalEngine(Engine):
         # A dead service the command does not need keeps its last address, marked
         # not running so that no client ever connects there.
         ports = {
-            s: r.port if r is not None else (self.last_port(s) or self.wanted_port(s))
+            s: _port(r) if r is not None else (self.last_port(s) or self.wanted_port(s))
             for s, r in records.items()
         }
         return dataclasses.replace(self._endpoints_for(ports), not_running=tuple(dead))
@@ -746,7 +750,7 @@ class LocalEngine(Engine):
             "pid": record.pid,
             "version": record.version,
             "uptime_s": max(time.time() - record.create_time, 0.0),
-            "address": self._address(service, record.port),
+            "address": self._address(service, _port(record)),
         }
 
     @staticmethod
@@ -834,7 +838,7 @@ class LocalEngine(Engine):
                     DoctorCheck(
                         f"{service} port",
                         True,
-                        f"{record.port}: used by devctl's own {service} (pid {record.pid})",
+                        f"{_port(record)}: used by devctl's own {service} (pid {record.pid})",
                     )
                 )
             elif port == 0 or processes.port_is_free(port):
@@ -874,6 +878,16 @@ class LocalEngine(Engine):
                 )
             )
         return checks
+
+
+def _port(record: ProcessRecord) -> int:
+    """The port a server's record names: every pidfile this engine writes has one."""
+    if record.port is None:
+        raise OperationFailed(
+            f"the {record.name or 'server'} pidfile (pid {record.pid}) names no port",
+            hint="`devctl down` stops it; `devctl up` then writes a complete pidfile",
+        )
+    return record.port
 
 
 def _url_password(url: str) -> str | None:
