@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +89,31 @@ class OwnStack:
         # Also after every restart: the embedded broker keeps topics in memory only.
         admin = make_admin(self.endpoints, self.settings)
         admin.create_topics([NewTopic(self.topic, 1, 1)])[self.topic].result(timeout=10)
+
+    def kill_broker(self) -> None:
+        """SIGKILL the broker (as a crash would) and wait until it is gone."""
+        from devctl.engines.processes import has_exited, read_pidfile
+
+        record = read_pidfile(self.engine.pidfile("kafka"))
+        assert record is not None
+        os.kill(record.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not has_exited(record.pid):
+            assert time.monotonic() < deadline, "the killed broker did not exit"
+            time.sleep(0.05)
+
+    def start_again(self) -> None:
+        """`up` on the same ports, once the kernel lets the killed broker's port go."""
+        from devctl.errors import PortInUse
+
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.engine.up()
+                return
+            except PortInUse:
+                assert time.monotonic() < deadline, "the broker's port was not released"
+                time.sleep(0.2)
 
     def producer(self, **kwargs: Any) -> EventProducer:
         """A producer that reconnects fast; closed before the stack stops."""

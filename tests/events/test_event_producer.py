@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,8 +15,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf
-from devctl.engines.processes import free_port, has_exited, read_pidfile
-from devctl.errors import PortInUse
+from devctl.engines.processes import free_port
 from devctl.events.envelope import decode_event
 from devctl.events.errors import (
     DeliveryFailed,
@@ -207,19 +204,8 @@ def test_producer_recovers_when_the_broker_restarts_with_nothing_in_flight(
     topic, producer, login = stack.topic, stack.producer(), "devconnect.user.login"
     assert producer.publish(login, {"userId": "before"}, topic=topic).result(10).ok
 
-    record = read_pidfile(stack.engine.pidfile("kafka"))
-    assert record is not None
-    os.kill(record.pid, signal.SIGKILL)  # nothing in flight
-    deadline = time.monotonic() + 10
-    while not has_exited(record.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    while True:  # same port: wait until the kernel lets it go
-        try:
-            stack.engine.up()
-            break
-        except PortInUse:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    stack.kill_broker()  # nothing in flight
+    stack.start_again()
     stack.create_topic()
 
     started = time.monotonic()

@@ -500,8 +500,6 @@ def _wait_for(predicate: Any, timeout: float) -> bool:
 
 @pytest.mark.slow
 def test_tail_says_when_the_broker_stops_answering_and_when_it_is_back(own_stack: Any) -> None:
-    from devctl.engines.processes import has_exited, read_pidfile
-    from devctl.errors import PortInUse
     from devctl.events.tail import Tail
 
     stack = own_stack("silent", delivery_timeout_ms=5000)
@@ -516,22 +514,12 @@ def test_tail_says_when_the_broker_stops_answering_and_when_it_is_back(own_stack
     thread, stop = _follow_in_thread(reader)
     try:
         time.sleep(0.5)
-        record = read_pidfile(stack.engine.pidfile("kafka"))
-        assert record is not None
-        os.kill(record.pid, signal.SIGKILL)
+        stack.kill_broker()
         timeout = stack.settings.kafka.request_timeout_ms / 1000
         assert _wait_for(lambda: any("does not answer" in n for n in notices), timeout + 15), (
             notices
         )
-        assert _wait_for(lambda: has_exited(record.pid), 10)
-        deadline = time.monotonic() + 15
-        while True:  # same port: wait until the kernel lets it go
-            try:
-                stack.engine.up()
-                break
-            except PortInUse:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        stack.start_again()
         assert _wait_for(lambda: any("answers again" in n for n in notices), 20), notices
         assert notices[0].startswith(f"the broker at {stack.endpoints.kafka_brokers}")
     finally:
@@ -577,24 +565,6 @@ def test_an_offset_past_the_end_is_warned_about(devctl: Any, known: Known) -> No
     assert "--type USER_LOGIN is today's name of devconnect.user.login" in legacy.stderr
     typo = devctl("tail", known.topic, "--no-follow", "--type", "devconnect.user.lgoin")
     assert "did you mean devconnect.user.login?" in typo.stderr
-
-
-def _restart_broker(stack: Any) -> None:
-    from devctl.engines.processes import has_exited, read_pidfile
-    from devctl.errors import PortInUse
-
-    record = read_pidfile(stack.engine.pidfile("kafka"))
-    assert record is not None
-    os.kill(record.pid, signal.SIGKILL)
-    assert _wait_for(lambda: has_exited(record.pid), 10)
-    deadline = time.monotonic() + 15
-    while True:  # same port: wait until the kernel lets it go
-        try:
-            stack.engine.up()
-            break
-        except PortInUse:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -645,7 +615,8 @@ def test_tail_reads_a_partition_the_restarted_broker_reset(own_stack: Any) -> No
     thread, stop = _follow_in_thread(reader, shown)
     try:
         time.sleep(1.0)
-        _restart_broker(stack)
+        stack.kill_broker()
+        stack.start_again()
         stack.create_topic()
         with EventProducer(stack.endpoints, stack.settings, **{"linger.ms": 0}) as after:
             for index in range(2):
