@@ -106,6 +106,25 @@ def _forget_group(ctx: CheckContext, group: str) -> None:
     ctx.defer(delete)
 
 
+def _one_off_runtime(
+    ctx: CheckContext, topic: str, group: str, producer: EventProducer
+) -> ConsumerRuntime:
+    """A runtime pinned to a private topic's partition 0 that takes the check's own
+    records (they carry the check header), with no idempotency guard."""
+    return ConsumerRuntime(
+        ctx.endpoints,
+        ctx.settings,
+        group=group,
+        partitions=[(topic, 0)],
+        redis_client=ctx.redis,
+        idempotency=False,
+        skip_check_records=False,
+        lag_interval=0,
+        stall_limit=ctx.timeout * 2,  # a server that hangs mid-check ends it
+        producer=producer,
+    )
+
+
 def _committed(ctx: CheckContext, group: str, topic: str) -> int:
     consumer = Consumer(consumer_conf(ctx.endpoints, ctx.settings, group_id=group))
     try:
@@ -163,18 +182,7 @@ def invalid_to_dlq(ctx: CheckContext) -> str:
         ACTIVITY, {"userId": ctx.run_id, "action": "sentinel"}, topic=topic, headers=MARK
     )
     expect(producer.flush(ctx.timeout * 2) == 0, "records not delivered")
-    runtime = ConsumerRuntime(
-        ctx.endpoints,
-        ctx.settings,
-        group=group,
-        partitions=[(topic, 0)],
-        redis_client=ctx.redis,
-        idempotency=False,
-        skip_check_records=False,
-        lag_interval=0,
-        stall_limit=ctx.timeout * 2,  # a server that hangs mid-check ends it
-        producer=producer,
-    )
+    runtime = _one_off_runtime(ctx, topic, group, producer)
     runtime.on(ACTIVITY, lambda _event: runtime.stop())
     with _quiet_runtime():
         counters = runtime.run(install_signals=False, until_idle=ctx.timeout * 2)
@@ -297,18 +305,7 @@ def other_writers(ctx: CheckContext) -> str:
     producer.publish_raw(topic, legacy, key=ctx.run_id.encode(), headers=MARK)
     expect(producer.flush(ctx.timeout * 2) == 0, "records not delivered")
     seen: list[Event] = []
-    runtime = ConsumerRuntime(
-        ctx.endpoints,
-        ctx.settings,
-        group=group,
-        partitions=[(topic, 0)],
-        redis_client=ctx.redis,
-        idempotency=False,
-        skip_check_records=False,
-        lag_interval=0,
-        stall_limit=ctx.timeout * 2,  # a server that hangs mid-check ends it
-        producer=producer,
-    )
+    runtime = _one_off_runtime(ctx, topic, group, producer)
 
     def handle(event: Event) -> None:
         seen.append(event)
