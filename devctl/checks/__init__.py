@@ -12,7 +12,12 @@ left behind (a daemon thread), so a hung server can never hang the run. Once a
 server failed to answer, the groups that need it are skipped, and any later use
 of it by a check (a command on ``ctx.redis``, or ``ctx.admin``) fails at once;
 such a check is skipped rather than left to wait out its own timeouts or retry
-for ever.
+for ever. A check can fail of a server that stops answering in ways no error
+type tells (a timeout of its own, a delivery that never completes), so after any
+failure the servers the run still needs are probed (one PING, one metadata
+request, each within its timeout): one that does not answer is down from then
+on, hung or dead, at the start of the run or in the middle. A server the engine
+already knows is not running is down from the start.
 
 Adding checks for a new area: write a module here and add it to CHECK_MODULES.
 """
@@ -25,7 +30,7 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +53,8 @@ CHECK_MODULES = (
 # also use another server (the events checks use Redis for the idempotency guard)
 # are found out when they touch it: see CheckContext.redis.
 GROUP_SERVER = {"redis": "redis", "kafka": "kafka", "events": "kafka", "state": "redis"}
+# Every server a group's checks may use: probed after one of them fails.
+GROUP_USES = {"redis": ("redis",), "kafka": ("kafka",), "events": ("kafka", "redis")}
 
 # A check gets this many times the longest configured timeout (Kafka request, or Redis
 # connect + reply) before it is abandoned: checks wait for at most a few such timeouts
@@ -108,10 +115,14 @@ class CheckContext:
         self.run_id = new_run_id()
         self.deadline = check_deadline(settings) if deadline is None else deadline
         # Servers that did not answer earlier in this run -> why.
-        self.down: dict[str, str] = {}
+        self.down: dict[str, str] = {
+            server: f"{server} is not running" for server in endpoints.not_running
+        }
         self._redis: redis.Redis | None = None
         self._admin: Any = None
-        self._cleanups: list[Callable[[], Any]] = []
+        # (what it removes, the clean-up); `what` names it when it cannot run.
+        self._cleanups: list[tuple[str, Callable[[], Any]]] = []
+        self.current_check = ""
 
     @property
     def redis(self) -> redis.Redis:
@@ -140,6 +151,38 @@ class CheckContext:
             error = RedisUnavailable if server == "redis" else KafkaUnavailable
             raise error(f"not sent: {server} did not answer earlier in this run")
 
+    def probe(self, servers: Collection[str]) -> dict[str, str]:
+        """The servers among ``servers`` (not already down) that do not answer now -> why.
+
+        They are probed in parallel, each within its own timeout (Redis connect + reply,
+        one Kafka metadata request) and the check deadline: a hung server costs one
+        timeout, not one per check still to run.
+        """
+        wanted = [s for s in dict.fromkeys(servers) if s not in self.down]
+        found: dict[str, str] = {}
+
+        def one(server: str) -> None:
+            try:
+                if server == "redis":
+                    self.redis.ping()
+                else:
+                    self.admin.list_topics(timeout=self.timeout)
+            except Exception as exc:
+                found[server] = f"{server} stopped answering: {_describe(exc)}"
+
+        workers = [
+            threading.Thread(target=one, args=(s,), name=f"devctl probe {s}", daemon=True)
+            for s in wanted
+        ]
+        for worker in workers:
+            worker.start()
+        limit = time.monotonic() + self.deadline
+        for server, worker in zip(wanted, workers, strict=True):
+            worker.join(max(0.0, limit - time.monotonic()))
+            if worker.is_alive():
+                found[server] = f"{server} stopped answering: no answer within {self.deadline:g}s"
+        return {s: found[s] for s in wanted if s in found}
+
     @property
     def admin(self) -> Any:
         self._fail_if_down("kafka")
@@ -156,31 +199,38 @@ class CheckContext:
     def key(self, name: str) -> str:
         """A Redis key unique to this run; deleted at the end."""
         key = f"{self.settings.redis.key_prefix}{self.run_id}:{name}"
-        self.defer(lambda: self.redis.delete(key))
+        self.defer(lambda: self.redis.delete(key), what=f"Redis key {key}")
         return key
 
-    def defer(self, cleanup: Callable[[], Any]) -> None:
-        self._cleanups.append(cleanup)
+    def defer(self, cleanup: Callable[[], Any], what: str | None = None) -> None:
+        """Run ``cleanup`` at the end of the run; ``what`` says what it removes."""
+        if what is None:
+            name = getattr(cleanup, "__name__", "<lambda>")
+            what = f"clean-up {name}" if not name.startswith("<") else "a clean-up"
+            if self.current_check:
+                what += f" of check '{self.current_check}'"
+        self._cleanups.append((what, cleanup))
 
     def close(self) -> list[str]:
-        """Run every clean-up (newest first); return the ones that failed."""
+        """Run every clean-up (newest first); return the ones that failed, each saying
+        what was left behind."""
         problems = []
         interrupted: KeyboardInterrupt | None = None
-        for cleanup in reversed(self._cleanups):
-            name = getattr(cleanup, "__name__", "cleanup")
+        left = f"left behind under run id {self.run_id}"
+        for what, cleanup in reversed(self._cleanups):
             try:
-                finished, _ = within(cleanup, self.deadline, f"clean-up {name}")
+                finished, _ = within(cleanup, self.deadline, f"clean-up {what}")
                 if not finished:
-                    problems.append(f"{name}: no answer within {self.deadline:g}s")
+                    problems.append(f"{what}: no answer within {self.deadline:g}s; {left}")
             except KeyboardInterrupt as exc:
                 # Ctrl-C or SIGTERM that lands during the clean-up: finish the others
                 # first, then stop; a second one stops at once.
                 if interrupted is not None:
                     raise
                 interrupted = exc
-                problems.append(f"{name}: interrupted")
+                problems.append(f"{what}: interrupted; {left}")
             except Exception as exc:
-                problems.append(f"{name}: {exc}")
+                problems.append(f"{what}: {_describe(exc)}; {left}")
         self._cleanups.clear()
         if self._redis is not None:
             self._redis.close()
@@ -227,6 +277,11 @@ def check(group: str, name: str, *, gate: bool = False) -> Callable[[CheckFunc],
     return decorate
 
 
+def servers_used(checks: list[Check]) -> set[str]:
+    """Every server some of ``checks`` may use."""
+    return {s for c in checks for s in GROUP_USES.get(c.group, (GROUP_SERVER.get(c.group),)) if s}
+
+
 def all_checks() -> list[Check]:
     for module in CHECK_MODULES:
         importlib.import_module(module)
@@ -239,10 +294,16 @@ class Report:
     unreachable: dict[str, str]  # group -> why its gate failed: the stack is not reachable
     cleanup_problems: list[str]
     seconds: float
+    # server -> why: did not answer (hung or dead) at some point of the run
+    down: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(r.status == "pass" for r in self.results) and not self.cleanup_problems
+        return (
+            all(r.status == "pass" for r in self.results)
+            and not self.cleanup_problems
+            and not self.down
+        )
 
 
 def run_checks(
@@ -262,10 +323,16 @@ def run_checks(
     ctx = CheckContext(settings, endpoints, deadline)
     results: list[CheckResult] = []
     unreachable: dict[str, str] = {}
+    chosen = [
+        item
+        for item in (all_checks() if checks is None else checks)
+        if not groups or item.group in groups
+    ]
+    # A server known not to run counts only if these checks use it.
+    used = servers_used(chosen)
+    ctx.down = {s: why for s, why in ctx.down.items() if s in used}
     try:
-        for item in all_checks() if checks is None else checks:
-            if groups and item.group not in groups:
-                continue
+        for index, item in enumerate(chosen):
             server = GROUP_SERVER.get(item.group)
             if item.group in unreachable:
                 result = CheckResult(
@@ -277,7 +344,9 @@ def run_checks(
                 )
             else:
                 known_down = set(ctx.down)
+                ctx.current_check = item.name
                 result, failed_server = _run_one(item, ctx)
+                ctx.current_check = ""
                 if result.detail == "unreachable":
                     failed_server = failed_server or server
                     if failed_server in known_down:
@@ -294,12 +363,23 @@ def run_checks(
                             ctx.down[failed_server] = result.reason
                         if item.gate:
                             unreachable[item.group] = result.reason
+                elif result.status == "fail":
+                    # Did it fail because a server stopped answering? Ask the servers
+                    # this check and the ones still to run use, so those checks are
+                    # skipped instead of each waiting out its own timeouts.
+                    wanted = [*GROUP_USES.get(item.group, ()), server]
+                    wanted += [GROUP_SERVER.get(later.group) for later in chosen[index + 1 :]]
+                    silent = ctx.probe([s for s in wanted if s is not None])
+                    ctx.down.update(silent)
+                    mine = [s for s in GROUP_USES.get(item.group, (server,)) if s in silent]
+                    if mine:
+                        result.reason += f" ({' and '.join(mine)} stopped answering)"
             results.append(result)
             if on_result:
                 on_result(result)
     finally:
         problems = ctx.close()
-    return Report(results, unreachable, problems, time.perf_counter() - started)
+    return Report(results, unreachable, problems, time.perf_counter() - started, dict(ctx.down))
 
 
 def within(func: Callable[[], Any], seconds: float, name: str) -> tuple[bool, Any]:
@@ -359,11 +439,19 @@ def _run_one(item: Check, ctx: CheckContext) -> tuple[CheckResult, str | None]:
         # A C extension interrupted by Ctrl-C reports SystemError; let Ctrl-C win.
         if isinstance(exc.__context__, KeyboardInterrupt):
             raise KeyboardInterrupt from exc
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = _describe(exc)
         result = CheckResult(
             item.group, item.name, "fail", _ms(started), reason, traceback.format_exc()
         )
         return result, None
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``; a timeout raised without a message (a future's result) says so."""
+    message = str(exc)
+    if not message and isinstance(exc, TimeoutError):
+        message = "no answer in time"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _ms(started: float) -> float:

@@ -182,7 +182,10 @@ def group_resume(ctx: CheckContext) -> str:
     group = f"{ctx.run_id}-group"
     futures = ctx.admin.create_topics([NewTopic(topic, 1, 1)], request_timeout=ctx.timeout)
     futures[topic].result(timeout=ctx.timeout)
-    ctx.defer(lambda: ctx.admin.delete_topics([topic])[topic].result(timeout=ctx.timeout))
+    ctx.defer(
+        lambda: ctx.admin.delete_topics([topic])[topic].result(timeout=ctx.timeout),
+        what=f"topic {topic}",
+    )
 
     producer = Producer(producer_conf(ctx.endpoints, ctx.settings))
     for index in range(4):
@@ -201,7 +204,7 @@ def group_resume(ctx: CheckContext) -> str:
     # Partitions are assigned (not subscribed) so the check does not wait for a
     # group join; the committed offsets still live in the group.
     first = Consumer(consumer_conf(ctx.endpoints, ctx.settings, group_id=group))
-    ctx.defer(lambda: _delete_group(ctx, group))
+    ctx.defer(lambda: _delete_group(ctx, group), what=f"consumer group {group}")
     try:
         first.assign([TopicPartition(topic, 0, 0)])
         got = read(first, 2)

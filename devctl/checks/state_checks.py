@@ -34,7 +34,7 @@ def _state(ctx: CheckContext) -> StateServices:
             if mine:
                 ctx.redis.hdel(registry, *mine)
 
-        ctx.defer(purge_state_keys)
+        ctx.defer(purge_state_keys, what="the state checks' Redis keys and instances")
     return _SERVICES[ctx]
 
 
