@@ -14,24 +14,24 @@ See docs/state.md for the design.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import redis
-
-from devctl.state.keys import KeySchema
-from devctl.state.messages import MessageCache
-from devctl.state.presence import Presence, PresenceStatus
-from devctl.state.pubsub import PubSub
-from devctl.state.ratelimit import RateLimiter, load_policies
-from devctl.state.sessions import SessionInfo, Sessions
-from devctl.state.user_cache import UserCache
-from devctl.state.validate import InvalidArgument
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import redis
+
     from devctl.clients.endpoints import Endpoints
     from devctl.config.loader import Settings
     from devctl.config.schema import StateSettings
+    from devctl.state.keys import KeySchema
+    from devctl.state.messages import MessageCache
+    from devctl.state.presence import Presence, PresenceStatus
+    from devctl.state.pubsub import PubSub
+    from devctl.state.ratelimit import RateLimiter
+    from devctl.state.sessions import SessionInfo, Sessions
+    from devctl.state.user_cache import UserCache
+    from devctl.state.validate import InvalidArgument
 
 __all__ = [
     "InvalidArgument",
@@ -48,6 +48,35 @@ __all__ = [
     "build",
     "from_settings",
 ]
+
+# The services import redis-py (~90 ms); importing them here, as this package once
+# did, made every import of a submodule (`devctl keys` needs only state.keys) pay
+# for it. They are loaded on first use of the name instead.
+_LAZY = {
+    "InvalidArgument": "devctl.state.validate",
+    "KeySchema": "devctl.state.keys",
+    "MessageCache": "devctl.state.messages",
+    "Presence": "devctl.state.presence",
+    "PresenceStatus": "devctl.state.presence",
+    "PubSub": "devctl.state.pubsub",
+    "RateLimiter": "devctl.state.ratelimit",
+    "SessionInfo": "devctl.state.sessions",
+    "Sessions": "devctl.state.sessions",
+    "UserCache": "devctl.state.user_cache",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is an ordinary global
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 @dataclass
@@ -75,6 +104,14 @@ def build(
     client: redis.Redis, state: StateSettings, *, prefix: str = "devconnect:", stats: bool = True
 ) -> StateServices:
     """Wire the services around an existing client (which must decode responses)."""
+    from devctl.state.keys import KeySchema
+    from devctl.state.messages import MessageCache
+    from devctl.state.presence import Presence
+    from devctl.state.pubsub import PubSub
+    from devctl.state.ratelimit import RateLimiter, load_policies
+    from devctl.state.sessions import Sessions
+    from devctl.state.user_cache import UserCache
+
     keys = KeySchema(prefix)
     return StateServices(
         client=client,
