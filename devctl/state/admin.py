@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from devctl.state._redis import redis_operation
 from devctl.state.keys import KINDS, glob_escape
-from devctl.state.validate import ttl_ms
+from devctl.state.validate import InvalidArgument, ttl_ms
 
 if TYPE_CHECKING:
     from devctl.state import StateServices
@@ -161,11 +161,22 @@ def seed_user(user_id: str, n: int) -> dict[str, Any]:
 SEED_MAX_USERS = 10_000
 SEED_MAX_INSTANCES = 100
 
+# Hard limits, refused even when asked to (InvalidArgument): a seed holds its ids in
+# memory, and `presence list` sorts at most 100,000 users, so more serves no demo or
+# load test on one machine and only ends in a MemoryError or hours of writing.
+SEED_HARD_MAX_USERS = 1_000_000
+SEED_HARD_MAX_INSTANCES = 10_000
+
 # Users (sessions) or connections written per pipeline while seeding; progress is
 # reported after each batch.
 SEED_BATCH = 500
 
 Progress = Callable[[int, int], None]  # (done, total)
+
+
+def _check_seed_size(n: int, what: str, hard_max: int) -> None:
+    if not 1 <= n <= hard_max:
+        raise InvalidArgument(f"{what} must be between 1 and {hard_max:,}, got {n:,}")
 
 
 def seed_run_id() -> str:
@@ -189,6 +200,7 @@ def seed_sessions(
     progress: Progress | None = None,
 ) -> SeededSessions:
     """Cache ``users`` seeded users and create one session for each."""
+    _check_seed_size(users, "the number of users", SEED_HARD_MAX_USERS)
     if ttl is not None:
         ttl_ms(ttl, "session ttl")  # refuse a bad TTL before writing anything
     out = SeededSessions()
@@ -236,6 +248,8 @@ def seed_presence(
     leases, and each run's connections go (and are reported) with its own instances.
     The user ids are the same for every run with the same prefix.
     """
+    _check_seed_size(users, "the number of users", SEED_HARD_MAX_USERS)
+    _check_seed_size(instances, "the number of instances", SEED_HARD_MAX_INSTANCES)
     run = seed_run_id()
     names = [f"seed-{run}-instance-{k}" for k in range(1, instances + 1)]
     ids = [f"{id_prefix}{n:05d}" for n in range(1, users + 1)]

@@ -469,14 +469,16 @@ def test_seed_summaries_go_to_stderr_and_use_singulars(cli: Run, state: StateSer
     [line] = shown.stdout.splitlines()  # stdout holds the token line only
     user, token = line.split("\t")
     assert user == "seed-user-00001" and state.sessions.validate(token) is not None
-    assert "seeded 1 user with one session each" in shown.stderr and "id seed-user-00001" in (
+    assert "seeded 1 user with one session (" in shown.stderr and "id seed-user-00001" in (
         shown.stderr
     )
-    assert "seeded 2 users" in ok(cli("sessions", "seed", "--users", "2")).stderr
+    two = ok(cli("sessions", "seed", "--users", "2")).stderr
+    assert "seeded 2 users with one session each" in two
     presence = ok(cli("presence", "seed", "--users", "1", "--instances", "1"))
     assert presence.stdout == ""
     # The one user has a second tab, on the same (only) instance.
     assert "2 connections of 1 user on 1 instance (1 went online)" in presence.stderr
+    assert "the instance stays alive for 600s" in presence.stderr
     assert ok(cli("sessions", "count")).stdout == "3 live sessions, 2 users\n"
     revoked = ok(cli("sessions", "revoke", "--user", "seed-user-00002", "--yes"))
     assert "revoked 1 session of seed-user-00002" in revoked.stderr and revoked.stdout == ""
@@ -523,3 +525,19 @@ def test_a_rate_limit_out_of_bounds_is_refused_when_the_config_loads(
         assert result.returncode == EXIT_USAGE, result.stderr
         assert "devctl.yaml:3" in result.stderr and "state.rate_limits.login_ip" in result.stderr
         assert "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("presence", "seed", "--users", "100000000000000000000", "--yes"),
+        ("presence", "seed", "--users", "10", "--instances", "100000000000000000000", "--yes"),
+        ("sessions", "seed", "--users", "100000000000000000000", "--yes"),
+    ],
+)
+def test_seeding_has_a_hard_upper_limit(cli: Run, state: StateServices, args: Any) -> None:
+    """Defect: a huge --users with --yes ended in a MemoryError (internal error)."""
+    result = cli(*args)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert "between 1 and" in result.stderr and "internal error" not in result.stderr
+    assert state.presence.known_users() == [] and state.sessions.count() == (0, 0)

@@ -161,7 +161,9 @@ def seed(
     app.info(
         f"[green]✔[/green] {counted(seeded.connections, 'connection')} of "
         f"{counted(len(seeded.users), 'user')} on {counted(len(seeded.instances), 'instance')} "
-        f"({seeded.went_online:,} went online); the instances stay alive for {ttl:g}s"
+        f"({seeded.went_online:,} went online); "
+        + ("the instances stay" if len(seeded.instances) > 1 else "the instance stays")
+        + f" alive for {ttl:g}s"
     )
 
 

@@ -113,7 +113,8 @@ def seed(
         ids += f"..{escape(seeded.users[-1])}"
     # The summary goes to stderr: with --show-tokens, stdout holds the token lines only.
     app.info(
-        f"[green]✔[/green] seeded {counted(len(seeded.users), 'user')} with one session each "
+        f"[green]✔[/green] seeded {counted(len(seeded.users), 'user')} with one session"
+        f"{' each' if len(seeded.users) > 1 else ''} "
         f"(expiring in {duration(lifetime)}); {'ids' if len(seeded.users) > 1 else 'id'} {ids}"
     )
     if show_tokens:
