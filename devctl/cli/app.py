@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.main import get_command as typer_command
 
 from devctl import __version__
 from devctl.config import envvars
@@ -124,11 +125,19 @@ COMMAND_SERVICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def debug_enabled(value: str | None) -> bool:
+    """DEVCTL_DEBUG=1/true/yes turns details on; 0/false/no/empty leaves them off."""
+    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def get_app(ctx: typer.Context) -> Application:
     root = ctx.find_root()
     if not isinstance(root.obj, Application):
         root.obj = Application()
     return root.obj
+
+
+VERBOSE_HELP = "Show details of errors and debug logs (also DEVCTL_DEBUG=1)."
 
 
 def _version_callback(value: bool) -> None:
@@ -157,9 +166,7 @@ def root(
             "--config", "-c", help="Config file (default: ./devctl.yaml or ./config/devctl.yaml)."
         ),
     ] = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show details of errors.")
-    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
     version: Annotated[
         bool | None,
         typer.Option(
@@ -171,9 +178,64 @@ def root(
     application = get_app(ctx)
     application.config_path = str(config) if config else None
     application.command = ctx.invoked_subcommand
-    from devctl.cli.main import debug_enabled
+    # `or`: a -v after the command (see _verbose_option) may have been parsed first.
+    application.verbose = (
+        application.verbose or verbose or debug_enabled(os.environ.get(envvars.DEBUG))
+    )
+    from devctl.logging_setup import configure_logging
 
-    application.verbose = verbose or debug_enabled(os.environ.get(envvars.DEBUG))
+    configure_logging(verbose=application.verbose)
+
+
+def _late_verbose(ctx: typer.Context, value: bool) -> None:
+    """-v/--verbose given after the command: as if given before it."""
+    application = get_app(ctx)
+    if value and not application.verbose:
+        application.verbose = True
+        from devctl.logging_setup import configure_logging
+
+        # Logging was set up by the root callback, which ran before this was parsed.
+        configure_logging(verbose=True)
+
+
+def _verbose_option() -> Any:
+    """The -v/--verbose option of every command and group, as Typer builds it.
+
+    Typer reads root options only before the command (`devctl -v status`); this one
+    option, added to every command below the root, lets `devctl status -v` mean the
+    same. Typer builds the parameter from a declaration, so it is parsed, shown in
+    help and completed like any other.
+    """
+    holder = typer.Typer(add_completion=False)
+
+    @holder.command()
+    def options(
+        verbose: Annotated[
+            bool,
+            typer.Option(
+                "--verbose", "-v", help=VERBOSE_HELP, callback=_late_verbose, expose_value=False
+            ),
+        ] = False,
+    ) -> None:
+        """Never run: it only declares the option."""
+
+    (option,) = typer_command(holder).params
+    return option
+
+
+def build_command(args: Sequence[str]) -> Any:
+    """The command line's Typer command tree, with -v/--verbose on every command."""
+    root_command = typer_command(load_commands(args))
+    option = _verbose_option()
+
+    def add(command: Any) -> None:
+        for child in (getattr(command, "commands", None) or {}).values():
+            if all(param.name != option.name for param in child.params):
+                child.params.append(option)
+            add(child)
+
+    add(root_command)
+    return root_command
 
 
 # Each top-level command (or group) and the module whose `register(app)` adds it;

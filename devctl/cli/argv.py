@@ -1,9 +1,8 @@
 """What the raw command line says before Typer parses it.
 
-The entry point needs three answers before Typer runs: which top-level command is
-asked for (only its module is imported and built), whether errors should be JSON
-(``--json``), and whether ``-v/--verbose`` was given after the command (Typer takes
-root options only before it, so they are moved there).
+The entry point needs two answers before Typer runs: which top-level command is
+asked for (only its module is imported and built), and whether errors should be
+JSON (``--json``): a usage error stops Typer before it parses the command's options.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from collections.abc import Sequence
 
 # Root options that take a value; the token after them is not the command.
 _ROOT_WITH_VALUE = ("--config", "-c")
-VERBOSE = ("-v", "--verbose")
 
 
 def command_index(args: Sequence[str]) -> int | None:
@@ -38,24 +36,6 @@ def command_name(args: Sequence[str]) -> str | None:
 def _options(args: Sequence[str]) -> Sequence[str]:
     """The tokens that may be options: everything before a bare ``--``."""
     return args[: args.index("--")] if "--" in args else args
-
-
-def hoist_verbose(args: Sequence[str]) -> list[str]:
-    """Move -v/--verbose given after the command to the front, where Typer reads it."""
-    index = command_index(args)
-    if index is None:
-        return list(args)
-    head, tail = list(args[:index]), list(args[index:])
-    end = tail.index("--") if "--" in tail else len(tail)
-    moved = [token for token in tail[:end] if token in VERBOSE]
-    if not moved:
-        return list(args)
-    kept = [token for token in tail[:end] if token not in VERBOSE] + tail[end:]
-    return ["--verbose", *head, *kept]
-
-
-def wants_verbose(args: Sequence[str]) -> bool:
-    return any(token in VERBOSE for token in _options(args))
 
 
 def wants_json(args: Sequence[str]) -> bool:

@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from devctl.cli.argv import hoist_verbose, wants_json, wants_verbose
+from devctl.cli.app import Application, build_command, debug_enabled, make_console
+from devctl.cli.argv import wants_json
+from devctl.config.envvars import DEBUG
 from devctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, DevctlError
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-
-def debug_enabled(value: str | None) -> bool:
-    """DEVCTL_DEBUG=1/true/yes turns details on; 0/false/no/empty leaves them off."""
-    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-def _verbose(args: Sequence[str]) -> bool:
-    from devctl.config.envvars import DEBUG
-
-    return wants_verbose(args) or debug_enabled(os.environ.get(DEBUG))
 
 
 def render_error(exc: DevctlError, console: Console, verbose: bool) -> None:
@@ -51,13 +41,16 @@ def json_error(code: str, message: str, hint: str | None = None, **extra: str) -
 class _Errors:
     """Writes errors to stderr, as prose or as JSON; exits with the error's code."""
 
-    def __init__(self, as_json: bool, verbose: bool) -> None:
+    def __init__(self, as_json: bool, application: Application) -> None:
         self.as_json = as_json
-        self.verbose = verbose
+        self.application = application
+
+    @property
+    def verbose(self) -> bool:
+        # Read when an error is rendered: Typer sets it while parsing (-v anywhere).
+        return self.application.verbose
 
     def _console(self) -> Console:
-        from devctl.cli.app import make_console
-
         return make_console(stderr=True)
 
     def devctl(self, exc: DevctlError) -> None:
@@ -132,8 +125,12 @@ def _click_message(exc: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = hoist_verbose(sys.argv[1:] if argv is None else argv)
-    errors = _Errors(as_json=wants_json(args), verbose=_verbose(args))
+    args = list(sys.argv[1:] if argv is None else argv)
+    # Verbose from the environment already, for errors Typer finds before it reads -v.
+    application = Application(verbose=debug_enabled(os.environ.get(DEBUG)))
+    # --json is read from the raw arguments: a usage error (an unknown option) stops
+    # Typer before it has parsed the command's --json, and it must be JSON all the same.
+    errors = _Errors(as_json=wants_json(args), application=application)
     from typer import Abort
 
     try:
@@ -146,11 +143,11 @@ def main(argv: list[str] | None = None) -> None:
         typer_compat.install()
         if not args or {"-h", "--help"} & set(args):
             typer_compat.import_rich_utils()
-        from devctl.cli.app import load_commands
-
         # standalone_mode=False: Typer hands back its exceptions (usage errors, a
         # prompt's Ctrl-C) and exit codes, so they are rendered here like ours.
-        result = load_commands(args)(args=args, prog_name="devctl", standalone_mode=False)
+        result = build_command(args).main(
+            args=args, prog_name="devctl", standalone_mode=False, obj=application
+        )
     except DevctlError as exc:
         errors.devctl(exc)
     except Abort as exc:
