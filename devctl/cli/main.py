@@ -54,8 +54,13 @@ class _Errors:
         return make_console(stderr=True)
 
     def devctl(self, exc: DevctlError) -> None:
+        from devctl.cli.flags import name_flags
+
+        name_flags(exc)  # the domain's field names become the flags that set them
         if self.as_json:
             extra = {"details": exc.details} if self.verbose and exc.details else {}
+            if exc.field:
+                extra["field"] = exc.field
             self._write(json_error(exc.error_code, exc.message, exc.hint, **extra))
         else:
             render_error(exc, self._console(), self.verbose)
@@ -65,6 +70,9 @@ class _Errors:
         """A parse error found by Typer (unknown option, missing argument...)."""
         if self.as_json:
             self._write(json_error("usage", _click_message(exc), "see --help"))
+        elif not sys.stderr.isatty():
+            # Rich's box wraps the message at 80 columns in a pipe or a log file.
+            exc.show()  # type: ignore[attr-defined]
         else:
             try:
                 from devctl.cli.typer_compat import import_rich_utils

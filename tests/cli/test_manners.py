@@ -241,3 +241,26 @@ def test_logs_hide_tansu_group_lookup_noise_unless_all(stack: Stack, env: dict[s
     assert default.returncode == 0, default.stderr
     assert f'"{group}"' not in default.stdout
     assert "listening on" in default.stdout  # the rest of the log is still there
+
+
+def test_piped_usage_errors_are_one_plain_line(stopped: dict[str, str]) -> None:
+    bad = run("topics", "create", "x", "--partitions", "0", env=stopped)
+    assert bad.returncode == EXIT_USAGE
+    assert (
+        "Error: Invalid value for '--partitions' / '-p': Input should be greater than or equal to 1"
+        in bad.stderr
+    )
+    assert "╭" not in bad.stderr  # no box folding the message at 80 columns
+
+
+def test_json_errors_name_the_field_and_prose_names_the_flag(stopped: dict[str, str]) -> None:
+    as_json = run("tail", "user-events", "--offset", "zero", "-o", "json", env=stopped)
+    error = json.loads(as_json.stderr)["error"]
+    assert (as_json.returncode, error["code"], error["field"]) == (
+        EXIT_USAGE,
+        "usage",
+        "start_offset",
+    )
+    assert error["message"].startswith("--offset: ")
+    prose = run("tail", "user-events", "--offset", "zero", env=stopped)
+    assert prose.stderr.startswith("error: --offset: a start offset is PARTITION:OFFSET")
