@@ -115,9 +115,7 @@ class CheckContext:
         self.run_id = new_run_id()
         self.deadline = check_deadline(settings) if deadline is None else deadline
         # Servers that did not answer earlier in this run -> why.
-        self.down: dict[str, str] = {
-            server: f"{server} is not running" for server in endpoints.not_running
-        }
+        self.down: dict[str, str] = {server: "not running" for server in endpoints.not_running}
         self._redis: redis.Redis | None = None
         self._admin: Any = None
         # (what it removes, the clean-up); `what` names it when it cannot run.
@@ -168,7 +166,7 @@ class CheckContext:
                 else:
                     self.admin.list_topics(timeout=self.timeout)
             except Exception as exc:
-                found[server] = f"{server} stopped answering: {_describe(exc)}"
+                found[server] = f"stopped answering: {_describe(exc)}"
 
         workers = [
             threading.Thread(target=one, args=(s,), name=f"devctl probe {s}", daemon=True)
@@ -180,7 +178,7 @@ class CheckContext:
         for server, worker in zip(wanted, workers, strict=True):
             worker.join(max(0.0, limit - time.monotonic()))
             if worker.is_alive():
-                found[server] = f"{server} stopped answering: no answer within {self.deadline:g}s"
+                found[server] = f"stopped answering: no answer within {self.deadline:g}s"
         return {s: found[s] for s in wanted if s in found}
 
     @property

@@ -119,7 +119,7 @@ def test(
             app.info(f"[red]{group_name} not reachable:[/red] {escape(reason)}")
         for server, reason in report.down.items():
             if server not in report.unreachable:
-                app.info(f"[red]{server} not answering:[/red] {escape(reason)}")
+                app.info(f"[red]{server}:[/red] {escape(reason)}")
         servers = " and ".join(sorted(report.down)) or "a server"
         app.info(
             f"hint: {servers} did not answer during the run, so the checks that need it "
