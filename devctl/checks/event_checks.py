@@ -56,7 +56,7 @@ def _producer(ctx: CheckContext) -> EventProducer:
     producer = _producers.get(ctx)
     if producer is None:
         producer = _producers[ctx] = EventProducer(ctx.endpoints, ctx.settings)
-        ctx.defer(producer.close)
+        ctx.defer(producer.close, what="the checks' event producer")
     return producer
 
 
@@ -87,7 +87,8 @@ def _private_topics(ctx: CheckContext, name: str) -> tuple[str, str]:
     ctx.defer(
         lambda: [
             f.result(timeout=ctx.timeout) for f in ctx.admin.delete_topics([topic, dlq]).values()
-        ]
+        ],
+        what=f"topics {topic} and {dlq}",
     )
     return topic, dlq
 
@@ -103,7 +104,7 @@ def _forget_group(ctx: CheckContext, group: str) -> None:
                 f"could not delete consumer group {group}: {kafka_reason(exc)}"
             ) from exc
 
-    ctx.defer(delete)
+    ctx.defer(delete, what=f"consumer group {group}")
 
 
 def _one_off_runtime(
@@ -227,7 +228,10 @@ def restart_exactly_once(ctx: CheckContext) -> str:
     from devctl.state.keys import KeySchema
 
     keys = KeySchema(ctx.settings.redis.key_prefix)
-    ctx.defer(lambda: ctx.redis.delete(*[keys.idempotency(group, i) for i in ids]))
+    ctx.defer(
+        lambda: ctx.redis.delete(*[keys.idempotency(group, i) for i in ids]),
+        what=f"the idempotency markers of group {group}",
+    )
 
     def runtime(stop_after: int) -> ConsumerRuntime:
         handled: list[str] = []
