@@ -29,6 +29,11 @@ def common_conf(endpoints: Endpoints, settings: Settings) -> dict[str, Any]:
         "socket.timeout.ms": max(conf.request_timeout_ms, 1000),
         # librdkafka otherwise logs every failed connection attempt to stderr.
         "log_level": 0,
+        # A request made before the first connection is up (every command's first
+        # metadata or offsets call) waits out librdkafka's connection suppression,
+        # half of this backoff: ~50 ms at the default 100, ~10 ms (its floor) at 20.
+        # Reconnects still back off exponentially up to reconnect.backoff.max.ms.
+        "reconnect.backoff.ms": 20,
     }
     if conf.sasl_mechanism:
         out["sasl.mechanism"] = conf.sasl_mechanism
