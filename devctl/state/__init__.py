@@ -15,8 +15,11 @@ See docs/state.md for the design.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from devctl.errors import RedisUnavailable
 
 if TYPE_CHECKING:
     import redis
@@ -46,6 +49,7 @@ __all__ = [
     "StateServices",
     "UserCache",
     "build",
+    "count_sessions",
     "from_settings",
 ]
 
@@ -149,3 +153,45 @@ def from_settings(
         prefix=settings.redis.key_prefix if prefix is None else prefix,
         stats=stats,
     )
+
+
+def count_sessions(settings: Settings, endpoints: Endpoints) -> tuple[int, int]:
+    """(live sessions, users with at least one), as ``Sessions.count`` counts them.
+
+    It needs one SCAN and none of the services: over a plain socket
+    (``PlainRedis``) it imports neither redis-py (~90 ms) nor them. A URL only
+    redis-py can reach (TLS, unix socket, options) goes through ``Sessions.count``.
+    Errors are those of ``Sessions.count``.
+    """
+    from devctl.clients.redis_client import CredentialsRefused, plain_redis
+    from devctl.state.keys import KeySchema
+
+    keys = KeySchema(settings.redis.key_prefix)
+    operation = "Sessions.count"  # what the error names, as redis_operation would
+    try:
+        conn = plain_redis(endpoints, settings)
+        if conn is None:
+            with from_settings(settings, endpoints) as state:
+                return state.sessions.count()
+        with conn:
+            return tally_sessions(conn.scan_iter(keys.scan_pattern("session")), keys.prefix)
+    # The words of devctl.state._redis.unavailable, which imports redis-py.
+    except CredentialsRefused as exc:
+        raise RedisUnavailable(
+            f"Redis refused the credentials ({operation})",
+            hint="set DEVCTL_REDIS_PASSWORD or put the password in REDIS_URL",
+        ) from exc
+    except (ConnectionError, TimeoutError) as exc:
+        raise RedisUnavailable(f"Redis is not reachable ({operation}): {exc}") from exc
+
+
+def tally_sessions(session_keys: Iterable[str], prefix: str) -> tuple[int, int]:
+    """(session keys, distinct users among them) of session keys under ``prefix``."""
+    from devctl.state.keys import user_from_key
+
+    sessions = 0
+    users: set[str] = set()
+    for key in session_keys:
+        sessions += 1
+        users.add(user_from_key(key, prefix))
+    return sessions, len(users)

@@ -28,8 +28,9 @@ from typing import Any
 import redis
 
 from devctl.errors import NotFound
+from devctl.state import tally_sessions
 from devctl.state._redis import Script, redis_operation
-from devctl.state.keys import KeySchema, user_from_key
+from devctl.state.keys import KeySchema
 from devctl.state.validate import ttl_ms
 
 TOKEN_VERSION = "dc1"
@@ -336,10 +337,9 @@ class Sessions:
 
     @redis_operation
     def count(self) -> tuple[int, int]:
-        """(live sessions, users with at least one), by SCAN."""
-        sessions = 0
-        users: set[str] = set()
-        for key in self.client.scan_iter(match=self.keys.scan_pattern("session"), count=1000):
-            sessions += 1
-            users.add(user_from_key(key, self.keys.prefix))
-        return sessions, len(users)
+        """(live sessions, users with at least one), by SCAN.
+
+        ``devctl.state.count_sessions`` counts the same without redis-py, for the CLI.
+        """
+        keys = self.client.scan_iter(match=self.keys.scan_pattern("session"), count=1000)
+        return tally_sessions(keys, self.keys.prefix)

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from devctl.cli.app import get_app
 from devctl.cli.commands.presence import SEED_MAX_USERS, check_size, counted, progress_on_stderr
-from devctl.cli.options import DataDirOption, JsonOption, YesOption
+from devctl.cli.options import DataDirOption, JsonOption, YesOption, data_dir_flag
 from devctl.cli.output import ago, cell, confirm, duration, print_json, table
 from devctl.cli.state_access import open_state, require_id, require_ttl
 from devctl.errors import NotFound, UsageError
@@ -255,12 +255,14 @@ def count(
 
     Example: devctl sessions count --json
     """
-    with open_state(ctx, data_dir) as state:
-        sessions, users = state.sessions.count()
+    from devctl.state import count_sessions
+
+    app = get_app(ctx)
+    sessions, users = count_sessions(app.settings(data_dir_flag(data_dir)), app.endpoints())
     if json_output:
         print_json({"sessions": sessions, "users": users})
         return
-    get_app(ctx).console.print(
+    app.console.print(
         f"{counted(sessions, 'live session')}, {counted(users, 'user')}", highlight=False
     )
 
