@@ -6,6 +6,7 @@ The Application owns the consoles, verbosity and settings; commands get it with
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from collections.abc import Collection, Mapping, Sequence
@@ -225,6 +226,8 @@ def _verbose_option() -> Any:
 
 def build_command(args: Sequence[str]) -> Any:
     """The command line's Typer command tree, with -v/--verbose on every command."""
+    if _top_level_help(args):
+        return _help_command()
     root_command = typer_command(load_commands(args))
     option = _verbose_option()
 
@@ -238,28 +241,70 @@ def build_command(args: Sequence[str]) -> Any:
     return root_command
 
 
-# Each top-level command (or group) and the module whose `register(app)` adds it;
-# adding a command is one line here. Help lists them in this order.
-COMMANDS: dict[str, str] = {
-    "up": "stack",
-    "down": "stack",
-    "status": "stack",
-    "logs": "stack",
-    "doctor": "stack",
-    "config": "config",
-    "topics": "topics",
-    "test": "test",
-    "events": "events",
-    "tail": "tail",
-    "publish": "publish",
-    "groups": "groups",
-    "sessions": "sessions",
-    "presence": "presence",
-    "ratelimit": "ratelimit",
-    "cache": "cache",
-    "keys": "keys",
+@dataclass(frozen=True)
+class CommandInfo:
+    """A top-level command (or group): what `devctl --help` shows of it, and its module."""
+
+    module: str  # devctl.cli.commands.<module>, whose `register(app)` adds the command
+    panel: str  # the help panel listing it (the command's rich_help_panel)
+    summary: str  # the first paragraph of its help (docstring, or the group's help=)
+
+
+# Each top-level command (or group); adding a command is one line here. Listed as
+# Typer lists them (a module's commands before the groups), which is help's order.
+# The summaries repeat the commands' own help so that `devctl --help` needs none
+# of their modules: tests/cli/test_help.py checks that they agree.
+COMMANDS: dict[str, CommandInfo] = {
+    "up": CommandInfo(
+        "stack",
+        "Stack",
+        "Start the stack (or verify it, for external), apply the topics, print the endpoints.",
+    ),
+    "down": CommandInfo(
+        "stack", "Stack", "Stop the stack (SIGTERM, then SIGKILL after local.stop_timeout)."
+    ),
+    "status": CommandInfo(
+        "stack",
+        "Stack",
+        "Show each service: engine, pid, address, version, uptime, health, latency.",
+    ),
+    "logs": CommandInfo("stack", "Stack", "Print a service's log (local engine)."),
+    "doctor": CommandInfo(
+        "stack",
+        "Stack",
+        "Check binaries, ports, data dir, config and Docker; print a fix for each failure.",
+    ),
+    "test": CommandInfo(
+        "test",
+        "Checks",
+        "Run the integration checks; exit 0 all pass, 1 any failure, 3 stack not reachable.",
+    ),
+    "tail": CommandInfo(
+        "tail",
+        "Kafka",
+        "Follow events on topics: decoded, filtered, with partition:offset; "
+        "Ctrl-C prints a summary.",
+    ),
+    "publish": CommandInfo(
+        "publish",
+        "Kafka",
+        "Publish events; every one is validated against the registry before the first is sent.",
+    ),
+    "keys": CommandInfo(
+        "keys", "Redis", "Print the Redis key schema: pattern, type, TTL, purpose, hash tag."
+    ),
+    "config": CommandInfo("config", "Configuration", "Inspect the effective configuration."),
+    "topics": CommandInfo("topics", "Kafka", "Manage Kafka topics."),
+    "events": CommandInfo("events", "Kafka", "DevConnect event types and their schemas."),
+    "groups": CommandInfo("groups", "Kafka", "Consumer groups: members, committed offsets, lag."),
+    "sessions": CommandInfo("sessions", "Redis", "Seed, inspect and revoke sessions."),
+    "presence": CommandInfo("presence", "Redis", "Seed and inspect who is online."),
+    "ratelimit": CommandInfo("ratelimit", "Redis", "Inspect and reset rate limits."),
+    "cache": CommandInfo("cache", "Redis", "Cache statistics and flushing."),
 }
-COMMAND_MODULES = tuple(dict.fromkeys(f"devctl.cli.commands.{m}" for m in COMMANDS.values()))
+COMMAND_MODULES = tuple(
+    dict.fromkeys(f"devctl.cli.commands.{info.module}" for info in COMMANDS.values())
+)
 _registered: set[str] = set()
 
 
@@ -276,13 +321,45 @@ def load_commands(args: Sequence[str]) -> typer.Typer:
     """Register what the command line needs: Typer builds every registered command's
     parameters on each run (~50 ms for all), so a command run builds only its own.
 
-    Help, completion and an unknown name need them all; `--version` needs none.
+    Completion and an unknown name need them all; `--version` needs none.
     """
     from devctl.cli.argv import command_name
 
     name = command_name(args)
     if name in COMMANDS and not os.environ.get("_DEVCTL_COMPLETE"):
-        return register((f"devctl.cli.commands.{COMMANDS[name]}",))
+        return register((f"devctl.cli.commands.{COMMANDS[name].module}",))
     if name is None and "--version" in args and not {"-h", "--help"} & set(args):
         return app
     return register()
+
+
+def _top_level_help(args: Sequence[str]) -> bool:
+    """True when the command line asks for the root's help and nothing else can run:
+    no command named, and --help / -h or no arguments at all (no_args_is_help)."""
+    from devctl.cli.argv import command_name
+
+    if os.environ.get("_DEVCTL_COMPLETE") or command_name(args) is not None:
+        return False
+    return not args or bool({"-h", "--help"} & set(args))
+
+
+def _help_command() -> Any:
+    """The root command with a stand-in for each top-level command, made from COMMANDS.
+
+    The root's help lists only each command's name, panel and summary, so the
+    stand-ins carry just those: importing every command module and building all
+    their parameters (~45 ms of Typer's work, more than the rest of the help) would
+    change nothing in it. The root's own options are the real ones, so `--version`
+    or `--config` given beside `--help` behave as with the full tree.
+    """
+    from typer.core import TyperCommand
+
+    # The app without its registered commands (some may be, when called in-process).
+    bare = copy.copy(app)
+    bare.registered_commands, bare.registered_groups = [], []
+    root_command: Any = typer_command(bare)
+    for name, info in COMMANDS.items():
+        root_command.add_command(
+            TyperCommand(name, help=info.summary, rich_help_panel=info.panel), name
+        )
+    return root_command
