@@ -6,14 +6,16 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from devctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 def print_json(data: Any) -> None:
@@ -23,6 +25,9 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    # Imported here: commands that print no table (publish, counts) skip rich.table.
+    from rich.table import Table
+
     out = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
         out.add_column(column, overflow="fold")
