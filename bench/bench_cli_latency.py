@@ -182,11 +182,20 @@ def main() -> None:
         "librdkafka's connection suppression instead of ~50 ms (status, topics list, "
         "publish); `topics list` counts the small topics in one pass (one ListOffsets each "
         "way and one confirming fetch for all), the rest one at a time as before.",
-        "- Not reached, and why (files outside that pass): `keys` and `config show` import "
-        "Rich's console and table (~22 ms) and render with it (~10 ms); `--help` builds "
-        "every command (~45 ms, `devctl/cli/app.py`); `sessions count` imports redis-py "
-        "(~90 ms) for one count; `status` still probes Redis then Kafka one after the other "
-        "(`Engine.status` in `devctl/engines/base.py`).",
+        "- Third pass (issue 9): `sessions count` counts over a plain socket (`PlainRedis` in "
+        "`devctl/clients/redis_client.py`: AUTH, SELECT, SCAN; shared with the status probe) "
+        "instead of importing redis-py, whose package `__init__` imports `redis.asyncio` "
+        "(asyncio, ~90 ms) whatever submodule is asked for, and the state services with it; "
+        "`devctl --help` lists stand-ins made from `COMMANDS` (name, panel, summary) instead "
+        "of importing every command module and building all their parameters (~45 ms of "
+        "Typer's work), with the same output (`tests/cli/test_help.py`); `rich.table` is "
+        "imported only when a table is drawn.",
+        "- Not reached, and why: `keys` and `config show` still import Rich's console and "
+        "table (~22 ms) and render with them (~10 ms), on top of the config schema and key "
+        "schema modules (~12 ms) and logging set-up (~2 ms); only drawing the tables without "
+        "Rich would close the gap, and that is a second renderer to keep identical to Rich's "
+        "output (markup, emoji codes, wide characters, COLUMNS, colour). `status` still probes "
+        "Redis then Kafka one after the other (`Engine.status` in `devctl/engines/base.py`).",
         "- Before an earlier fix a one-event publish took 0.93-1.55 s, 0.5-1 s of it waiting "
         "for the idempotent producer id; `EventProducer.warm_up()` asks for metadata again "
         "until the id is there (see docs/events.md).",
