@@ -151,9 +151,10 @@ def publish(
             for d in report.deliveries:
                 label = d.type or "record"
                 ident = f" id {d.event_id}" if d.event_id else ""
+                key = "(no key)" if d.key is None else f"key {escape(str(d.key))}"
                 console.print(
                     f"[green]✔[/green] {escape(label)} -> {escape(topic)} "
-                    f"partition {d.partition} offset {d.offset} key {escape(str(d.key))}{ident}",
+                    f"partition {d.partition} offset {d.offset} {key}{ident}",
                     highlight=False,
                     soft_wrap=True,
                 )
