@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,27 @@ class Application:
         if services is None:
             return self.engine(flags).endpoints()
         return self.engine(flags).endpoints(services)
+
+    def show(self, renderable: Any) -> None:
+        """Print a table from ``output.table``: the plain layout (piped) goes to stdout as
+        it is, so a piped table never imports Rich; anything else through the console."""
+        from devctl.cli.output import PlainTable
+
+        if isinstance(renderable, PlainTable):
+            sys.stdout.write(renderable.render())
+            sys.stdout.flush()
+        else:
+            self.console.print(renderable)
+
+    def echo(self, text: str) -> None:
+        """A line of text on stdout, taken literally (no markup); piped, without Rich."""
+        from devctl.cli.output import plain_stdout
+
+        if plain_stdout():
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        else:
+            self.console.print(text, markup=False, emoji=False, highlight=False)
 
     def info(self, message: str) -> None:
         """Progress and notes go to stderr so --json output stays clean."""

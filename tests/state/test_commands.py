@@ -91,7 +91,7 @@ def test_keys_prints_the_schema_with_the_configured_prefix(devctl: Run, prefix: 
     assert kinds["idempotency"]["type"] == "string"
     assert all({"pattern", "type", "ttl", "purpose", "hash_tag"} <= set(r) for r in rows)
     table = ok(devctl("keys")).stdout
-    assert "hash tag" in table and f"{prefix}{{u:<user>}}:user" in table
+    assert "HASH TAG" in table.splitlines()[1] and f"{prefix}{{u:<user>}}:user" in table
 
 
 def test_sessions_seed_hides_tokens_unless_asked(devctl: Run, state: StateServices) -> None:
@@ -245,7 +245,7 @@ def test_cache_stats_and_flush(devctl: Run, state: StateServices) -> None:
     assert stats["keys"]["user"] == 1 and stats["keys"]["email"] == 1
     assert stats["keys"]["messages"] == 1 and stats["keys"]["session"] == 1
     assert stats["memory"]["used_bytes"] > 0
-    assert "hit ratio" in ok(devctl("cache", "stats")).stdout
+    assert "HIT RATIO" in ok(devctl("cache", "stats")).stdout.splitlines()[1]
 
     assert devctl("cache", "flush", "--kind", "bogus", "--yes").returncode == EXIT_USAGE
     assert devctl("cache", "flush", "--kind", "user").returncode == EXIT_USAGE  # no --yes

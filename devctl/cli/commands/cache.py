@@ -36,7 +36,7 @@ def stats(
         print_json(found.to_json())
         return
     console = get_app(ctx).console
-    console.print(
+    get_app(ctx).show(
         table(
             "caches",
             ["cache", "lookups", "hits", "misses", "hit ratio"],
@@ -46,7 +46,7 @@ def stats(
             ],
         )
     )
-    console.print(
+    get_app(ctx).show(
         table(
             "keys by kind", ["kind", "keys"], [(cell(k), n) for k, n in sorted(found.keys.items())]
         )

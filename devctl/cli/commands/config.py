@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 
 from devctl.cli.app import get_app
 from devctl.cli.options import JsonOption
-from devctl.cli.output import print_json, table
+from devctl.cli.output import cell, print_json, table
 
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 
@@ -40,11 +39,11 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
             }
         )
         return
-    console = get_app(ctx).console
+    app = get_app(ctx)
     where = settings.config_file or "none (packaged defaults)"
-    console.print(f"config file: {where}", highlight=False)
-    rows = [(key, escape(repr(item["value"])), item["source"]) for key, item in values.items()]
-    console.print(table(None, ["key", "value", "source"], rows))
+    app.echo(f"config file: {where}")
+    rows = [(key, cell(repr(item["value"])), item["source"]) for key, item in values.items()]
+    app.show(table(None, ["key", "value", "source"], rows))
     topic_rows = [
         (
             t["name"],
@@ -55,7 +54,7 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
         )
         for t in topics
     ]
-    console.print(
+    app.show(
         table(
             f"topics (from {settings.topics_source})",
             ["name", "partitions", "replicas", "dead letters of", "config"],

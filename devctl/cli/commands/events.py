@@ -62,7 +62,7 @@ def types(
         )
         for t in chosen
     ]
-    get_app(ctx).console.print(
+    get_app(ctx).show(
         table(None, ["type", "topic", "key", "schema", "fields (* required)", "today's name"], rows)
     )
 

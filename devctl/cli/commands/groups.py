@@ -17,6 +17,7 @@ from devctl.errors import EXIT_FAILED, UsageError
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from devctl.cli.output import PlainTable
     from devctl.streams.groups import GroupAdmin, TopicLag
 
 groups_app = typer.Typer(
@@ -49,7 +50,7 @@ def list_groups(
         print_json([g.__dict__ for g in groups])
         return
     rows = [(escape(g.group), g.state, _members(g.members)) for g in groups]
-    get_app(ctx).console.print(table(None, ["group", "state", "members"], rows))
+    get_app(ctx).show(table(None, ["group", "state", "members"], rows))
     if not groups:
         get_app(ctx).info("no consumer groups")
 
@@ -97,7 +98,7 @@ def describe(
         highlight=False,
     )
     if d.members:
-        console.print(
+        get_app(ctx).show(
             table(
                 "members",
                 ["member", "client", "host", "partitions"],
@@ -112,7 +113,7 @@ def describe(
                 ],
             )
         )
-    console.print(
+    get_app(ctx).show(
         table(
             "partitions",
             ["topic", "partition", "committed", "end", "lag", "member"],
@@ -121,7 +122,7 @@ def describe(
     )
 
 
-def _lag_table(rows: list[TopicLag]) -> Table:
+def _lag_table(rows: list[TopicLag]) -> Table | PlainTable:
     return table(
         None,
         ["group", "topic", "partitions", "lag", "never committed"],
@@ -155,7 +156,7 @@ def lag(
         if json_output:
             print_json([r.__dict__ for r in rows])
         else:
-            app.console.print(_lag_table(rows))
+            app.show(_lag_table(rows))
         return
     from rich.console import Group
     from rich.live import Live
@@ -223,7 +224,7 @@ def reset(
             }
         )
     else:
-        app.console.print(
+        app.show(
             table(
                 "applied" if execute else "plan (dry run: nothing changed; --execute applies it)",
                 ["partition", "committed", "new offset", "end", "lag after", "note"]

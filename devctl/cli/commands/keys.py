@@ -61,7 +61,7 @@ def keys(
         for s in specs
     ]
     title = f"Redis keys (prefix {cell(settings.redis.key_prefix)})"
-    app.console.print(table(title, columns, rows))
+    app.show(table(title, columns, rows))
 
 
 def register(app: typer.Typer) -> None:

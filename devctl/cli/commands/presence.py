@@ -227,10 +227,10 @@ def list_presence(
             }
         )
         return
-    app.console.print(
+    app.show(
         table(f"presence ({counted(len(statuses), 'user')})", COLUMNS, [_row(s) for s in statuses])
     )
-    app.console.print(
+    app.show(
         table(
             f"instances ({len(instances):,} of {instances_total:,})",
             ["instance", "state", "last heartbeat"],
@@ -271,7 +271,7 @@ def show(
     if json_output:
         print_json(status.to_json())
         return
-    get_app(ctx).console.print(table(None, COLUMNS, [_row(status)]))
+    get_app(ctx).show(table(None, COLUMNS, [_row(status)]))
 
 
 @presence_app.command("sweep")
@@ -299,18 +299,15 @@ def sweep(
         )
         return
     app = get_app(ctx)
-    console = app.console
     app.info(
         f"[green]✔[/green] {counted(len(result.dead_instances), 'dead instance')} swept, "
         f"{counted(result.connections_removed, 'connection')} removed, "
         f"{counted(len(result.went_offline), 'user')} went offline"
     )
     if result.dead_instances:
-        console.print(
-            table("dead instances", ["instance"], [(cell(i),) for i in result.dead_instances])
-        )
+        app.show(table("dead instances", ["instance"], [(cell(i),) for i in result.dead_instances]))
     if result.went_offline:
-        console.print(table("went offline", ["user"], [(cell(u),) for u in result.went_offline]))
+        app.show(table("went offline", ["user"], [(cell(u),) for u in result.went_offline]))
 
 
 @presence_app.command("watch")

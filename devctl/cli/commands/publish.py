@@ -160,7 +160,7 @@ def publish(
                 )
         else:
             rows = [(p, n) for p, n in sorted(report.partitions.items())]
-            console.print(table(None, ["partition", "events"], rows))
+            app.show(table(None, ["partition", "events"], rows))
             per_sec = report.delivered / report.seconds if report.seconds else 0.0
             console.print(
                 f"delivered {report.delivered} of {len(records)} events to {escape(topic)} "

@@ -54,9 +54,7 @@ def policies(
         )
         return
     rows = [(cell(p.name), cell(p.subject), cell(p.describe())) for p in found.values()]
-    get_app(ctx).console.print(
-        table("rate-limit policies (GCRA)", ["policy", "keyed by", "limit"], rows)
-    )
+    get_app(ctx).show(table("rate-limit policies (GCRA)", ["policy", "keyed by", "limit"], rows))
 
 
 @ratelimit_app.command("show")
@@ -100,7 +98,7 @@ def show(
         ),
         ("full again in", duration(result.reset_after) if result.reset_after else "now"),
     ]
-    get_app(ctx).console.print(table(None, ["field", "value"], rows))
+    get_app(ctx).show(table(None, ["field", "value"], rows))
 
 
 @ratelimit_app.command("reset")

@@ -152,7 +152,7 @@ def list_sessions(
         print_json([s.to_json() for s in found])
         return
     title = f"sessions of {cell(user)}" if user is not None else "sessions"
-    get_app(ctx).console.print(table(f"{title} ({len(found)})", COLUMNS, [_row(s) for s in found]))
+    get_app(ctx).show(table(f"{title} ({len(found)})", COLUMNS, [_row(s) for s in found]))
 
 
 @sessions_app.command("show")
@@ -189,7 +189,7 @@ def show(
     if found.user:
         name = f"{found.user.get('firstName', '')} {found.user.get('lastName', '')}".strip()
         rows.append(("name", cell(name or None)))
-    get_app(ctx).console.print(table("session", ["field", "value"], rows))
+    get_app(ctx).show(table("session", ["field", "value"], rows))
 
 
 @sessions_app.command("revoke")

@@ -88,7 +88,7 @@ def up(
             highlight=False,
         )
         endpoints = result.endpoints.as_env()
-        app.console.print(table(None, ["variable", "value"], endpoints.items()))
+        app.show(table(None, ["variable", "value"], endpoints.items()))
         app.console.print(f"[dim]data dir: {settings.data_dir}[/dim]", highlight=False)
     if failed:
         for row in failed:
@@ -153,7 +153,7 @@ def status(
             )
             for s in statuses
         ]
-        app.console.print(
+        app.show(
             table(
                 None,
                 ["service", "engine", "pid", "address", "version", "uptime", "health", "latency"],
@@ -260,7 +260,7 @@ def doctor(
             )
             for c in checks
         ]
-        app.console.print(table(None, ["", "check", "detail", "fix"], rows))
+        app.show(table(None, ["", "check", "detail", "fix"], rows))
     if any(not c.ok and c.required for c in checks):
         raise typer.Exit(EXIT_FAILED)
 

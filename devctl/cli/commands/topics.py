@@ -46,7 +46,7 @@ def list_topics(
         for s in summaries
     ]
     console = get_app(ctx).console
-    console.print(table(None, ["topic", "partitions", "messages", "in config"], rows))
+    get_app(ctx).show(table(None, ["topic", "partitions", "messages", "in config"], rows))
     for s in summaries:
         if s.note:
             console.print(f"[yellow]![/yellow] {escape(s.name)}: {escape(s.note)}", highlight=False)
@@ -96,14 +96,14 @@ def describe(
         + (desc.leaders[p], ",".join(map(str, desc.replicas[p])))
         for p in sorted(desc.leaders)
     ]
-    console.print(
+    get_app(ctx).show(
         table(
             f"topic {desc.name}",
             ["partition", "low", "high", "messages", "leader", "replicas"],
             rows,
         )
     )
-    console.print(
+    get_app(ctx).show(
         table("configs", ["key", "value"], sorted(desc.configs.items()) or [("(none set)", "")])
     )
     if desc.note:
@@ -220,7 +220,7 @@ def apply(
     else:
         colours = {"create": "green", "unchanged": "dim", "differs": "yellow", "unsupported": "red"}
         columns = ["topic", "action", "detail"] + ([] if dry_run else ["result"])
-        app.console.print(
+        app.show(
             table(
                 "plan" if dry_run else "applied",
                 columns,
