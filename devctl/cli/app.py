@@ -130,7 +130,13 @@ def make_console(*, stderr: bool = False) -> Console:
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console.width = PIPE_WIDTH
         console.soft_wrap = True
+    # Rich answers a closed pipe with SystemExit(1); main ends such a run quietly with 0.
+    console.on_broken_pipe = _raise_broken_pipe  # type: ignore[method-assign]
     return console
+
+
+def _raise_broken_pipe() -> None:
+    raise BrokenPipeError
 
 
 # The servers each top-level command (or group) reaches through `Application.endpoints`;

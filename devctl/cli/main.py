@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
         errors.usage(exc, getattr(exc, "exit_code", EXIT_USAGE))
     except KeyboardInterrupt:
         errors.interrupted()
+    except BrokenPipeError:
+        # The reader of our output went away (`devctl ... | head -1`): what it wanted it
+        # got. Point stdout at /dev/null so the interpreter's last flush does not fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception as exc:
         errors.internal(exc)
     else:
