@@ -44,8 +44,17 @@ def table(
     out = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
         out.add_column(column, overflow="fold")
+    from rich.text import Text
+
     for row in rows:
-        out.add_row(*["-" if cell is None else str(cell) for cell in row])
+        # A Literal is data: drawn as its value (rich.markup.escape cannot round-trip a
+        # trailing backslash: `ua\\` would show as `ua\\\\`).
+        out.add_row(
+            *[
+                "-" if c is None else Text(c.value) if isinstance(c, Literal) else str(c)
+                for c in row
+            ]
+        )
     return out
 
 
@@ -80,8 +89,18 @@ def confirm(console: Console, question: str, yes: bool) -> None:
 
 
 def cell(value: object) -> str | None:
-    """A table cell holding data: shown literally (``table`` renders str cells as markup)."""
-    return None if value is None else Literal(str(value))
+    """A table cell holding data: shown literally (``table`` renders str cells as markup),
+    with control characters as visible escapes (data must not drive the terminal)."""
+    return None if value is None else Literal(_visible(str(value)))
+
+
+# C0/C1 controls but tab and newline (the layouts handle those): ESC starts colour
+# changes, title rewrites and screen clears in whatever terminal the output reaches.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def ago(epoch: float | None) -> str:

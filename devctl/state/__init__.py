@@ -163,7 +163,7 @@ def count_sessions(settings: Settings, endpoints: Endpoints) -> tuple[int, int]:
     redis-py can reach (TLS, unix socket, options) goes through ``Sessions.count``.
     Errors are those of ``Sessions.count``.
     """
-    from devctl.clients.redis_client import CredentialsRefused, plain_redis
+    from devctl.clients.redis_client import CredentialsRefused, ResponseError, plain_redis
     from devctl.state.keys import KeySchema
 
     keys = KeySchema(settings.redis.key_prefix)
@@ -183,6 +183,13 @@ def count_sessions(settings: Settings, endpoints: Endpoints) -> tuple[int, int]:
         ) from exc
     except (ConnectionError, TimeoutError) as exc:
         raise RedisUnavailable(f"Redis is not reachable ({operation}): {exc}") from exc
+    except ResponseError as exc:  # an error reply to connection set-up (SELECT)
+        from devctl.state._redis import setup_refused
+
+        refused = setup_refused(exc)
+        if refused is None:
+            raise RedisUnavailable(f"Redis refused {operation}: {exc}") from exc
+        raise refused from exc
 
 
 def tally_sessions(session_keys: Iterable[str], prefix: str) -> tuple[int, int]:

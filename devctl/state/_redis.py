@@ -15,13 +15,35 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
-from devctl.errors import RedisUnavailable
+from devctl.errors import ConfigError, DevctlError, RedisUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Errors meaning "Redis is not there": refused, reset, timed out, loading, auth.
-_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+# Errors meaning "Redis is not there": refused, reset, timed out, loading, auth, and a
+# server that does not speak RESP at all (another service on the port).
+_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    redis.exceptions.InvalidResponse,
+)
+
+
+def setup_refused(exc: BaseException) -> DevctlError | None:
+    """The configuration error behind a reply to connection set-up, or None.
+
+    The URL's database number is SELECTed on connect; a server with fewer databases
+    answers with an error reply that is the configuration's fault, not an outage.
+    """
+    if "DB index is out of range" in str(exc):
+        return ConfigError(
+            "the server has no such database: " + str(exc),
+            key="redis.url",
+            hint="use a database number below the server's `databases` setting (0-15 by default)",
+        )
+    return None
 
 
 def unavailable(operation: str, exc: BaseException) -> RedisUnavailable:
@@ -53,6 +75,11 @@ def redis_operation(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except _UNAVAILABLE as exc:
             raise unavailable(name, exc) from exc
+        except redis.ResponseError as exc:
+            refused = setup_refused(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     return wrapper
 

@@ -140,3 +140,26 @@ def test_piped_table_ignores_a_narrow_columns() -> None:
     narrow = _piped("keys", COLUMNS="40")
     assert narrow.stdout == wide.stdout
     assert max(len(line) for line in narrow.stdout.splitlines()) > 40
+
+
+def test_cells_are_literal_and_inert_in_both_layouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trailing backslash stays single; control characters become visible escapes."""
+    import io
+
+    from rich.console import Console
+
+    from devctl.cli.output import cell, table
+
+    rows = [[cell("ua\\"), cell("x\x1b[31mred\x07")]]
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None, force_terminal=True).print(
+        table(None, ["a", "b"], rows)
+    )
+    drawn = out.getvalue()
+    assert "ua\\ " in drawn and "ua\\\\" not in drawn
+    assert "x\\x1b[31mred\\x07" in drawn and "\x1b" not in drawn
+    monkeypatch.delenv("FORCE_COLOR")
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    plain = table(None, ["a", "b"], rows)
+    assert type(plain).__name__ == "PlainTable"

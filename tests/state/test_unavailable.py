@@ -95,3 +95,55 @@ def test_cli_reports_unreachable_redis_with_exit_3(private_redis: Any, tmp_path:
     assert result.returncode == EXIT_NOT_RUNNING, result.stderr
     assert "Redis is not reachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _sessions(tmp_path: Path, url: str, command: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_"))}
+    env.update(DEVCTL_ENGINE="external", REDIS_URL=url, KAFKA_BROKERS="127.0.0.1:1")
+    return subprocess.run(
+        [sys.executable, "-m", "devctl", "sessions", command],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("command", ["count", "list"])
+def test_a_database_the_server_lacks_is_a_config_error(
+    stack: Any, tmp_path: Path, command: str
+) -> None:
+    url = stack.endpoints.redis_url.rsplit("/", 1)[0] + "/99"
+    result = _sessions(tmp_path, url, command)
+    assert result.returncode == 2, result.stderr  # the URL is wrong, not the server
+    assert "key 'redis.url'" in result.stderr and "no such database" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["count", "list"])
+def test_a_server_that_is_not_redis_is_unreachable(tmp_path: Path, command: str) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_like_http() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer_like_http, daemon=True).start()
+    try:
+        result = _sessions(tmp_path, f"redis://127.0.0.1:{port}/0", command)
+    finally:
+        listener.close()
+    assert result.returncode == EXIT_NOT_RUNNING, result.stderr
+    assert "Redis is not reachable" in result.stderr and "internal error" not in result.stderr
