@@ -186,7 +186,12 @@ class GroupAdmin:
     def describe(self, group: str) -> GroupDescription:
         return self.describe_many([group])[0]
 
-    def describe_many(self, groups: Iterable[str]) -> list[GroupDescription]:
+    def describe_many(
+        self, groups: Iterable[str], skipped: list[str] | None = None
+    ) -> list[GroupDescription]:
+        """Describe ``groups``; NotFound for one that is not there, unless ``skipped`` is
+        given: then such groups are left out and named in it (a listing must not fail
+        for every group because of one, e.g. a name the broker lists but cannot find)."""
         names = list(groups)
         raw = self._describe_raw(names)
         counts = self._partition_counts()
@@ -211,6 +216,9 @@ class GroupAdmin:
             # Tansu answers EMPTY for a group it never heard of: no members and no
             # committed offsets means there is nothing to describe either way.
             if state in ("DEAD", "UNKNOWN", "EMPTY") and not committed and not members:
+                if skipped is not None:
+                    skipped.append(name)
+                    continue
                 raise NotFound(
                     f"consumer group '{name}' does not exist (no members, no committed offsets)",
                     hint="see `devctl groups list`",
@@ -226,6 +234,8 @@ class GroupAdmin:
         ends = self._ends(wanted)
         out = []
         for name in names:
+            if name not in per_group:
+                continue
             state, members, reported, where, committed = per_group[name]
             owner = {p: m.member_id for m in members for p in m.partitions}
             topics = {t for t, _ in committed} | {t for t, _ in owner}
@@ -244,13 +254,14 @@ class GroupAdmin:
             out.append(GroupDescription(name, state, members, reported, where, rows))
         return out
 
-    def lag(self, group: str | None = None) -> list[TopicLag]:
-        """Lag totals per group and topic (every group when ``group`` is None)."""
+    def lag(self, group: str | None = None, skipped: list[str] | None = None) -> list[TopicLag]:
+        """Lag totals per group and topic (every group when ``group`` is None; groups the
+        broker lists but cannot describe are then named in ``skipped``, if given)."""
         names = [group] if group is not None else [g.group for g in self.summaries()]
         if not names:
             return []
         out = []
-        for description in self.describe_many(names):
+        for description in self.describe_many(names, skipped if group is None else None):
             per_topic: dict[str, list[PartitionLag]] = {}
             for row in description.partitions:
                 per_topic.setdefault(row.topic, []).append(row)

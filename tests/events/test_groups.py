@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -218,3 +219,33 @@ def test_reset_refuses_an_unknown_group_and_asks_first(
     unasked = devctl("groups", "reset", group, "--topic", topic, "--to", "earliest", "--execute")
     assert unasked.returncode == 2 and "--yes" in unasked.stderr
     assert admin.committed(group) == before
+
+
+def test_one_group_the_broker_cannot_describe_does_not_hide_the_others(
+    stack: Any, make_topic: Any, unique: str
+) -> None:
+    """Tansu lists a group named with `[`, `\\` or non-ASCII percent-encoded, and then
+    cannot find it under that name: lag over all groups leaves it out and says so."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from devctl.clients.kafka_client import consumer_conf
+
+    topic = make_topic("oddgroup", partitions=1)
+    odd, plain = f"g[red]宽\\{unique}", f"plain-{unique}"
+    for group in (odd, plain):
+        consumer = Consumer(consumer_conf(stack.endpoints, stack.settings, group_id=group))
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+        finally:
+            consumer.close()
+    admin = GroupAdmin(stack.endpoints, stack.settings)
+    skipped: list[str] = []
+    try:
+        rows = admin.lag(skipped=skipped)
+        assert plain in {row.group for row in rows}
+        listed = {g.group for g in admin.summaries()}
+        assert all(name in listed for name in skipped)
+    finally:
+        for group in (odd, plain):
+            with contextlib.suppress(Exception):
+                admin.delete(group)

@@ -152,11 +152,16 @@ def lag(
     admin = _admin(ctx, data_dir)
     app = get_app(ctx)
     if not watch:
-        rows = admin.lag(group)
+        skipped: list[str] = []
+        rows = admin.lag(group, skipped)
         if json_output:
             print_json([r.__dict__ for r in rows])
         else:
             app.show(_lag_table(rows))
+        for name in skipped:
+            app.info(
+                f"[yellow]warning:[/yellow] group {escape(name)} is listed but could not be described; left out"
+            )
         return
     from rich.console import Group
     from rich.live import Live
