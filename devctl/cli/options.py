@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from devctl.cli.flags import flag_of
+from devctl.engines import DEFAULT_ENGINE, ENGINES
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -22,22 +23,26 @@ DataDirOption = Annotated[
 ]
 
 
-class EngineName(StrEnum):
-    local = "local"
-    external = "external"
-
-
 class ServiceName(StrEnum):
     redis = "redis"
     kafka = "kafka"
 
 
+def _known_engine(value: str | None) -> str | None:
+    # Checked here rather than by an Enum so the choices come from the one registry.
+    if value is not None and value not in ENGINES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, ENGINES))}.")
+    return value
+
+
 EngineOption = Annotated[
-    EngineName | None,
+    str | None,
     typer.Option(
         "--engine",
         "-e",
-        help="local (embedded servers) or external (existing servers).",
+        metavar="[" + "|".join(ENGINES) + "]",
+        help=f"Which engine runs the stack: {', '.join(ENGINES)} (default {DEFAULT_ENGINE}).",
+        callback=_known_engine,
         show_default=False,
     ),
 ]

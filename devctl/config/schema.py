@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-# "docker" joins when its engine lands; see devctl/engines/__init__.py.
-ENGINES = ("local", "external")
+from devctl.engines import DEFAULT_ENGINE
+from devctl.engines import ENGINES as _ENGINE_REGISTRY
+
+# Derived from the engine registry (which imports no engine), never listed here.
+ENGINES = tuple(_ENGINE_REGISTRY)
 
 _META = "devctl"  # the key of a field's metadata holding its Key
 _KINDS: dict[Any, str] = {int: "int", float: "float", bool: "bool", str: "str"}
@@ -484,7 +487,7 @@ class Config:
     """Every setting: the top-level keys, then one field per section."""
 
     engine: str = setting(
-        "local",
+        DEFAULT_ENGINE,
         "Which engine runs the stack; left unset, commands use the engine of the last "
         "`devctl up` (so this key is best left commented out)",
         choices=ENGINES,

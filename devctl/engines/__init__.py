@@ -1,27 +1,44 @@
-"""Engines behind one interface. Adding one is a class and a line in ENGINES."""
+"""Engines behind one interface. Adding one is a module and a line in ENGINES.
+
+This module imports no engine: the config schema and the CLI read the names from
+ENGINES at import time, and `--help` must not pay for an engine's dependencies.
+"""
 
 from __future__ import annotations
 
-from devctl.config.loader import Settings
-from devctl.engines.base import Engine, read_stack_file
-from devctl.engines.external import ExternalEngine
-from devctl.engines.local import LocalEngine
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from devctl.errors import UsageError
 
-ENGINES: dict[str, type[Engine]] = {
-    "local": LocalEngine,
-    "external": ExternalEngine,
+if TYPE_CHECKING:
+    from devctl.config.loader import Settings
+    from devctl.engines.base import Engine
+
+# The one list of engines: name -> "module:Class", imported when chosen.
+ENGINES: dict[str, str] = {
+    "local": "devctl.engines.local:LocalEngine",
+    "external": "devctl.engines.external:ExternalEngine",
 }
+DEFAULT_ENGINE = "local"
+
+
+def engine_class(name: str) -> type[Engine]:
+    module, _, attr = ENGINES[name].partition(":")
+    cls: type[Engine] = getattr(import_module(module), attr)
+    return cls
 
 
 def select_engine(settings: Settings) -> Engine:
     """The engine named by flag/env/config; else the one that brought the stack up; else local."""
+    from devctl.engines.base import read_stack_file
+
     name = settings.engine
     if not settings.engine_is_explicit:
         recorded = read_stack_file(settings.data_dir)
         if recorded and recorded.get("engine") in ENGINES:
             name = str(recorded["engine"])
-    return ENGINES[name](settings)
+    return engine_class(name)(settings)
 
 
 def ensure_no_other_stack(settings: Settings, chosen: Engine) -> None:
@@ -29,8 +46,8 @@ def ensure_no_other_stack(settings: Settings, chosen: Engine) -> None:
 
     Otherwise `down` would address the new engine and leave the old servers running.
     """
-    for name, engine_class in ENGINES.items():
-        if name != chosen.name and engine_class(settings).is_active():
+    for name in ENGINES:
+        if name != chosen.name and engine_class(name)(settings).is_active():
             raise UsageError(
                 f"a {name} stack is running in {settings.data_dir}",
                 hint=f"`devctl down` it first, or use another data dir for the {chosen.name} engine",
@@ -38,4 +55,4 @@ def ensure_no_other_stack(settings: Settings, chosen: Engine) -> None:
             )
 
 
-__all__ = ["ENGINES", "Engine", "ensure_no_other_stack", "select_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "engine_class", "ensure_no_other_stack", "select_engine"]

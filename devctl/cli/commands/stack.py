@@ -12,7 +12,6 @@ from devctl.cli.app import get_app
 from devctl.cli.flags import flag_of, names_flags, with_remedy
 from devctl.cli.options import (
     DataDirOption,
-    EngineName,
     EngineOption,
     JsonOption,
     ServiceName,
@@ -25,12 +24,12 @@ from devctl.errors import EXIT_FAILED
 
 def _flags(
     data_dir: Path | None,
-    engine: EngineName | None = None,
+    engine: str | None = None,
     redis_port: int | None = None,
     kafka_port: int | None = None,
 ) -> dict[str, tuple[Any, str]]:
     flags: dict[str, tuple[Any, str]] = data_dir_flag(data_dir)
-    flags["engine"] = (engine.value if engine else None, flag_of("engine"))
+    flags["engine"] = (engine, flag_of("engine"))
     flags["redis.port"] = (redis_port, flag_of("redis.port"))
     flags["kafka.port"] = (kafka_port, flag_of("kafka.port"))
     return flags
