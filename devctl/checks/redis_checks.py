@@ -11,7 +11,7 @@ from devctl.events.markers import CHECK_TOPIC_PREFIX
 
 @check("redis", "connection", gate=True)
 def connection(ctx: CheckContext) -> str:
-    latency = ping(ctx.redis, ctx.endpoints.redis_url)
+    latency = ping(ctx.redis, ctx.endpoints.redis_url, ctx.endpoints.caps)
     info = ctx.redis.info("server")
     version = info.get("valkey_version") or info.get("redis_version")
     return f"PING {latency:.1f} ms, server {version}"

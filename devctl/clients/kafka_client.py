@@ -50,7 +50,7 @@ def consumer_conf(
     conf = settings.kafka
     session = conf.session_timeout_ms
     heartbeat = conf.heartbeat_interval_ms
-    if endpoints.engine == "local":
+    if endpoints.caps.short_group_session:
         session = session or LOCAL_SESSION_TIMEOUT_MS
         heartbeat = heartbeat or LOCAL_HEARTBEAT_INTERVAL_MS
     out = common_conf(endpoints, settings)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import unquote, urlsplit
 
-from devctl.clients.endpoints import Endpoints, unreachable_hint
+from devctl.clients.endpoints import Capabilities, Endpoints, unreachable_hint
 from devctl.config.loader import Settings, redact_url
 from devctl.errors import RedisUnavailable
 
@@ -29,7 +29,7 @@ def _require_running(endpoints: Endpoints) -> None:
     if "redis" in endpoints.not_running:
         raise RedisUnavailable(
             f"redis of the {endpoints.engine} stack is not running",
-            hint=unreachable_hint(endpoints.engine),
+            hint=endpoints.unreachable_hint,
         )
 
 
@@ -38,9 +38,9 @@ def make_redis(endpoints: Endpoints, settings: Settings, *, decode: bool = True)
 
     _require_running(endpoints)
     conf = settings.redis
-    # The local engine's URL carries the password its server was started with (or
-    # none): one source of credentials, whatever a later command's environment says.
-    password = None if endpoints.engine == "local" else conf.password or None
+    # A started server's URL carries the password it was started with (or none):
+    # one source of credentials, whatever a later command's environment says.
+    password = None if endpoints.caps.starts_servers else conf.password or None
     return redis.Redis.from_url(
         endpoints.redis_url,
         password=password,
@@ -52,7 +52,7 @@ def make_redis(endpoints: Endpoints, settings: Settings, *, decode: bool = True)
     )
 
 
-def ping(client: redis.Redis, url: str, engine: str = "local") -> float:
+def ping(client: redis.Redis, url: str, caps: Capabilities) -> float:
     """PING once; return the latency in milliseconds or raise RedisUnavailable."""
     import redis
 
@@ -66,7 +66,7 @@ def ping(client: redis.Redis, url: str, engine: str = "local") -> float:
         ) from exc
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise RedisUnavailable(
-            f"Redis at {redact_url(url)} is not reachable: {exc}", hint=unreachable_hint(engine)
+            f"Redis at {redact_url(url)} is not reachable: {exc}", hint=unreachable_hint(caps)
         ) from exc
     return (time.perf_counter() - started) * 1000
 
@@ -86,7 +86,7 @@ class PlainTarget:
         return f"{self.host}:{self.port}"
 
 
-def plain_target(url: str, settings: Settings, engine: str) -> PlainTarget | None:
+def plain_target(url: str, settings: Settings, caps: Capabilities) -> PlainTarget | None:
     """The PlainTarget of ``url``; None for what only redis-py knows (TLS, unix sockets,
     query options)."""
     try:
@@ -96,11 +96,11 @@ def plain_target(url: str, settings: Settings, engine: str) -> PlainTarget | Non
         return None
     if parts.scheme != "redis" or not parts.hostname or parts.query:
         return None
-    # As make_redis: the local engine's URL carries its password (or none); other
-    # engines fall back to the configured one. A password in the URL wins, as in
+    # As make_redis: a started server's URL carries its password (or none); servers
+    # devctl did not start fall back to the configured one. A password in the URL wins, as in
     # redis-py's from_url.
     password = unquote(parts.password) if parts.password else None
-    if password is None and engine != "local":
+    if password is None and not caps.starts_servers:
         password = settings.redis.password or None
     username = unquote(parts.username) if parts.username else None
     path = unquote(parts.path).replace("/", "")
@@ -300,7 +300,7 @@ def plain_redis(
     Refuses a Redis the engine knows is not running, as ``make_redis`` does.
     """
     _require_running(endpoints)
-    target = plain_target(endpoints.redis_url, settings, endpoints.engine)
+    target = plain_target(endpoints.redis_url, settings, endpoints.caps)
     if target is None or target.db is None:
         return None
     conf = settings.redis

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devctl.clients.endpoints import Endpoints
+from devctl.clients.endpoints import Capabilities, Endpoints
 from devctl.config.loader import Settings, redact_url
 from devctl.engines import probe
 from devctl.errors import DevctlError
@@ -87,6 +87,8 @@ class Engine(ABC):
 
     name: str = ""
     keeps_data = False  # True if `down --purge` deletes something of this engine
+    takes_ports = False  # True if it honours --redis-port / --kafka-port
+    caps = Capabilities()  # copied into every Endpoints it returns
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -151,7 +153,7 @@ class Engine(ABC):
             )
             if status.running:
                 try:
-                    result = probe.probe(service, address, self.settings, engine=self.name)
+                    result = probe.probe(service, address, self.settings, caps=self.caps)
                     status.health = "ok"
                     status.latency_ms = result.latency_ms
                     status.version = status.version or result.version

@@ -36,14 +36,14 @@ class ExternalEngine(Engine):
                 hint="set them in the environment, .env, or redis.url / kafka.brokers in devctl.yaml",
             )
         unknown = tuple(s for s in SERVICES if not given[s])
-        return Endpoints(self.name, str(redis_url or ""), str(brokers or ""), unknown)
+        return Endpoints(self.name, str(redis_url or ""), str(brokers or ""), unknown, self.caps)
 
     def up(self, *, keep: bool = False, progress: Progress | None = None) -> UpResult:
         say = progress or (lambda _msg: None)
         endpoints = self.endpoints()
         for service in SERVICES:
             say(f"checking {service}")
-            probe.probe(service, self._address(endpoints, service), self.settings, engine=self.name)
+            probe.probe(service, self._address(endpoints, service), self.settings, caps=self.caps)
         self.write_stack_file(endpoints)
         return UpResult(endpoints=endpoints, already_running=list(SERVICES))
 
@@ -78,7 +78,7 @@ class ExternalEngine(Engine):
         for service in SERVICES:
             address = self._address(endpoints, service)
             try:
-                result = probe.probe(service, address, self.settings, engine=self.name)
+                result = probe.probe(service, address, self.settings, caps=self.caps)
                 checks.append(
                     DoctorCheck(f"{service} reachable", True, f"{result.latency_ms:.1f} ms")
                 )

@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urlsplit
 import psutil
 
 from devctl import processes
-from devctl.clients.endpoints import Endpoints
+from devctl.clients.endpoints import Capabilities, Endpoints
 from devctl.engines import probe
 from devctl.engines.base import (
     SERVICES,
@@ -214,6 +214,10 @@ def _conf_quote(value: str) -> str:
 class LocalEngine(Engine):
     name = "local"
     keeps_data = True
+    takes_ports = True
+    # Valkey and Tansu started here; Tansu 0.6 cannot add partitions and its group
+    # coordinator wants short session timings (see kafka_client.consumer_conf).
+    caps = Capabilities(starts_servers=True, can_grow_partitions=False, short_group_session=True)
 
     def __init__(self, settings: Any):
         super().__init__(settings)
@@ -382,7 +386,7 @@ class LocalEngine(Engine):
     def _up(self, keep: bool, say: Progress) -> UpResult:
         started_at = time.perf_counter()
         self._up_password = None
-        result = UpResult(endpoints=Endpoints(self.name, "", ""))
+        result = UpResult(endpoints=Endpoints(self.name, "", "", caps=self.caps))
 
         running: dict[str, ProcessRecord] = {}
         start_ports: dict[str, int] = {}
@@ -618,7 +622,7 @@ class LocalEngine(Engine):
                 )
                 return self._start_failure(service, f"{service} exited during start-up{status}")
             try:
-                probe.probe(service, address, self.settings, timeout=0.5)
+                probe.probe(service, address, self.settings, timeout=0.5, caps=self.caps)
                 return None
             except DevctlError as exc:
                 last_error = exc.message
@@ -708,6 +712,7 @@ class LocalEngine(Engine):
             self.name,
             self._address("redis", ports["redis"]),
             self._address("kafka", ports["kafka"]),
+            caps=self.caps,
         )
 
     def endpoints(self, services: Collection[str] = SERVICES) -> Endpoints:

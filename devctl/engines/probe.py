@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from devctl.clients.endpoints import Endpoints, unreachable_hint
+from devctl.clients.endpoints import Capabilities, Endpoints, unreachable_hint
 from devctl.clients.redis_client import (
     CredentialsRefused,
     PlainRedis,
@@ -30,20 +30,20 @@ class ProbeResult:
 
 
 def probe_redis(
-    url: str, settings: Settings, timeout: float | None = None, engine: str = "local"
+    url: str, settings: Settings, timeout: float | None = None, caps: Capabilities = Capabilities()
 ) -> ProbeResult:
-    target = plain_target(url, settings, engine)
+    target = plain_target(url, settings, caps)
     if target is None:
-        return _probe_redis_py(url, settings, timeout, engine)
+        return _probe_redis_py(url, settings, timeout, caps)
     conf = settings.redis
     connect_timeout = conf.connect_timeout if timeout is None else timeout
     read_timeout = conf.socket_timeout if timeout is None else timeout
     # PING and INFO need no database: the URL's is not selected (nor checked).
-    return _resp_probe(url, engine, replace(target, db=0), connect_timeout, read_timeout)
+    return _resp_probe(url, caps, replace(target, db=0), connect_timeout, read_timeout)
 
 
 def _resp_probe(
-    url: str, engine: str, target: PlainTarget, connect_timeout: float, read_timeout: float
+    url: str, caps: Capabilities, target: PlainTarget, connect_timeout: float, read_timeout: float
 ) -> ProbeResult:
     """AUTH (when there is a password), PING and INFO server over one socket.
 
@@ -64,7 +64,7 @@ def _resp_probe(
     except (OSError, ResponseError) as exc:
         raise RedisUnavailable(
             f"Redis at {redact_url(url)} is not reachable: {exc}",
-            hint=unreachable_hint(engine),
+            hint=unreachable_hint(caps),
         ) from exc
     if not isinstance(info, str):
         return ProbeResult(latency)
@@ -77,19 +77,19 @@ def _resp_probe(
 
 
 def _probe_redis_py(
-    url: str, settings: Settings, timeout: float | None, engine: str
+    url: str, settings: Settings, timeout: float | None, caps: Capabilities
 ) -> ProbeResult:
     import redis
 
     from devctl.clients.redis_client import make_redis, ping
 
-    client = make_redis(Endpoints(engine, url, ""), settings)
+    client = make_redis(Endpoints("probe", url, "", caps=caps), settings)
     if timeout is not None:
         client.connection_pool.connection_kwargs.update(
             socket_connect_timeout=timeout, socket_timeout=timeout
         )
     try:
-        latency = ping(client, url, engine)
+        latency = ping(client, url, caps)
         try:
             info = client.info("server")
         except redis.RedisError:  # managed Redis may disable INFO; PING is what counts
@@ -102,11 +102,14 @@ def _probe_redis_py(
 
 
 def probe_kafka(
-    brokers: str, settings: Settings, timeout: float | None = None, engine: str = "local"
+    brokers: str,
+    settings: Settings,
+    timeout: float | None = None,
+    caps: Capabilities = Capabilities(),
 ) -> ProbeResult:
     from devctl.clients.kafka_client import fetch_metadata, make_admin
 
-    endpoints = Endpoints(engine, "", brokers)
+    endpoints = Endpoints("probe", "", brokers, caps=caps)
     admin = make_admin(endpoints, settings)
     wait = timeout if timeout is not None else settings.kafka.request_timeout_ms / 1000
     metadata, latency = fetch_metadata(admin, endpoints, wait)
@@ -120,8 +123,8 @@ def probe(
     address: str,
     settings: Settings,
     timeout: float | None = None,
-    engine: str = "local",
+    caps: Capabilities = Capabilities(),
 ) -> ProbeResult:
     if service == "redis":
-        return probe_redis(address, settings, timeout, engine)
-    return probe_kafka(address, settings, timeout, engine)
+        return probe_redis(address, settings, timeout, caps)
+    return probe_kafka(address, settings, timeout, caps)

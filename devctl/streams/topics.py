@@ -24,8 +24,6 @@ from devctl.config.topic_configs import topic_config_problem
 from devctl.errors import NotFound, OperationFailed, UnsupportedOperation, UsageError
 from devctl.streams.offsets import PartitionOffsets, end_offsets_within, offsets_consumer
 
-# Brokers that cannot add partitions to a topic (Tansu 0.6 has no CreatePartitions).
-_GROW_UNSUPPORTED_ENGINES = {"local"}
 # Partitions of the small topics `summaries` counts in one pass (one ListOffsets
 # request each way, as end_offsets_within sends at most this many at once).
 _BATCH_PARTITIONS = 1000
@@ -274,7 +272,7 @@ class TopicAdmin:
             raise OperationFailed(f"cannot delete '{name}': {kafka_reason(exc)}") from exc
 
     def grow(self, name: str, partitions: int) -> None:
-        if self.endpoints.engine in _GROW_UNSUPPORTED_ENGINES:
+        if not self.endpoints.caps.can_grow_partitions:
             raise UnsupportedOperation(f"cannot grow '{name}': {_NO_GROW_MESSAGE}")
         future = self.admin.create_partitions(
             [NewPartitions(name, partitions)], request_timeout=self.timeout
@@ -338,7 +336,7 @@ class TopicAdmin:
                         spec=spec,
                     )
                 )
-            elif have < spec.partitions and self.endpoints.engine in _GROW_UNSUPPORTED_ENGINES:
+            elif have < spec.partitions and not self.endpoints.caps.can_grow_partitions:
                 rows.append(
                     PlanRow(
                         spec.name,

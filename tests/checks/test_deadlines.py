@@ -17,6 +17,7 @@ from devctl.checks import Check, CheckContext, run_checks
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import make_admin
 from devctl.config.loader import Settings, load_settings
+from devctl.engines.local import LocalEngine
 from devctl.errors import EXIT_NOT_RUNNING, RedisUnavailable
 from devctl.events.consumer import ConsumerRuntime
 from devctl.events.producer import EventProducer
@@ -25,7 +26,9 @@ from devctl.events.producer import EventProducer
 def _stack_of(cwd: Path) -> tuple[Settings, Endpoints]:
     """Settings and endpoints for checks that never reach a server."""
     settings = load_settings(cwd=cwd, environ={})
-    return settings, Endpoints("local", "redis://127.0.0.1:1/0", "127.0.0.1:1")
+    return settings, Endpoints(
+        "local", "redis://127.0.0.1:1/0", "127.0.0.1:1", caps=LocalEngine.caps
+    )
 
 
 def test_a_hung_check_is_abandoned_at_its_deadline_and_clean_ups_still_run(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from devctl.checks import Check, CheckContext, CheckFailed, run_checks
 from devctl.clients.endpoints import Endpoints
 from devctl.config.loader import load_settings
+from devctl.engines.local import LocalEngine
 from devctl.errors import EXIT_NOT_RUNNING
 
 
@@ -71,7 +72,7 @@ def test_a_plain_failure_with_the_servers_answering_marks_nothing_down(
 
 def test_clean_up_problems_say_what_was_left_behind(tmp_path: Path) -> None:
     settings = load_settings(cwd=tmp_path, environ={})
-    endpoints = Endpoints("local", "redis://127.0.0.1:1/0", "127.0.0.1:1")
+    endpoints = Endpoints("local", "redis://127.0.0.1:1/0", "127.0.0.1:1", caps=LocalEngine.caps)
 
     def defers(ctx: CheckContext) -> None:
         ctx.defer(lambda: 1 / 0)

@@ -15,6 +15,7 @@ import pytest
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.redis_client import make_redis
 from devctl.config.loader import Settings
+from devctl.engines.local import LocalEngine
 from devctl.errors import RedisUnavailable
 from devctl.state import count_sessions, from_settings
 from devctl.state.keys import KeySchema
@@ -90,7 +91,9 @@ def test_counts_in_the_database_of_the_url(
     "endpoints",
     [
         lambda stack: Endpoints("external", "redis://127.0.0.1:1/0", ""),
-        lambda stack: Endpoints("local", stack.endpoints.redis_url, "", not_running=("redis",)),
+        lambda stack: Endpoints(
+            "local", stack.endpoints.redis_url, "", not_running=("redis",), caps=LocalEngine.caps
+        ),
         lambda stack: _with_db(stack.endpoints, 99999),
     ],
     ids=["refused", "not-running", "no-such-db"],

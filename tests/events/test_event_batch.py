@@ -23,6 +23,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME
 from pydantic import ConfigDict
 
 from devctl.clients.endpoints import Endpoints
+from devctl.engines.local import LocalEngine
 from devctl.engines.processes import free_port
 from devctl.events.envelope import HEADER_ID, decode_event, encode_event
 from devctl.events.errors import (
@@ -282,7 +283,9 @@ def test_a_batch_larger_than_the_free_queue_is_refused_whole(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No broker: what is queued fails at close, visibly; what did not fit was never queued."""
-    endpoints = Endpoints("local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}")
+    endpoints = Endpoints(
+        "local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}", caps=LocalEngine.caps
+    )
     settings = stack_settings(Path("/nonexistent"), Path.cwd(), **{"events.producer_queue_size": 5})
     failures: list[Delivery] = []
     producer = EventProducer(endpoints, settings, on_delivery=failures.append)
@@ -340,7 +343,9 @@ def test_batch_failures_surface_with_the_broker_down_and_deliver_when_it_is_back
 
 def test_close_while_a_batch_is_queueing_settles_every_event() -> None:
     """No broker: close() stops the batch at its next chunk; nothing is left unreported."""
-    endpoints = Endpoints("local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}")
+    endpoints = Endpoints(
+        "local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}", caps=LocalEngine.caps
+    )
     settings = stack_settings(
         Path("/nonexistent"), Path.cwd(), **{"events.producer_queue_size": 500_000}
     )

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf
+from devctl.engines.local import LocalEngine
 from devctl.engines.processes import free_port
 from devctl.events.envelope import decode_event
 from devctl.events.errors import (
@@ -125,7 +126,9 @@ def test_publish_async_from_an_event_loop(
 
 def test_full_queue_policies_and_purge_on_close(caplog: pytest.LogCaptureFixture) -> None:
     """No broker at all: three events fill the queue; the policy decides about the fourth."""
-    endpoints = Endpoints("local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}")
+    endpoints = Endpoints(
+        "local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}", caps=LocalEngine.caps
+    )
     settings = stack_settings(Path("/nonexistent"), Path.cwd(), **{"events.producer_queue_size": 3})
     failures: list[Delivery] = []
     producer = EventProducer(endpoints, settings, on_delivery=failures.append)

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from devctl.clients.endpoints import Endpoints
 from devctl.clients.kafka_client import consumer_conf
+from devctl.engines.local import LocalEngine
 from devctl.engines.processes import free_port
 from devctl.errors import KafkaUnavailable
 from devctl.events.envelope import decode_event
@@ -278,7 +279,9 @@ def test_warm_up_has_the_producer_id_before_the_first_event(
 
 
 def test_warm_up_without_a_broker_raises_kafka_unavailable() -> None:
-    endpoints = Endpoints("local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}")
+    endpoints = Endpoints(
+        "local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}", caps=LocalEngine.caps
+    )
     settings = stack_settings(Path("/nonexistent"), Path.cwd())
     with EventProducer(endpoints, settings) as producer:
         with pytest.raises(KafkaUnavailable, match="did not answer a metadata request"):

@@ -59,8 +59,10 @@ def up(
     app = get_app(ctx)
     settings = app.settings(_flags(data_dir, engine, redis_port, kafka_port))
     chosen = app.engine()
-    if chosen.name != "local" and (redis_port is not None or kafka_port is not None):
-        app.info("note: --redis-port / --kafka-port only apply to the local engine; ignored")
+    if not chosen.takes_ports and (redis_port is not None or kafka_port is not None):
+        app.info(
+            f"note: the {chosen.name} engine chooses no ports; --redis-port / --kafka-port ignored"
+        )
     with app.err.status(f"bringing the {chosen.name} stack up...") as spinner:
         report = bring_up(settings, chosen, keep=keep, progress=lambda msg: spinner.update(msg))
     result, seconds, failed, created = report.result, report.seconds, report.failed, report.created
