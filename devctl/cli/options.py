@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,11 +20,6 @@ DataDirOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-class ServiceName(StrEnum):
-    redis = "redis"
-    kafka = "kafka"
 
 
 def _known_engine(value: str | None) -> str | None:

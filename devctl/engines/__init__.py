@@ -45,9 +45,20 @@ def ensure_no_other_stack(settings: Settings, chosen: Engine) -> None:
     """Refuse to switch engines while another engine's servers run in this data dir.
 
     Otherwise `down` would address the new engine and leave the old servers running.
+    Cheap for every engine: an engine is imported and asked (is_active reads files,
+    never the network) only if stack.json names it, or if pidfiles under run/ exist
+    (servers kept after a failed `up` run without a stack.json naming them).
     """
+    from devctl.engines.base import RUN_DIR, read_stack_file
+
+    if not settings.data_dir.is_dir():
+        return
+    recorded = (read_stack_file(settings.data_dir) or {}).get("engine")
+    pidfiles = any((settings.data_dir / RUN_DIR).glob("*.pid"))
     for name in ENGINES:
-        if name != chosen.name and engine_class(name)(settings).is_active():
+        if name == chosen.name or (name != recorded and not pidfiles):
+            continue
+        if engine_class(name)(settings).is_active():
             raise UsageError(
                 f"a {name} stack is running in {settings.data_dir}",
                 hint=f"`devctl down` it first, or use another data dir for the {chosen.name} engine",

@@ -22,6 +22,9 @@ from devctl.errors import DevctlError
 
 SERVICES = ("redis", "kafka")
 STACK_FILE = "stack.json"
+# Where an engine that starts processes keeps their pidfiles (`*.pid`): the one place
+# ensure_no_other_stack looks before importing an engine to ask it.
+RUN_DIR = "run"
 
 Progress = Callable[[str], None]
 
@@ -87,6 +90,7 @@ class Engine(ABC):
 
     name: str = ""
     keeps_data = False  # True if `down --purge` deletes something of this engine
+    services: tuple[str, ...] = SERVICES  # what `status` and `logs SERVICE` accept
     takes_ports = False  # True if it honours --redis-port / --kafka-port
     caps = Capabilities()  # copied into every Endpoints it returns
 
@@ -136,7 +140,7 @@ class Engine(ABC):
     def status(self) -> list[ServiceStatus]:
         """Per service: engine facts plus one live PING / metadata call."""
         statuses = []
-        for service in SERVICES:
+        for service in self.services:
             info = self.service_info(service)
             address = info.get("address", "-")
             status = ServiceStatus(

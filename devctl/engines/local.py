@@ -32,6 +32,7 @@ from devctl import processes
 from devctl.clients.endpoints import Capabilities, Endpoints
 from devctl.engines import probe
 from devctl.engines.base import (
+    RUN_DIR,
     SERVICES,
     DoctorCheck,
     DownResult,
@@ -228,7 +229,7 @@ class LocalEngine(Engine):
 
     @property
     def run_dir(self) -> Path:
-        return self.data_dir / "run"
+        return self.data_dir / RUN_DIR
 
     @property
     def log_dir(self) -> Path:

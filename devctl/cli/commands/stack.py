@@ -14,12 +14,11 @@ from devctl.cli.options import (
     DataDirOption,
     EngineOption,
     JsonOption,
-    ServiceName,
     YesOption,
     data_dir_flag,
 )
 from devctl.cli.output import confirm, duration, millis, print_json, table
-from devctl.errors import EXIT_FAILED
+from devctl.errors import EXIT_FAILED, UsageError
 
 
 def _flags(
@@ -177,7 +176,14 @@ def status(
 
 def logs(
     ctx: typer.Context,
-    service: Annotated[ServiceName, typer.Argument(help="Which server's log.")],
+    service: Annotated[
+        str,
+        typer.Argument(
+            metavar="SERVICE",
+            help="Which server's log: one of the engine's services (local: redis, kafka).",
+            show_default=False,
+        ),
+    ],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")
     ] = False,
@@ -201,12 +207,18 @@ def logs(
     app = get_app(ctx)
     app.settings(data_dir_flag(data_dir))
     chosen = app.engine()
+    # The engine reports its services, so the choices are checked here, not by typer.
+    if service not in chosen.services:
+        raise UsageError(
+            f"unknown service {service!r}",
+            hint=f"the {chosen.name} engine's services: {', '.join(chosen.services)}",
+        )
     if not follow:
-        for line in chosen.log_lines(service.value, lines, noise=all_lines):
+        for line in chosen.log_lines(service, lines, noise=all_lines):
             typer.echo(line)
         return
     try:
-        for line in chosen.follow_log(service.value, lines, noise=all_lines):
+        for line in chosen.follow_log(service, lines, noise=all_lines):
             typer.echo(line)
     except KeyboardInterrupt:
         return
