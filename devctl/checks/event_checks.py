@@ -20,7 +20,7 @@ from confluent_kafka.admin import NewTopic
 from devctl.checks import CheckContext, CheckFailed, check, expect
 from devctl.checks.kafka_checks import CHECK_HEADER
 from devctl.clients.kafka_client import consumer_conf, fetch_metadata, kafka_reason
-from devctl.events._batches import Headers
+from devctl.events import Headers
 from devctl.events.consumer import (
     DLQ_OFFSET,
     DLQ_REASON,

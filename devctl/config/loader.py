@@ -57,7 +57,7 @@ class Settings:
 
     Read a setting through its section (``settings.redis.port``); ``sources`` maps
     each dotted key (``redis.port``) to its provenance (``config/devctl.yaml:12``,
-    ``env REDIS_URL``, ``flag --redis-port``, ``default``).
+    ``env REDIS_URL``, ``flag <the flag the front end names>``, ``default``).
     """
 
     config: Config

@@ -89,9 +89,9 @@ class Engine(ABC):
     """Life cycle of the stack. Implementations: local, external (docker later)."""
 
     name: str = ""
-    keeps_data = False  # True if `down --purge` deletes something of this engine
+    keeps_data = False  # True if purging the stack deletes data of this engine
     services: tuple[str, ...] = SERVICES  # what `status` and `logs SERVICE` accept
-    takes_ports = False  # True if it honours --redis-port / --kafka-port
+    takes_ports = False  # True if its ports are chosen (redis.port, kafka.port)
     caps = Capabilities()  # copied into every Endpoints it returns
 
     def __init__(self, settings: Settings):

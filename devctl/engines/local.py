@@ -86,7 +86,7 @@ HIGH_WATERMARK = Limitation(
 @dataclass(frozen=True)
 class Binary:
     path: str
-    origin: str  # how it was found, for doctor and --verbose
+    origin: str  # how it was found, for doctor and the verbose error details
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Everything that publishes or consumes DevConnect events goes through this packag
 their callers, so importing ``devctl.events`` stays cheap.
 """
 
+from devctl.events._batches import Headers  # Kafka headers as librdkafka takes them
 from devctl.events.envelope import Event, decode_event, encode_event
 from devctl.events.errors import (
     DeliveryFailed,
@@ -21,6 +22,7 @@ __all__ = [
     "DeliveryFailed",
     "Event",
     "EventType",
+    "Headers",
     "InvalidEvent",
     "InvalidEventData",
     "PermanentError",

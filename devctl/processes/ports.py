@@ -42,7 +42,7 @@ def port_owner(port: int) -> str | None:
 
 
 def free_port() -> int:
-    """A port the OS considers free right now (used by tests and --redis-port 0)."""
+    """A port the OS considers free right now (used by tests, and when a port of 0 is configured)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
