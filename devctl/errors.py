@@ -54,7 +54,7 @@ class DevctlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
-        # Shown only with --verbose (log tails, low-level causes).
+        # Shown only when the user asks for details (log tails, low-level causes).
         self.details = details
         self.field = field
         self.data: dict[str, Any] = dict(data or {})

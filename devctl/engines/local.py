@@ -56,7 +56,7 @@ LOG_TAIL_ON_FAILURE = 15
 LOCK_WAIT_S = 60.0
 
 # Log lines a server writes at ERROR level although nothing is wrong; `devctl logs`
-# hides them unless --all. Tansu logs one for each lookup of a consumer group it
+# hides them unless asked for all lines. Tansu logs one for each lookup of a consumer group it
 # has not stored yet (a new group joining, `groups describe`/`reset` of an unknown
 # id): its object store answers NotFound, which is how it learns the group is new.
 KNOWN_NOISE: dict[str, tuple[re.Pattern[str], ...]] = {
@@ -299,7 +299,7 @@ class LocalEngine(Engine):
         source = self.settings.sources[SPECS[service].setting_key]
         variable = "REDIS_URL" if service == "redis" else "KAFKA_BROKERS"
         if source.startswith("flag") and wanted != 0:
-            # The source names the flag ("flag --redis-port"): the front end chose the words.
+            # The source names where the port came from, in the words the front end chose.
             return wanted, (
                 f"{service} moves from 127.0.0.1:{last} to 127.0.0.1:{wanted} "
                 f"({source}): update {variable}"
@@ -364,7 +364,7 @@ class LocalEngine(Engine):
                                 hint="wait for it to finish, then retry",
                             ) from None
                         time.sleep(0.05)
-                # `down --purge` may have deleted the file we waited on: lock the new one.
+                # A purge may have deleted the file we waited on: lock the new one.
                 try:
                     same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
                 except FileNotFoundError:
@@ -806,7 +806,7 @@ class LocalEngine(Engine):
                         yield line.rstrip("\n")
                     continue
                 time.sleep(0.2)
-                # The file was replaced (down --purge then up): continue with the new one.
+                # The file was replaced (a purge, then a new start): continue with the new one.
                 try:
                     replaced = os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino
                 except FileNotFoundError:

@@ -588,7 +588,7 @@ class Tail:
             ):
                 continue
             record = TailRecord(topic, partition, offset, msg.timestamp()[1], key, headers, value)
-            # --type matches the type tail shows, decoded from the record: a header can
+            # A type filter matches the type tail shows, decoded from the record: a header can
             # disagree with the value (another client's bug), so it is never trusted here.
             decode(record)
             if record.check and skip_checks:  # a `devctl test` probe (rare: decoded first)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from devctl.state import StateServices
     from devctl.state.sessions import NewSession
 
-# What `cache flush --kind` may delete: caches only, never sessions, presence or limits.
+# What flushing a cache kind may delete: caches only, never sessions, presence or limits.
 CACHE_KINDS: dict[str, tuple[str, ...]] = {
     "user": ("user", "user_lock"),
     "email": ("email",),
@@ -155,7 +155,7 @@ def seed_user(user_id: str, n: int) -> dict[str, Any]:
     }
 
 
-# Seeding sizes above these ask first (or take --yes): far more than a demo or a load
+# Seeding sizes above these need a confirmation: far more than a demo or a load
 # test on one machine needs, and a presence seed's cost grows with users x instances
 # (every presence write passes the dead instances to its script).
 SEED_MAX_USERS = 10_000

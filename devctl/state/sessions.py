@@ -264,7 +264,7 @@ class Sessions:
             found = "no" if not matches else f"{len(matches)}"
             raise NotFound(
                 f"user {user_id} has {found} live sessions whose id starts with '{prefix}'",
-                hint="`devctl sessions list --user U` shows the ids"
+                hint=f"the ids are in the list of user {user_id}'s sessions"
                 if not matches
                 else "give more of the id",
             )
