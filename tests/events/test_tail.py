@@ -527,34 +527,41 @@ def test_tail_says_when_the_broker_stops_answering_and_when_it_is_back(own_stack
         thread.join(timeout=20)
 
 
+@pytest.fixture
+def tail_group(stack: Any, unique: str) -> Iterator[str]:
+    """A consumer group name of this test; the group is deleted afterwards."""
+    group = f"tail-g-{unique}"
+    yield group
+    with contextlib.suppress(Exception):
+        GroupAdmin(stack.endpoints, stack.settings).delete(group)
+
+
+def _tail_as_group(devctl: Any, topic: str, group: str, *extra: str) -> Any:
+    """`tail --group G --no-follow -o json` to the end, as one run."""
+    return devctl("tail", topic, "--group", group, *extra, "--no-follow", "-o", "json", timeout=60)
+
+
 @pytest.mark.slow
 def test_group_banner_says_where_each_partition_starts_and_no_follow_ends(
-    stack: Any, make_topic: Any, producer: EventProducer, devctl: Any, unique: str
+    stack: Any, make_topic: Any, producer: EventProducer, devctl: Any, tail_group: str
 ) -> None:
     topic = make_topic("banner", partitions=2)
     for index in range(4):
         producer.publish(
             "devconnect.user.login", {"userId": f"u{index}"}, topic=topic, key=f"k{index}"
         ).result(10)
-    group = f"tail-banner-{unique}"
-    try:
-        first = devctl(
-            "tail", topic, "--group", group, "--from-beginning", "--no-follow", "-o", "json",
-            timeout=60,
-        )  # fmt: skip
-        assert first.returncode == 0, first.stderr
-        assert len(first.stdout.splitlines()) == 4
-        assert f"{topic}[0] from the beginning (0)" in first.stderr, first.stderr
-        again = devctl("tail", topic, "--group", group, "--no-follow", "-o", "json", timeout=60)
-        assert again.returncode == 0 and again.stdout == ""
-        ends = end_offsets(stack.endpoints, stack.settings, [(topic, 0), (topic, 1)])
-        for partition in (0, 1):
-            end = ends[(topic, partition)].high
-            assert f"{topic}[{partition}] at its committed offset {end}" in again.stderr or (
-                end == 0 and f"{topic}[{partition}] from the end (0)" in again.stderr
-            ), again.stderr
-    finally:
-        GroupAdmin(stack.endpoints, stack.settings).delete(group)
+    first = _tail_as_group(devctl, topic, tail_group, "--from-beginning")
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.splitlines()) == 4
+    assert f"{topic}[0] from the beginning (0)" in first.stderr, first.stderr
+    again = _tail_as_group(devctl, topic, tail_group)
+    assert again.returncode == 0 and again.stdout == ""
+    ends = end_offsets(stack.endpoints, stack.settings, [(topic, 0), (topic, 1)])
+    for partition in (0, 1):
+        end = ends[(topic, partition)].high
+        assert f"{topic}[{partition}] at its committed offset {end}" in again.stderr or (
+            end == 0 and f"{topic}[{partition}] from the end (0)" in again.stderr
+        ), again.stderr
 
 
 def test_an_offset_past_the_end_is_warned_about(devctl: Any, known: Known) -> None:
@@ -649,7 +656,7 @@ def test_pretty_tail_into_a_closed_pipe_exits_0(stack: Any, known: Known) -> Non
 
 @pytest.mark.slow
 def test_group_commits_past_skipped_probes_and_shows_other_check_values(
-    stack: Any, make_topic: Any, producer: EventProducer, devctl: Any, unique: str
+    stack: Any, make_topic: Any, producer: EventProducer, devctl: Any, tail_group: str
 ) -> None:
     topic = make_topic("probes", partitions=1)
     login = "devconnect.user.login"
@@ -660,15 +667,8 @@ def test_group_commits_past_skipped_probes_and_shows_other_check_values(
     producer.publish(
         login, {"userId": "zero"}, topic=topic, headers=[("devctl-check", b"0")]
     ).result(10)
-    group = f"tail-probes-{unique}"
-    try:
-        shown = devctl(
-            "tail", topic, "--group", group, "--from-beginning", "--no-follow", "-o", "json",
-            timeout=60,
-        )  # fmt: skip
-        users = [json.loads(line)["event"]["data"]["userId"] for line in shown.stdout.splitlines()]
-        assert users == ["real", "zero"], shown.stderr
-        assert "1 `devctl test` record skipped" in shown.stderr
-        assert GroupAdmin(stack.endpoints, stack.settings).describe(group).lag == 0
-    finally:
-        GroupAdmin(stack.endpoints, stack.settings).delete(group)
+    shown = _tail_as_group(devctl, topic, tail_group, "--from-beginning")
+    users = [json.loads(line)["event"]["data"]["userId"] for line in shown.stdout.splitlines()]
+    assert users == ["real", "zero"], shown.stderr
+    assert "1 `devctl test` record skipped" in shown.stderr
+    assert GroupAdmin(stack.endpoints, stack.settings).describe(group=tail_group).lag == 0
