@@ -161,3 +161,49 @@ class NotFound(DevctlError):
     """A named thing (topic, session, group) does not exist."""
 
     error_code = "not-found"
+
+
+class DatabaseUnavailable(StackNotRunning):
+    """The API's database did not answer within its timeouts."""
+
+    error_code = "database-unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str
+        | None = "check the database URL (api.database_url / DATABASE_URL) and that the server runs",
+        **kw: Any,
+    ):
+        super().__init__(message, hint=hint, **kw)
+
+
+class InvalidInput(UsageError):
+    """A request or argument that breaks a rule of the data (bad email, weak password)."""
+
+    error_code = "invalid-input"
+
+
+class Unauthenticated(DevctlError):
+    """No valid session: missing, malformed, tampered, expired or revoked token."""
+
+    error_code = "unauthenticated"
+
+
+class Forbidden(DevctlError):
+    """Authenticated, but not allowed to do this (edit another user, review another's request)."""
+
+    error_code = "forbidden"
+
+
+class Conflict(DevctlError):
+    """The change collides with existing data (email taken, request already exists)."""
+
+    error_code = "conflict"
+
+
+class RateLimited(DevctlError):
+    """A rate limit refused the operation; ``data`` holds the limit, use and retry time."""
+
+    error_code = "rate-limited"

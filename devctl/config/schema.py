@@ -482,6 +482,94 @@ class EventsSettings:
     )
 
 
+def _origins_problem(value: str) -> str | None:
+    origins = [o.strip() for o in value.split(",") if o.strip()]
+    if not origins:
+        return "give at least one origin, e.g. http://localhost:5173"
+    for origin in origins:
+        if origin == "*":
+            return "'*' cannot be used: the web client sends credentials, which need exact origins"
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            return f"'{origin}' is not an origin (scheme://host[:port], e.g. http://localhost:5173)"
+    return None
+
+
+def _database_url_problem(value: str) -> str | None:
+    scheme = urlsplit(value).scheme.split("+")[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        return "use postgresql://user:password@host:port/db, or sqlite:///path (unset: SQLite in the data dir)"
+    return None
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The embedded DevConnect API: `devctl serve` (docs/api.md)"""
+
+    host: str = setting(
+        "127.0.0.1", "Address the API listens on", check=_not_blank, env=("DEVCTL_API_HOST",)
+    )
+    port: int = setting(
+        3000,
+        "Port of the first API instance; further instances take the ports above it",
+        minimum=1,
+        maximum=65535,
+        env=("DEVCTL_API_PORT", "PORT"),
+    )
+    instances: int = setting(
+        1,
+        "API instances `devctl serve` starts",
+        minimum=1,
+        maximum=32,
+        env=("DEVCTL_API_INSTANCES",),
+    )
+    frontend_url: str = setting(
+        "http://localhost:5173",
+        "Origins the API answers CORS for, comma-separated (exact origins: credentials are sent)",
+        check=_origins_problem,
+        env=("DEVCTL_FRONTEND_URL", "FRONTEND_URL"),
+    )
+    database_url: str | None = setting(
+        None,
+        "Database URL (secret: it may hold a password); unset: SQLite in WAL mode in the data dir",
+        secret=True,
+        check=_database_url_problem,
+        env=("DEVCTL_DATABASE_URL", "DATABASE_URL"),
+    )
+    secret: str | None = setting(
+        None,
+        "Key that signs session cookies (secret); unset: one is generated into the data dir on first run",
+        secret=True,
+        env=("DEVCTL_API_SECRET", "JWT_SECRET"),
+    )
+    cookie_secure: bool = setting(
+        False,
+        "Mark the session cookie Secure (browsers then send it over HTTPS only)",
+        env=("DEVCTL_API_COOKIE_SECURE",),
+    )
+    outbox_batch_size: int = setting(
+        500, "Outbox rows the relay publishes per round", minimum=1, maximum=100000
+    )
+    outbox_retention: float = setting(
+        86400.0,
+        "Seconds a published outbox row is kept before it is pruned",
+        minimum=0,
+        maximum=_TTL_MAX,
+    )
+    outbox_lease: float = setting(
+        10.0,
+        "Seconds a relay's claim on outbox rows lasts before another instance may take them (SQLite)",
+        minimum=0.5,
+        maximum=_SECONDS_MAX,
+    )
+    drain_timeout: float = setting(
+        10.0,
+        "Seconds a stopping instance waits for in-flight requests and the outbox",
+        minimum=0,
+        maximum=_SECONDS_MAX,
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting: the top-level keys, then one field per section."""
@@ -505,6 +593,7 @@ class Config:
     topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
     state: StateSettings = field(default_factory=StateSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
 
 def _section_of(f: dataclasses.Field[Any]) -> type | None:
