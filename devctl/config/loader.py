@@ -26,6 +26,7 @@ from devctl.config.schema import (
     RELATIONS,
     SECTIONS,
     TOPIC_KEYS,
+    ApiSettings,
     Config,
     EventsSettings,
     KafkaSettings,
@@ -103,6 +104,10 @@ class Settings:
     @property
     def events(self) -> EventsSettings:
         return self.config.events
+
+    @property
+    def api(self) -> ApiSettings:
+        return self.config.api
 
     @cached_property
     def values(self) -> Mapping[str, Any]:
