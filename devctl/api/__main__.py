@@ -1,0 +1,87 @@
+"""One API instance: ``python -m devctl.api --host 127.0.0.1 --port 3000 --name api-1``.
+
+This is the child process `devctl serve` supervises; it reads its settings like
+every devctl command (config file, .env, environment). Exit codes: 0 after a
+graceful stop (SIGTERM/SIGINT), 2 for a bad setting, 3 when the port is taken
+or the stack cannot be found, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from devctl.errors import EXIT_USAGE, DevctlError
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m devctl.api", description=__doc__)
+    parser.add_argument("--host", default=None, help="listen address (default: api.host)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: api.port)")
+    parser.add_argument("--name", default="api", help="instance name in logs and /healthz")
+    parser.add_argument(
+        "--reload", action="store_true", help="restart on code changes (development)"
+    )
+    return parser.parse_args(argv)
+
+
+def factory() -> object:
+    """The app for uvicorn's reloader, which imports it by name in a fresh process."""
+    from devctl.api.app import create_app
+    from devctl.config.loader import load_settings
+
+    return create_app(load_settings(), instance=os.environ.get("DEVCTL_API_INSTANCE", "api"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    from devctl.logging_setup import configure_logging
+
+    configure_logging()
+    log = logging.getLogger("devctl.api")
+    try:
+        import uvicorn
+
+        from devctl.api.app import create_app
+        from devctl.config.loader import load_settings
+
+        settings = load_settings()
+        host = args.host or settings.api.host
+        port = settings.api.port if args.port is None else args.port
+        if not 0 < port < 65536:
+            raise DevctlError(f"port {port} is not between 1 and 65535")
+        common: dict[str, object] = {
+            "host": host,
+            "port": port,
+            "log_level": "warning",
+            "access_log": False,
+            "timeout_graceful_shutdown": settings.api.drain_timeout,
+            "server_header": False,
+            "lifespan": "on",
+        }
+        if args.reload:
+            os.environ["DEVCTL_API_INSTANCE"] = args.name
+            uvicorn.run("devctl.api.__main__:factory", factory=True, reload=True, **common)  # type: ignore[arg-type]
+            return 0
+        app = create_app(settings, instance=args.name)
+        config = uvicorn.Config(app, **common)  # type: ignore[arg-type]
+        server = uvicorn.Server(config)
+        log.info("%s listening on http://%s:%d", args.name, host, port)
+        server.run()
+        # uvicorn returns without raising when it cannot bind or start-up fails.
+        if not server.started:
+            return 3
+        return 0
+    except DevctlError as exc:
+        log.error("%s: %s", args.name, exc.message + (f" ({exc.hint})" if exc.hint else ""))
+        return exc.exit_code if exc.exit_code != 130 else 1
+    except KeyboardInterrupt:
+        return 0
+    except SystemExit as exc:  # uvicorn exits 1 on a failed lifespan start-up
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

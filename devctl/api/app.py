@@ -1,0 +1,234 @@
+"""The ASGI application: wiring, start-up and shutdown of one API instance.
+
+Start-up applies pending migrations (safe with several instances starting at
+once), opens the database, the Redis domain's asyncio face and the producer,
+and starts the outbox relay. None of the servers has to answer for the instance
+to start: a dead Redis or Kafka shows in ``/readyz`` and requests that need it
+answer 503 quickly; the instance recovers by itself when the server returns.
+
+Shutdown (uvicorn on SIGTERM/SIGINT: stop accepting, drain in-flight requests)
+then flushes the relay and the producer within ``api.drain_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from devctl import __version__
+from devctl.api import errors
+from devctl.api.backend import Backend
+from devctl.api.metrics import ApiMetrics, BodyLimit, RequestMetrics, SnapshotCollector
+from devctl.api.relay import OutboxRelay
+from devctl.api.routes import router
+from devctl.api.security import CookieSigner, load_secret
+from devctl.config.loader import Settings
+
+log = logging.getLogger("devctl.api")
+
+EVENT_SOURCE = "/devconnect/api"
+BODY_LIMIT = 1024 * 1024  # bytes; the largest real body (a profile) is a few KB
+READY_TIMEOUT = 2.0  # seconds per dependency in /readyz
+
+
+def origins(settings: Settings) -> list[str]:
+    return [o.strip().rstrip("/") for o in settings.api.frontend_url.split(",") if o.strip()]
+
+
+def create_app(settings: Settings, *, instance: str = "api") -> FastAPI:
+    """One API instance on the stack ``settings`` point at (servers opened at start-up)."""
+    metrics = ApiMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with _running_backend(settings, app, metrics, instance):
+            yield
+
+    app = FastAPI(
+        title="DevConnect API (devctl)",
+        version=__version__,
+        description="The embedded DevConnect backend started by `devctl serve`. "
+        "Errors: JSON `{message, error: {code, message, field?, hint?}}`.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.signer = CookieSigner(load_secret(settings.api.secret, settings.data_dir))
+    app.state.instance = instance
+    errors.install(app)
+    app.include_router(router)
+    _ops_routes(app, metrics)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins(settings),
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Content-Type", "Authorization"],
+        max_age=600,
+    )
+    app.add_middleware(BodyLimit, limit=BODY_LIMIT)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _running_backend(
+    settings: Settings, app: FastAPI, metrics: ApiMetrics, instance: str
+) -> AsyncIterator[Backend]:
+    from devctl.state.aio import async_from_settings
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from devctl.db.engine import database_url, make_engine
+    from devctl.db.migrate import upgrade
+    from devctl.engines import select_engine
+    from devctl.events.producer import EventProducer
+
+    url = database_url(settings)
+    await asyncio.to_thread(upgrade, url)
+    endpoints = select_engine(settings).endpoints(())
+    engine = make_engine(url)
+    state = await async_from_settings(settings, endpoints)
+    producer = EventProducer(endpoints, settings, source=EVENT_SOURCE)
+    relay = OutboxRelay(
+        engine,
+        producer,
+        batch_size=settings.api.outbox_batch_size,
+        lease=settings.api.outbox_lease,
+        retention=settings.api.outbox_retention,
+        owner=f"{instance}:{id(app):x}",
+    )
+    backend = Backend(
+        settings=settings,
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        state=state,
+        source=EVENT_SOURCE,
+        wake_relay=relay.wake,
+    )
+    app.state.backend = backend
+    app.state.relay = relay
+    app.state.producer = producer
+    metrics.add_collector(SnapshotCollector(lambda: _snapshot(app)))
+    relay.start()
+    log.info("%s ready", instance)
+    try:
+        yield backend
+    finally:
+        drain = settings.api.drain_timeout
+        await relay.stop(timeout=drain)
+        left = await asyncio.to_thread(producer.close, max(drain / 2, 1.0))
+        if left:
+            log.error("%d events were not confirmed by Kafka; their outbox rows stay unsent", left)
+        await state.close()
+        await engine.dispose()
+
+
+def _snapshot(app: FastAPI) -> dict[str, tuple[str, float | None]]:
+    relay: OutboxRelay = app.state.relay
+    backend: Backend = app.state.backend
+    cache = backend.state.user_cache
+    hits, misses = getattr(cache, "hits", 0), getattr(cache, "misses", 0)
+    backlog = getattr(app.state, "outbox_backlog", (None, None))
+    producer = app.state.producer
+    return {
+        "devconnect_outbox_backlog": (
+            "Outbox rows not yet published (at the last scrape)",
+            backlog[0],
+        ),
+        "devconnect_outbox_oldest_age_seconds": (
+            "Age of the oldest unpublished outbox row",
+            backlog[1] or 0.0,
+        ),
+        "devconnect_outbox_published_total": (
+            "Outbox rows this instance published",
+            relay.stats.published,
+        ),
+        "devconnect_outbox_failed_rounds_total": (
+            "Relay rounds that could not deliver everything",
+            relay.stats.failed_rounds,
+        ),
+        "devconnect_user_cache_hits_total": ("User cache hits in this instance", hits),
+        "devconnect_user_cache_misses_total": ("User cache misses in this instance", misses),
+        "devconnect_user_cache_hit_ratio": (
+            "Share of user cache lookups answered from Redis",
+            hits / (hits + misses) if hits + misses else None,
+        ),
+        "devconnect_producer_queue": (
+            "Events queued in the producer, not yet acknowledged",
+            producer.stats.in_flight,
+        ),
+        "devconnect_database_queries_total": (
+            "Database queries made by the workflows",
+            backend.queries,
+        ),
+    }
+
+
+def _ops_routes(app: FastAPI, metrics: ApiMetrics) -> None:
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> JSONResponse:
+        """The process is alive and serving (no dependency is checked)."""
+        return JSONResponse({"status": "ok", "instance": app.state.instance})
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "degraded"}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Redis, Kafka and the database, each ok or degraded with its latency."""
+        backend: Backend = request.app.state.backend
+        names = ("redis", "kafka", "database")
+        results = await asyncio.gather(
+            _timed(backend.state.ping()),
+            _timed(asyncio.to_thread(request.app.state.producer.warm_up, READY_TIMEOUT)),
+            _timed(_database_ping(backend)),
+        )
+        checks = dict(zip(names, results, strict=True))
+        ok = all(c["status"] == "ok" for c in checks.values())
+        body = {
+            "status": "ok" if ok else "degraded",
+            "instance": app.state.instance,
+            "checks": checks,
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def prometheus(request: Request) -> PlainTextResponse:
+        """Prometheus text format."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from devctl.db import outbox
+
+        backend: Backend = request.app.state.backend
+        with contextlib.suppress(Exception):  # a dead database must not hide the other numbers
+            request.app.state.outbox_backlog = await asyncio.wait_for(
+                outbox.backlog(backend.engine), READY_TIMEOUT
+            )
+        return PlainTextResponse(
+            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+
+async def _database_ping(backend: Backend) -> None:
+    async with backend.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+async def _timed(check: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(check, READY_TIMEOUT)
+    except Exception as exc:  # any failure is "degraded", said in words
+        reason = str(exc).strip() or type(exc).__name__
+        return {
+            "status": "degraded",
+            "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+            "error": reason.splitlines()[0][:200],
+        }
+    return {"status": "ok", "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
