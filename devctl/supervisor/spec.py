@@ -1,0 +1,85 @@
+"""What the supervisor runs (ChildSpec) and how it treats crashes (RestartPolicy).
+
+Both are plain data, serialisable to JSON: a detached supervisor reads them from
+a plan file written by the front end (see ``devctl.supervisor.daemon``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One child process the supervisor keeps running.
+
+    ``env`` is added to the supervisor's own environment (never a replacement: the
+    child must see the same settings, secrets included, without them being written
+    anywhere). Children stop in ``stop_phase`` order, lowest first, each phase only
+    once the previous one has exited; within a phase they stop together.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    role: str = "worker"  # what the front end calls it: "api", "consumer"
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    # Where it listens, if it is a server: checked free before anything starts.
+    host: str | None = None
+    port: int | None = None
+    # GET answering 200 once the child serves; None: it counts as up once started.
+    health_url: str | None = None
+    # GET that says whether the child can do its work (its dependencies answer).
+    ready_url: str | None = None
+    stop_phase: int = 0
+    stop_timeout: float = 10.0  # SIGTERM, then SIGKILL after this many seconds
+    # The supervisor gives up as a whole once every essential child gave up.
+    essential: bool = True
+    # Restarted (not counted as a crash) when a watched source file changes.
+    reload: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["argv"] = list(self.argv)
+        data["env"] = dict(self.env)
+        data["cwd"] = None if self.cwd is None else str(self.cwd)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChildSpec:
+        values = dict(data)
+        values["argv"] = tuple(values["argv"])
+        values["env"] = dict(values.get("env") or {})
+        values["cwd"] = None if values.get("cwd") is None else Path(values["cwd"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Exponential backoff between restarts, and when to stop trying.
+
+    The first restart waits ``initial_delay``, each next one ``factor`` times longer,
+    up to ``max_delay``; a child that stayed up ``stable_after`` seconds starts
+    again from ``initial_delay``. ``max_crashes`` crashes within ``window``
+    seconds: the supervisor gives up on that child.
+    """
+
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    factor: float = 2.0
+    stable_after: float = 30.0
+    max_crashes: int = 5
+    window: float = 60.0
+    # How long a child with a health URL may take to answer it after each start;
+    # one that does not is stopped and counted as a crash.
+    ready_timeout: float = 60.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RestartPolicy:
+        return cls(**dict(data))
