@@ -1,6 +1,7 @@
 """Redis clients with timeouts, so a hung server can never hang a caller.
 
-``make_redis`` gives a redis-py client, for the domain. ``PlainRedis`` is one plain
+``make_redis`` gives a redis-py client, for the domain; ``make_async_redis`` the
+same client for asyncio (the API), with the same options. ``PlainRedis`` is one plain
 socket speaking RESP2, for the few read-only commands a CLI command sends once
 (`status`'s probe, `sessions count`): importing redis-py costs ~90 ms, most of it
 asyncio, which the package's ``__init__`` imports whatever submodule is asked for
@@ -14,7 +15,7 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 from devctl.clients.endpoints import Capabilities, Endpoints, unreachable_hint
@@ -23,6 +24,7 @@ from devctl.errors import RedisUnavailable
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 
 def _require_running(endpoints: Endpoints) -> None:
@@ -33,23 +35,39 @@ def _require_running(endpoints: Endpoints) -> None:
         )
 
 
-def make_redis(endpoints: Endpoints, settings: Settings, *, decode: bool = True) -> redis.Redis:
-    import redis
-
+def _client_options(endpoints: Endpoints, settings: Settings, decode: bool) -> dict[str, Any]:
+    """The options of both clients; the URL gives host, port, database and TLS."""
     _require_running(endpoints)
     conf = settings.redis
     # A started server's URL carries the password it was started with (or none):
     # one source of credentials, whatever a later command's environment says.
     password = None if endpoints.caps.starts_servers else conf.password or None
-    return redis.Redis.from_url(
-        endpoints.redis_url,
-        password=password,
-        socket_connect_timeout=conf.connect_timeout,
-        socket_timeout=conf.socket_timeout,
-        decode_responses=decode,
-        health_check_interval=30,
-        client_name="devctl",
-    )
+    # from_url sets no retries: a refused or hung server costs one timeout, not ten.
+    return {
+        "password": password,
+        "socket_connect_timeout": conf.connect_timeout,
+        "socket_timeout": conf.socket_timeout,
+        "decode_responses": decode,
+        "health_check_interval": 30,
+        "client_name": "devctl",
+    }
+
+
+def make_redis(endpoints: Endpoints, settings: Settings, *, decode: bool = True) -> redis.Redis:
+    import redis
+
+    options = _client_options(endpoints, settings, decode)
+    return redis.Redis.from_url(endpoints.redis_url, **options)
+
+
+def make_async_redis(
+    endpoints: Endpoints, settings: Settings, *, decode: bool = True
+) -> redis.asyncio.Redis:
+    """``make_redis`` for asyncio: a pool of connections opened as tasks need them."""
+    import redis.asyncio
+
+    options = _client_options(endpoints, settings, decode)
+    return redis.asyncio.Redis.from_url(endpoints.redis_url, **options)
 
 
 def ping(client: redis.Redis, url: str, caps: Capabilities) -> float:

@@ -108,6 +108,7 @@ def build(
     client: redis.Redis, state: StateSettings, *, prefix: str = "devconnect:", stats: bool = True
 ) -> StateServices:
     """Wire the services around an existing client (which must decode responses)."""
+    from devctl.state._redis import SyncExecutor
     from devctl.state.keys import KeySchema
     from devctl.state.messages import MessageCache
     from devctl.state.presence import Presence
@@ -117,15 +118,23 @@ def build(
     from devctl.state.user_cache import UserCache
 
     keys = KeySchema(prefix)
+    run = SyncExecutor(client)  # one, so its round_trips counts what the services send
     return StateServices(
         client=client,
         keys=keys,
-        sessions=Sessions(client, keys, ttl=state.session_ttl, sliding=state.session_sliding),
-        user_cache=UserCache(client, keys, ttl=state.user_cache_ttl, stats=stats),
-        presence=Presence(client, keys, instance_ttl=state.presence_instance_ttl),
-        ratelimits=RateLimiter(client, keys, load_policies(state.rate_limits)),
+        sessions=Sessions(
+            client, keys, ttl=state.session_ttl, sliding=state.session_sliding, executor=run
+        ),
+        user_cache=UserCache(client, keys, ttl=state.user_cache_ttl, stats=stats, executor=run),
+        presence=Presence(client, keys, instance_ttl=state.presence_instance_ttl, executor=run),
+        ratelimits=RateLimiter(client, keys, load_policies(state.rate_limits), executor=run),
         messages=MessageCache(
-            client, keys, size=state.message_cache_size, ttl=state.message_cache_ttl, stats=stats
+            client,
+            keys,
+            size=state.message_cache_size,
+            ttl=state.message_cache_ttl,
+            stats=stats,
+            executor=run,
         ),
         pubsub=PubSub(client, keys),
     )

@@ -12,17 +12,22 @@ raced an append drop itself instead of caching a history without that message.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import redis
 
-from devctl.state._redis import Script, redis_operation
+from devctl.state._redis import SyncExecutor, SyncFace, sync_op
 from devctl.state.keys import KeySchema
+from devctl.state.plan import Call, Plan, Script, cmd, pipeline
 
 Message = dict[str, Any]
 # loader(user_a, user_b, n) -> the conversation's last n messages, oldest first.
 MessageLoader = Callable[[str, str, int], Sequence[Mapping[str, Any]]]
+# What the async face also accepts: an ``async def`` loader (the executor awaits it).
+AnyMessageLoader = Callable[
+    [str, str, int], Awaitable[Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]]
+]
 
 # KEYS: list, version. ARGV: message json, size, ttl s.
 _APPEND = Script(
@@ -53,13 +58,11 @@ def _encode(message: Mapping[str, Any]) -> str:
     return json.dumps(dict(message), separators=(",", ":"), default=str)
 
 
-class MessageCache:
-    """The last N messages of each conversation, oldest first."""
+class MessageCacheOps:
+    """Every message-cache operation as a plan; ``MessageCache`` and ``AsyncMessageCache``
+    run them."""
 
-    def __init__(
-        self, client: redis.Redis, keys: KeySchema, *, size: int, ttl: int, stats: bool = True
-    ):
-        self.client = client
+    def __init__(self, keys: KeySchema, *, size: int, ttl: int, stats: bool = True):
         self.keys = keys
         self.size = size
         self.ttl = ttl
@@ -71,23 +74,20 @@ class MessageCache:
             self.keys.conversation_version(user_a, user_b),
         ]
 
-    @redis_operation
-    def append(self, user_a: str, user_b: str, message: Mapping[str, Any]) -> bool:
+    def append(self, user_a: str, user_b: str, message: Mapping[str, Any]) -> Plan[bool]:
         """Add a message to its conversation's cache; False if that cache is not filled yet."""
-        return bool(
-            _APPEND(
-                self.client, self._keys(user_a, user_b), [_encode(message), self.size, self.ttl]
-            )
+        appended = yield _APPEND(
+            self._keys(user_a, user_b), [_encode(message), self.size, self.ttl]
         )
+        return bool(appended)
 
-    @redis_operation
     def recent(
         self,
         user_a: str,
         user_b: str,
         limit: int | None = None,
-        loader: MessageLoader | None = None,
-    ) -> list[Message]:
+        loader: AnyMessageLoader | None = None,
+    ) -> Plan[list[Message]]:
         """The last ``limit`` messages, oldest first: from the cache, else from ``loader``.
 
         Without a loader a miss returns []. A limit above the cache size goes to the loader.
@@ -96,35 +96,66 @@ class MessageCache:
         if want < 1:
             return []
         if want > self.size:
-            return [dict(m) for m in loader(user_a, user_b, want)] if loader else []
+            if loader is None:
+                return []
+            return [dict(m) for m in (yield Call(loader, (user_a, user_b, want)))]
         key, version_key = self._keys(user_a, user_b)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.lrange(key, -want, -1)
-        pipe.get(version_key)
-        if self.stats:
-            pipe.hincrby(self.keys.cache_stats(), "messages:lookups", 1)
-        cached, version, *_ = pipe.execute()
+        counters = [cmd("hincrby", self.keys.cache_stats(), "messages:lookups", 1)]
+        cached, version, *_ = yield pipeline(
+            cmd("lrange", key, -want, -1),
+            cmd("get", version_key),
+            *(counters if self.stats else []),
+        )
         if cached:
             return [json.loads(m) for m in cached]
         if self.stats:
-            self.client.hincrby(self.keys.cache_stats(), "messages:misses", 1)
+            yield cmd("hincrby", self.keys.cache_stats(), "messages:misses", 1)
         if loader is None:
             return []
-        loaded = [dict(m) for m in loader(user_a, user_b, self.size)][-self.size :]
+        loaded = [dict(m) for m in (yield Call(loader, (user_a, user_b, self.size)))]
+        loaded = loaded[-self.size :]
         if loaded:
-            _FILL(
-                self.client,
-                [key, version_key],
-                [version or "0", self.ttl, *(_encode(m) for m in loaded)],
+            yield _FILL(
+                [key, version_key], [version or "0", self.ttl, *(_encode(m) for m in loaded)]
             )
         return loaded[-want:]
 
-    @redis_operation
-    def invalidate(self, user_a: str, user_b: str) -> bool:
+    def invalidate(self, user_a: str, user_b: str) -> Plan[bool]:
         """Drop a conversation's cache (e.g. after a message was deleted)."""
-        pipe = self.client.pipeline(transaction=True)
         key, version_key = self._keys(user_a, user_b)
-        pipe.delete(key)
-        pipe.incr(version_key)
-        pipe.expire(version_key, self.ttl)
-        return bool(pipe.execute()[0])
+        deleted, *_ = yield pipeline(
+            cmd("delete", key),
+            cmd("incr", version_key),
+            cmd("expire", version_key, self.ttl),
+            transaction=True,
+        )
+        return bool(deleted)
+
+
+class MessageCache(SyncFace[MessageCacheOps]):
+    """The last N messages of each conversation, oldest first."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        *,
+        size: int,
+        ttl: int,
+        stats: bool = True,
+        executor: SyncExecutor | None = None,
+    ):
+        ops = MessageCacheOps(keys, size=size, ttl=ttl, stats=stats)
+        super().__init__(client, keys, ops, executor)
+
+    @property
+    def size(self) -> int:
+        return self.ops.size
+
+    @property
+    def ttl(self) -> int:
+        return self.ops.ttl
+
+    append = sync_op(MessageCacheOps.append)
+    recent = sync_op(MessageCacheOps.recent)
+    invalidate = sync_op(MessageCacheOps.invalidate)

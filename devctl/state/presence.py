@@ -38,8 +38,9 @@ from typing import Any
 
 import redis
 
-from devctl.state._redis import Script, execute_with_scripts, redis_operation
+from devctl.state._redis import SyncExecutor, SyncFace, sync_op
 from devctl.state.keys import KeySchema, user_from_key
+from devctl.state.plan import Command, Eval, Plan, Script, cmd, pipeline
 from devctl.state.validate import InvalidArgument, check_id, ttl_ms
 
 LAST_SEEN_TTL_S = 30 * 24 * 3600
@@ -226,29 +227,26 @@ def check_instance_id(instance_id: str) -> str:
     return instance_id
 
 
-class Presence:
-    """Connections, instance leases (heartbeats), resync, sweeps and bulk reads."""
+class PresenceOps:
+    """Every presence operation as a plan; ``Presence`` and ``AsyncPresence`` run them."""
 
-    def __init__(self, client: redis.Redis, keys: KeySchema, *, instance_ttl: float):
-        self.client = client
+    def __init__(self, keys: KeySchema, *, instance_ttl: float):
         self.keys = keys
         self.instance_ttl = instance_ttl
 
     # --- writes ----------------------------------------------------------------
 
-    @redis_operation
-    def connect(self, user_id: str, connection_id: str, instance_id: str) -> Connected:
+    def connect(self, user_id: str, connection_id: str, instance_id: str) -> Plan[Connected]:
         """Record a connection held by a live instance; say which transitions it caused."""
         check_instance_id(instance_id)
         check_id(connection_id, "connection id")
-        leases = self._leases()
-        [(offline, online, recorded, _)] = self._run(
-            lambda pipe: self._queue_connect(pipe, leases, instance_id, user_id, connection_id)
+        leases = yield from self.leases()
+        [(offline, online, recorded, _)] = yield from self._run(
+            self._connect_steps(leases, instance_id, user_id, connection_id)
         )
         return Connected(bool(online), bool(offline), bool(recorded))
 
-    @redis_operation
-    def connect_many(self, connections: list[tuple[str, str, str]]) -> list[Connected]:
+    def connect_many(self, connections: list[tuple[str, str, str]]) -> Plan[list[Connected]]:
         """``connect`` for many (user, connection, instance) at once: one pipeline.
 
         For bulk loads (seeding): the leases are read once for the whole batch.
@@ -258,30 +256,28 @@ class Presence:
             check_id(connection_id, "connection id")
         if not connections:
             return []
-        leases = self._leases()
-
-        def build(pipe: Any) -> None:
-            for user_id, connection_id, instance_id in connections:
-                self._queue_connect(pipe, leases, instance_id, user_id, connection_id)
-
+        leases = yield from self.leases()
+        steps = [
+            step
+            for user_id, connection_id, instance_id in connections
+            for step in self._connect_steps(leases, instance_id, user_id, connection_id)
+        ]
         return [
             Connected(bool(online), bool(offline), bool(recorded))
-            for offline, online, recorded, _ in self._run(build)
+            for offline, online, recorded, _ in (yield from self._run(steps))
         ]
 
-    @redis_operation
-    def disconnect(self, user_id: str, connection_id: str, instance_id: str) -> bool:
+    def disconnect(self, user_id: str, connection_id: str, instance_id: str) -> Plan[bool]:
         """Forget a connection; True iff the user went online -> offline (once per transition)."""
         check_instance_id(instance_id)
         check_id(connection_id, "connection id")
-        leases = self._leases()
-        [(offline, *_)] = self._run(
-            lambda pipe: self._queue_disconnect(pipe, leases, instance_id, user_id, connection_id)
+        leases = yield from self.leases()
+        [(offline, *_)] = yield from self._run(
+            self._disconnect_steps(leases, instance_id, user_id, connection_id)
         )
         return bool(offline)
 
-    @redis_operation
-    def resync(self, instance_id: str, connections: Mapping[str, str]) -> ResyncResult:
+    def resync(self, instance_id: str, connections: Mapping[str, str]) -> Plan[ResyncResult]:
         """Make Redis agree with the connections (id -> user) an instance really holds.
 
         Call it when ``heartbeat`` returns False (the lease had lapsed: a sweep may have
@@ -289,26 +285,19 @@ class Presence:
         """
         check_instance_id(instance_id)
         index = self.keys.instance_connections(instance_id)
-
-        def read(pipe: Any) -> None:
-            pipe.hgetall(index)
-            _INSTANCES.queue(pipe, *self._instances_call())
-
-        recorded, flat = execute_with_scripts(self.client, read, [_INSTANCES])
+        recorded, flat = yield pipeline(cmd("hgetall", index), self._instances_call())
         leases = self._leases_of(self._instances(flat))
         gone = [(user, conn) for conn, user in recorded.items() if connections.get(conn) != user]
         held = list(connections.items())
         result = ResyncResult()
         for start in range(0, max(len(held), len(gone)), 500):
             adds, drops = held[start : start + 500], gone[start : start + 500]
-
-            def build(pipe: Any, adds: list[tuple[str, str]] = adds, drops: Any = drops) -> None:
-                for conn, user in adds:
-                    self._queue_connect(pipe, leases, instance_id, user, conn)
-                for user, conn in drops:
-                    self._queue_disconnect(pipe, leases, instance_id, user, conn)
-
-            outcomes = self._run(build)
+            steps: list[Command | Eval] = []
+            for conn, user in adds:
+                steps += self._connect_steps(leases, instance_id, user, conn)
+            for user, conn in drops:
+                steps += self._disconnect_steps(leases, instance_id, user, conn)
+            outcomes = yield from self._run(steps)
             users = [user for _, user in adds] + [user for user, _ in drops]
             for user, (offline, online, *_) in zip(users, outcomes, strict=True):
                 if offline:
@@ -319,38 +308,41 @@ class Presence:
             result.removed += sum(int(o[2]) for o in outcomes[len(adds) :])
         return result
 
-    def _queue_connect(
-        self, pipe: Any, leases: Leases, instance_id: str, user_id: str, connection_id: str
-    ) -> None:
+    def _connect_steps(
+        self, leases: Leases, instance_id: str, user_id: str, connection_id: str
+    ) -> list[Command | Eval]:
+        registry = self.keys.instance_registry()
         # Registry, then instance index, then the user: each covers the next, so the
         # sweep always finds what a connect left behind, even from a dead instance.
-        pipe.hsetnx(self.keys.instance_registry(), instance_id, "0")
+        steps: list[Command | Eval] = [cmd("hsetnx", registry, instance_id, "0")]
         if instance_id in leases.live:
-            pipe.hset(self.keys.instance_connections(instance_id), connection_id, user_id)
-        self._queue_update(pipe, leases, "connect", user_id, connection_id, instance_id)
+            index = self.keys.instance_connections(instance_id)
+            steps.append(cmd("hset", index, connection_id, user_id))
+        steps.append(self._update(leases, "connect", user_id, connection_id, instance_id))
         # Once more after the user: a connect that lands after a sweep forgot this
         # instance registers it again (dead, never heartbeated), so its connection is
         # not left on an instance nobody knows (writes keep those: they may be new).
-        pipe.hsetnx(self.keys.instance_registry(), instance_id, "0")
+        steps.append(cmd("hsetnx", registry, instance_id, "0"))
+        return steps
 
-    def _queue_disconnect(
-        self, pipe: Any, leases: Leases, instance_id: str, user_id: str, connection_id: str
-    ) -> None:
-        self._queue_update(pipe, leases, "disconnect", user_id, connection_id, instance_id)
-        pipe.hdel(self.keys.instance_connections(instance_id), connection_id)
+    def _disconnect_steps(
+        self, leases: Leases, instance_id: str, user_id: str, connection_id: str
+    ) -> list[Command | Eval]:
+        return [
+            self._update(leases, "disconnect", user_id, connection_id, instance_id),
+            cmd("hdel", self.keys.instance_connections(instance_id), connection_id),
+        ]
 
-    def _queue_update(
+    def _update(
         self,
-        pipe: Any,
         leases: Leases,
         op: str,
         user_id: str,
         connection_id: str,
         instance_id: str,
         dropped_seen: str = "",
-    ) -> None:
-        _UPDATE.queue(
-            pipe,
+    ) -> Eval:
+        return _UPDATE(
             [self.keys.connections(user_id), self.keys.last_seen(user_id)],
             [
                 op,
@@ -365,16 +357,18 @@ class Presence:
             ],
         )
 
-    def _run(self, build: Any) -> list[list[int]]:
-        """Run a pipeline of queued writes; the replies of its update scripts, in order.
+    @staticmethod
+    def _run(steps: list[Command | Eval]) -> Plan[list[list[int]]]:
+        """Run a pipeline of writes; the replies of its update scripts, in order.
 
-        The other commands queued beside them (HSET, HSETNX, HDEL) reply with integers.
+        The other commands beside them (HSET, HSETNX, HDEL) reply with integers.
         """
-        replies = execute_with_scripts(self.client, build, [_UPDATE])
+        replies = yield pipeline(*steps)
         return [[int(x) for x in r] for r in replies if isinstance(r, list)]
 
-    def _leases(self) -> Leases:
-        return self._leases_of(self.instances())
+    def leases(self) -> Plan[Leases]:
+        """The instances' leases as one read of the registry sees them (for a write)."""
+        return self._leases_of((yield from self.instances()))
 
     @staticmethod
     def _leases_of(known: list[InstanceInfo]) -> Leases:
@@ -385,8 +379,7 @@ class Presence:
 
     # --- leases ----------------------------------------------------------------
 
-    @redis_operation
-    def heartbeat(self, instance_id: str, ttl: float | None = None) -> bool:
+    def heartbeat(self, instance_id: str, ttl: float | None = None) -> Plan[bool]:
         """Renew an instance's lease for ``ttl`` s (default state.presence_instance_ttl).
 
         True if the lease was still held. False if it had lapsed or is new: while it
@@ -395,37 +388,29 @@ class Presence:
         """
         check_instance_id(instance_id)
         lease_ms = ttl_ms(self.instance_ttl if ttl is None else ttl, "instance ttl")
-        held = _HEARTBEAT(
-            self.client,
-            [self.keys.instance_alive(instance_id), self.keys.instance_registry()],
-            [lease_ms, instance_id],
-        )
+        held = yield self._heartbeat(instance_id, lease_ms)
         return bool(held)
 
-    @redis_operation
-    def heartbeat_many(self, instance_ids: list[str], ttl: float | None = None) -> list[bool]:
+    def heartbeat_many(self, instance_ids: list[str], ttl: float | None = None) -> Plan[list[bool]]:
         """``heartbeat`` for many instances in one pipeline (bulk loads, seeding)."""
         lease_ms = ttl_ms(self.instance_ttl if ttl is None else ttl, "instance ttl")
         for instance_id in instance_ids:
             check_instance_id(instance_id)
+        replies = yield pipeline(*(self._heartbeat(i, lease_ms) for i in instance_ids))
+        return [bool(held) for held in replies]
 
-        def build(pipe: Any) -> None:
-            for instance_id in instance_ids:
-                _HEARTBEAT.queue(
-                    pipe,
-                    [self.keys.instance_alive(instance_id), self.keys.instance_registry()],
-                    [lease_ms, instance_id],
-                )
+    def _heartbeat(self, instance_id: str, lease_ms: int) -> Eval:
+        return _HEARTBEAT(
+            [self.keys.instance_alive(instance_id), self.keys.instance_registry()],
+            [lease_ms, instance_id],
+        )
 
-        return [bool(held) for held in execute_with_scripts(self.client, build, [_HEARTBEAT])]
-
-    @redis_operation
-    def instances(self) -> list[InstanceInfo]:
+    def instances(self) -> Plan[list[InstanceInfo]]:
         """Every registered instance, alive or dead (dead until swept)."""
-        return self._instances(_INSTANCES(self.client, *self._instances_call()))
+        return self._instances((yield self._instances_call()))
 
-    def _instances_call(self) -> tuple[list[str], list[str]]:
-        return [self.keys.instance_registry()], [self.keys.instance_alive("x")[:-1]]
+    def _instances_call(self) -> Eval:
+        return _INSTANCES([self.keys.instance_registry()], [self.keys.instance_alive("x")[:-1]])
 
     @staticmethod
     def _instances(flat: list[Any]) -> list[InstanceInfo]:
@@ -434,77 +419,71 @@ class Presence:
             for i in range(0, len(flat), 3)
         ]
 
-    @redis_operation
-    def retire(self, instance_id: str) -> SweepResult:
+    def retire(self, instance_id: str) -> Plan[SweepResult]:
         """Graceful shutdown of an instance: end its lease and sweep its connections now."""
         check_instance_id(instance_id)
-        self.client.delete(self.keys.instance_alive(instance_id))
-        known = self.instances()
-        return self._sweep([instance_id], known)
+        yield cmd("delete", self.keys.instance_alive(instance_id))
+        known = yield from self.instances()
+        return (yield from self._sweep([instance_id], known))
 
-    @redis_operation
     def sweep(
         self,
         only: Iterable[str] | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> SweepResult:
+    ) -> Plan[SweepResult]:
         """Drop the connections of dead instances; report users who went offline.
 
         ``progress(done, total)`` is called after each dead instance.
         """
         wanted = set(only) if only is not None else None
-        known = self.instances()
+        known = yield from self.instances()
         dead = [
             i.instance_id
             for i in known
             if not i.alive and (wanted is None or i.instance_id in wanted)
         ]
-        return self._sweep(dead, known, progress)
+        return (yield from self._sweep(dead, known, progress))
 
     def _sweep(
         self,
         dead: list[str],
         known: list[InstanceInfo],
         progress: Callable[[int, int], None] | None = None,
-    ) -> SweepResult:
+    ) -> Plan[SweepResult]:
         result = SweepResult(dead_instances=list(dead))
         leases = self._leases_of(known).with_dead(dead)
         last_beat = {i.instance_id: i.last_heartbeat for i in known}
         registry = self.keys.instance_registry()
         for done, instance_id in enumerate(dead, start=1):
             index = self.keys.instance_connections(instance_id)
-            held: dict[Any, Any] = self.client.hgetall(index)
+            held: dict[Any, Any] = yield cmd("hgetall", index)
             users = sorted(set(held.values()))
             last = last_beat.get(instance_id)
             seen = f"{last:.6f}" if last else ""
-
-            def build(pipe: Any, users: list[str] = users, seen: str = seen) -> None:
-                for user_id in users:
-                    self._queue_update(pipe, leases, "sweep", user_id, "", "", seen)
-
-            for user_id, (offline, _, _, dropped) in zip(
-                users, self._run(build) if users else [], strict=True
-            ):
-                result.connections_removed += dropped
-                if offline:
-                    result.went_offline.append(user_id)
+            if users:
+                outcomes = yield from self._run(
+                    [self._update(leases, "sweep", user_id, "", "", seen) for user_id in users]
+                )
+                for user_id, (offline, _, _, dropped) in zip(users, outcomes, strict=True):
+                    result.connections_removed += dropped
+                    if offline:
+                        result.went_offline.append(user_id)
             if held:
-                self.client.hdel(index, *held)
-            _FORGET(self.client, [self.keys.instance_alive(instance_id), registry], [instance_id])
+                yield cmd("hdel", index, *held)
+            yield _FORGET([self.keys.instance_alive(instance_id), registry], [instance_id])
             # A connect from this instance that raced the sweep wrote its index entry
             # after our read: keep the instance registered so the next sweep gets it.
-            if self.client.hlen(index):
-                self.client.hsetnx(registry, instance_id, seen or "0")
+            if (yield cmd("hlen", index)):
+                yield cmd("hsetnx", registry, instance_id, seen or "0")
             if progress is not None:
                 progress(done, len(dead))
         return result
 
     # --- reads -----------------------------------------------------------------
 
-    @redis_operation
     def bulk_status(
         self, user_ids: list[str], *, alive: Collection[str] | None = None
-    ) -> dict[str, PresenceStatus]:
+    ) -> Plan[dict[str, PresenceStatus]]:
         """Presence of many users in one round trip (one pipeline).
 
         ``alive``: the live instances, read by the caller (``instances()``) for many
@@ -513,16 +492,13 @@ class Presence:
         wanted = list(dict.fromkeys(user_ids))
         if not wanted:
             return {}
-        registry_keys, registry_args = self._instances_call()
-
-        def build(pipe: Any) -> None:
-            for user_id in wanted:
-                pipe.hgetall(self.keys.connections(user_id))
-                pipe.get(self.keys.last_seen(user_id))
-            if alive is None:
-                _INSTANCES.queue(pipe, registry_keys, registry_args)
-
-        replies = execute_with_scripts(self.client, build, [_INSTANCES])
+        steps: list[Command | Eval] = []
+        for user_id in wanted:
+            steps += [cmd("hgetall", self.keys.connections(user_id))]
+            steps += [cmd("get", self.keys.last_seen(user_id))]
+        if alive is None:
+            steps.append(self._instances_call())
+        replies = yield pipeline(*steps)
         if alive is None:
             alive = {i.instance_id for i in self._instances(replies[-1]) if i.alive}
         elif not isinstance(alive, set | frozenset):
@@ -543,17 +519,55 @@ class Presence:
             )
         return out
 
-    @redis_operation
-    def status(self, user_id: str) -> PresenceStatus:
-        return self.bulk_status([user_id])[user_id]
+    def status(self, user_id: str) -> Plan[PresenceStatus]:
+        return (yield from self.bulk_status([user_id]))[user_id]
 
-    @redis_operation
-    def known_users(self, limit: int = 1000) -> list[str]:
+    def known_users(self, limit: int = 1000) -> Plan[list[str]]:
         """Users with connections or a last_seen (SCAN; for operators)."""
         found: dict[str, None] = {}
         for kind in ("connections", "last_seen"):
-            for key in self.client.scan_iter(match=self.keys.scan_pattern(kind), count=1000):
-                found[user_from_key(key, self.keys.prefix)] = None
-                if len(found) >= limit:
-                    return list(found)
+            pattern = self.keys.scan_pattern(kind)
+            cursor = 0
+            while True:
+                cursor, keys = yield cmd("scan", cursor, match=pattern, count=1000)
+                for key in keys:
+                    found[user_from_key(key, self.keys.prefix)] = None
+                    if len(found) >= limit:
+                        return list(found)
+                if not cursor:
+                    break
         return list(found)
+
+
+class Presence(SyncFace[PresenceOps]):
+    """Connections, instance leases (heartbeats), resync, sweeps and bulk reads."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        *,
+        instance_ttl: float,
+        executor: SyncExecutor | None = None,
+    ):
+        super().__init__(client, keys, PresenceOps(keys, instance_ttl=instance_ttl), executor)
+
+    @property
+    def instance_ttl(self) -> float:
+        return self.ops.instance_ttl
+
+    def _leases(self) -> Leases:
+        return self.executor.run(self.ops.leases(), "Presence.leases")
+
+    connect = sync_op(PresenceOps.connect)
+    connect_many = sync_op(PresenceOps.connect_many)
+    disconnect = sync_op(PresenceOps.disconnect)
+    resync = sync_op(PresenceOps.resync)
+    heartbeat = sync_op(PresenceOps.heartbeat)
+    heartbeat_many = sync_op(PresenceOps.heartbeat_many)
+    instances = sync_op(PresenceOps.instances)
+    retire = sync_op(PresenceOps.retire)
+    sweep = sync_op(PresenceOps.sweep)
+    bulk_status = sync_op(PresenceOps.bulk_status)
+    status = sync_op(PresenceOps.status)
+    known_users = sync_op(PresenceOps.known_users)

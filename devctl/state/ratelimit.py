@@ -18,8 +18,9 @@ from typing import Any
 import redis
 
 from devctl.errors import ConfigError, UsageError
-from devctl.state._redis import Script, redis_operation
+from devctl.state._redis import SyncExecutor, SyncFace, sync_op
 from devctl.state.keys import KeySchema, normalise_email
+from devctl.state.plan import Plan, Script, cmd
 from devctl.state.validate import InvalidArgument, check_id
 
 # KEYS: bucket. ARGV: emission interval T (us, integer), limit, cost.
@@ -234,11 +235,10 @@ def normalise_subject(policy: Policy, subject: str) -> str:
     return normalise_email(subject) if policy.subject == "email" else subject
 
 
-class RateLimiter:
-    """Check, inspect and reset rate-limit buckets."""
+class RateLimiterOps:
+    """Every rate-limit operation as a plan; ``RateLimiter`` and ``AsyncRateLimiter`` run them."""
 
-    def __init__(self, client: redis.Redis, keys: KeySchema, policies: Mapping[str, Policy]):
-        self.client = client
+    def __init__(self, keys: KeySchema, policies: Mapping[str, Policy]):
         self.keys = keys
         self.policies = dict(policies)
 
@@ -253,30 +253,31 @@ class RateLimiter:
                 hint=f"policies: {', '.join(sorted(self.policies))}",
             ) from None
 
-    @redis_operation
     def check(
         self, policy: str | Policy, subject: str, *, tier: str | None = None, cost: int = 1
-    ) -> RateLimitResult:
+    ) -> Plan[RateLimitResult]:
         """Consume ``cost`` from the bucket if it fits; say whether it did."""
         if cost < 1:
             raise InvalidArgument("cost must be at least 1")
-        return self._run(self.policy(policy), subject, tier, cost)
+        return (yield from self._run(self.policy(policy), subject, tier, cost))
 
-    @redis_operation
     def peek(
         self, policy: str | Policy, subject: str, *, tier: str | None = None
-    ) -> RateLimitResult:
+    ) -> Plan[RateLimitResult]:
         """The bucket's state without consuming; ``allowed`` says whether one more would pass."""
-        return self._run(self.policy(policy), subject, tier, 0)
+        return (yield from self._run(self.policy(policy), subject, tier, 0))
 
-    @redis_operation
-    def reset(self, policy: str | Policy, subject: str) -> bool:
+    def reset(self, policy: str | Policy, subject: str) -> Plan[bool]:
         """Empty a bucket (e.g. after a support call); True if it held anything."""
         chosen = self.policy(policy)
-        key = self.keys.ratelimit(chosen.name, normalise_subject(chosen, subject))
-        return bool(self.client.delete(key))
+        deleted = yield cmd(
+            "delete", self.keys.ratelimit(chosen.name, normalise_subject(chosen, subject))
+        )
+        return bool(deleted)
 
-    def _run(self, policy: Policy, subject: str, tier: str | None, cost: int) -> RateLimitResult:
+    def _run(
+        self, policy: Policy, subject: str, tier: str | None, cost: int
+    ) -> Plan[RateLimitResult]:
         subject = normalise_subject(policy, subject)
         limit = policy.limit_for(tier)
         if limit is None:
@@ -287,10 +288,8 @@ class RateLimiter:
         if problem:
             raise InvalidArgument(f"rate-limit policy '{policy.name}': {problem}")
         interval = max(1, int(policy.period * 1_000_000) // limit)
-        allowed, remaining, retry_us, tat_us = _GCRA(
-            self.client,
-            [self.keys.ratelimit(policy.name, subject)],
-            [interval, limit, cost],
+        allowed, remaining, retry_us, tat_us = yield _GCRA(
+            [self.keys.ratelimit(policy.name, subject)], [interval, limit, cost]
         )
         if cost == 0:
             # A peek: would one more request pass, and when?
@@ -313,3 +312,29 @@ class RateLimiter:
             int(retry_us) / 1e6,
             int(tat_us) / 1e6,
         )
+
+
+class RateLimiter(SyncFace[RateLimiterOps]):
+    """Check, inspect and reset rate-limit buckets."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        policies: Mapping[str, Policy],
+        *,
+        executor: SyncExecutor | None = None,
+    ):
+        super().__init__(client, keys, RateLimiterOps(keys, policies), executor)
+
+    @property
+    def policies(self) -> dict[str, Policy]:
+        return self.ops.policies
+
+    def policy(self, policy: str | Policy) -> Policy:
+        """The policy of that name (a Policy is returned as is); UsageError if unknown."""
+        return self.ops.policy(policy)
+
+    check = sync_op(RateLimiterOps.check)
+    peek = sync_op(RateLimiterOps.peek)
+    reset = sync_op(RateLimiterOps.reset)

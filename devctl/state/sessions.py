@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import itertools
 import json
 import re
 import secrets
@@ -28,9 +27,9 @@ from typing import Any
 import redis
 
 from devctl.errors import NotFound
-from devctl.state import tally_sessions
-from devctl.state._redis import Script, redis_operation
-from devctl.state.keys import KeySchema
+from devctl.state._redis import SyncExecutor, SyncFace, sync_op
+from devctl.state.keys import KeySchema, user_from_key
+from devctl.state.plan import Plan, Script, cmd, pipeline
 from devctl.state.validate import ttl_ms
 
 TOKEN_VERSION = "dc1"
@@ -72,6 +71,20 @@ if redis.call('PTTL', KEYS[3]) < session['ttl'] then
   redis.call('PEXPIRE', KEYS[3], session['ttl'])
 end
 return {raw, redis.call('GET', KEYS[2])}
+"""
+)
+
+# Revoke every session of a user at once. KEYS: session index. ARGV: session key
+# prefix (the index's {u:<user>} hash tag, so these keys are on the script's slot).
+# Returns how many sessions still existed (expired ones were just index entries).
+_REVOKE_ALL = Script(
+    """
+local revoked = 0
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  revoked = revoked + redis.call('DEL', ARGV[1] .. sid)
+end
+redis.call('DEL', KEYS[1])
+return revoked
 """
 )
 
@@ -164,16 +177,14 @@ def _info(sid: str, raw: str) -> SessionInfo:
     )
 
 
-class Sessions:
-    """Create, validate, list and revoke sessions."""
+class SessionOps:
+    """Every session operation as a plan; ``Sessions`` and ``AsyncSessions`` run them."""
 
-    def __init__(self, client: redis.Redis, keys: KeySchema, *, ttl: float, sliding: bool):
-        self.client = client
+    def __init__(self, keys: KeySchema, *, ttl: float, sliding: bool):
         self.keys = keys
         self.ttl = ttl
         self.sliding = sliding
 
-    @redis_operation
     def create(
         self,
         user_id: str,
@@ -181,13 +192,12 @@ class Sessions:
         ttl: float | None = None,
         ip: str | None = None,
         user_agent: str | None = None,
-    ) -> NewSession:
+    ) -> Plan[NewSession]:
         """Create a session; the returned token is the only copy of the secret."""
         lifetime_ms = ttl_ms(self.ttl if ttl is None else ttl, "session ttl")
         token = new_token(user_id)
         sid = session_id(token)
-        now_ms, expires_ms = _CREATE(
-            self.client,
+        now_ms, expires_ms = yield _CREATE(
             [self.keys.session(user_id, sid), self.keys.sessions_index(user_id)],
             [lifetime_ms, user_id, ip or "", user_agent or "", token[:PREFIX_CHARS], sid],
         )
@@ -203,20 +213,18 @@ class Sessions:
         )
         return NewSession(token, info)
 
-    @redis_operation
-    def validate(self, token: str) -> ValidSession | None:
+    def validate(self, token: str) -> Plan[ValidSession | None]:
         """The session and cached user for a token, in one round trip; None if invalid.
 
         With sliding expiry on, a valid token's lifetime restarts.
         """
-        return self._lookup(token, slide=self.sliding)
+        return (yield from self._lookup(token, slide=self.sliding))
 
-    @redis_operation
-    def inspect(self, token: str) -> ValidSession | None:
+    def inspect(self, token: str) -> Plan[ValidSession | None]:
         """Like ``validate`` but never extends the session (for operators)."""
-        return self._lookup(token, slide=False)
+        return (yield from self._lookup(token, slide=False))
 
-    def _lookup(self, token: str, *, slide: bool) -> ValidSession | None:
+    def _lookup(self, token: str, *, slide: bool) -> Plan[ValidSession | None]:
         user_id = parse_token(token)
         if user_id is None:
             return None
@@ -224,14 +232,10 @@ class Sessions:
         session_key = self.keys.session(user_id, sid)
         user_key = self.keys.user(user_id)
         if slide:
-            reply = _SLIDE(
-                self.client, [session_key, user_key, self.keys.sessions_index(user_id)], [sid]
-            )
+            reply = yield _SLIDE([session_key, user_key, self.keys.sessions_index(user_id)], [sid])
         else:
             # Both keys carry the {u:<user>} hash tag: one MGET, valid on Redis Cluster too.
-            reply = self.client.execute_command(  # type: ignore[no-untyped-call]
-                "MGET", session_key, user_key
-            )
+            reply = yield cmd("mget", session_key, user_key)
         if not reply or reply[0] is None:
             return None
         info = _info(sid, reply[0])
@@ -239,27 +243,29 @@ class Sessions:
             return None
         return ValidSession(info, json.loads(reply[1]) if reply[1] else None)
 
-    @redis_operation
-    def revoke(self, token: str) -> bool:
+    def revoke(self, token: str) -> Plan[bool]:
         """Revoke one session by token; True if it existed."""
         user_id = parse_token(token)
         if user_id is None:
             return False
-        return self._revoke_id(user_id, session_id(token.strip()))
+        return (yield from self.revoke_id(user_id, session_id(token.strip())))
 
-    @redis_operation
-    def revoke_id(self, user_id: str, sid: str) -> bool:
+    def revoke_id(self, user_id: str, sid: str) -> Plan[bool]:
         """Revoke one session by its id (as shown by ``list_for_user``)."""
-        return self._revoke_id(user_id, sid)
+        deleted, _ = yield pipeline(
+            cmd("delete", self.keys.session(user_id, sid)),
+            cmd("zrem", self.keys.sessions_index(user_id), sid),
+            transaction=True,
+        )
+        return bool(deleted)
 
-    def resolve_id(self, user_id: str, prefix: str) -> str:
+    def resolve_id(self, user_id: str, prefix: str) -> Plan[str]:
         """The one live session of ``user_id`` whose id starts with ``prefix``.
 
         Ids are shown shortened (as git shows commits); NotFound when none or several match.
         """
-        matches = [
-            s.session_id for s in self.list_for_user(user_id) if s.session_id.startswith(prefix)
-        ]
+        sessions = yield from self.list_for_user(user_id)
+        matches = [s.session_id for s in sessions if s.session_id.startswith(prefix)]
         if len(matches) != 1:
             found = "no" if not matches else f"{len(matches)}"
             raise NotFound(
@@ -270,76 +276,90 @@ class Sessions:
             )
         return matches[0]
 
-    def _revoke_id(self, user_id: str, sid: str) -> bool:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.keys.session(user_id, sid))
-        pipe.zrem(self.keys.sessions_index(user_id), sid)
-        deleted, _ = pipe.execute()
-        return bool(deleted)
+    def revoke_all(self, user_id: str) -> Plan[int]:
+        """Revoke every session of a user atomically (one script on one slot); return how many."""
+        revoked = yield _REVOKE_ALL(
+            [self.keys.sessions_index(user_id)], [self.keys.session(user_id, "")]
+        )
+        return int(revoked)
 
-    @redis_operation
-    def revoke_all(self, user_id: str) -> int:
-        """Revoke every session of a user atomically (WATCH/MULTI on one slot); return how many."""
-        index = self.keys.sessions_index(user_id)
-        revoked = 0
-
-        def revoke(pipe: Any) -> None:
-            nonlocal revoked
-            members: list[str] = pipe.zrange(index, 0, -1)
-            pipe.multi()
-            for sid in members:
-                pipe.delete(self.keys.session(user_id, sid))
-            pipe.delete(index)
-            revoked = len(members)
-
-        results: list[Any] = self.client.transaction(revoke, index)  # type: ignore[assignment]
-        # Count only sessions that still existed (expired ones were just index entries).
-        return sum(1 for r in results[:revoked] if r)
-
-    @redis_operation
-    def list_for_user(self, user_id: str) -> list[SessionInfo]:
+    def list_for_user(self, user_id: str) -> Plan[list[SessionInfo]]:
         """A user's live sessions, newest first; expired or revoked index entries are pruned."""
         index = self.keys.sessions_index(user_id)
-        sids: list[Any] = self.client.zrange(index, 0, -1)
+        sids: list[Any] = yield cmd("zrange", index, 0, -1)
         if not sids:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for sid in sids:
-            pipe.get(self.keys.session(user_id, sid))
-        found = pipe.execute()
+        found = yield pipeline(*(cmd("get", self.keys.session(user_id, sid)) for sid in sids))
         gone = [sid for sid, raw in zip(sids, found, strict=True) if not raw]
         if gone:
-            self.client.zrem(index, *gone)
+            yield cmd("zrem", index, *gone)
         infos = [_info(sid, raw) for sid, raw in zip(sids, found, strict=True) if raw]
         return sorted(infos, key=lambda s: s.created_at, reverse=True)
 
-    @redis_operation
-    def list_all(self, limit: int = 50) -> list[SessionInfo]:
+    def list_all(self, limit: int = 50) -> Plan[list[SessionInfo]]:
         """At most ``limit`` sessions of any users (for operators), newest first among them.
 
         SCAN stops as soon as ``limit`` live sessions are found, so the cost follows the
         limit, not the number of sessions; which sessions come first is SCAN's order.
         """
         infos: list[SessionInfo] = []
-        keys = self.client.scan_iter(match=self.keys.scan_pattern("session"), count=1000)
+        pattern = self.keys.scan_pattern("session")
+        scanned: list[str] = []  # keys SCAN returned that were not read yet
+        cursor: int | None = None  # None: not started; 0: SCAN is done
         while len(infos) < limit:
-            chunk = list(itertools.islice(keys, min(500, limit - len(infos))))
+            want = min(500, limit - len(infos))
+            while len(scanned) < want and cursor != 0:
+                cursor, keys = yield cmd("scan", cursor or 0, match=pattern, count=1000)
+                scanned.extend(keys)
+            chunk, scanned = scanned[:want], scanned[want:]
             if not chunk:
                 break
-            pipe = self.client.pipeline(transaction=False)
-            for key in chunk:
-                pipe.get(key)
-            for key, raw in zip(chunk, pipe.execute(), strict=True):
+            found = yield pipeline(*(cmd("get", key) for key in chunk))
+            for key, raw in zip(chunk, found, strict=True):
                 if raw:  # it may have expired since SCAN saw it
                     infos.append(_info(key.rsplit(":", 1)[1], raw))
         infos.sort(key=lambda s: s.created_at, reverse=True)
         return infos
 
-    @redis_operation
-    def count(self) -> tuple[int, int]:
+    def count(self) -> Plan[tuple[int, int]]:
         """(live sessions, users with at least one), by SCAN.
 
         ``devctl.state.count_sessions`` counts the same without redis-py, for the CLI.
         """
-        keys = self.client.scan_iter(match=self.keys.scan_pattern("session"), count=1000)
-        return tally_sessions(keys, self.keys.prefix)
+        sessions = 0
+        users: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, keys = yield cmd(
+                "scan", cursor, match=self.keys.scan_pattern("session"), count=1000
+            )
+            sessions += len(keys)
+            users.update(user_from_key(key, self.keys.prefix) for key in keys)
+            if not cursor:
+                return sessions, len(users)
+
+
+class Sessions(SyncFace[SessionOps]):
+    """Create, validate, list and revoke sessions."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        *,
+        ttl: float,
+        sliding: bool,
+        executor: SyncExecutor | None = None,
+    ):
+        super().__init__(client, keys, SessionOps(keys, ttl=ttl, sliding=sliding), executor)
+
+    create = sync_op(SessionOps.create)
+    validate = sync_op(SessionOps.validate)
+    inspect = sync_op(SessionOps.inspect)
+    revoke = sync_op(SessionOps.revoke)
+    revoke_id = sync_op(SessionOps.revoke_id)
+    resolve_id = sync_op(SessionOps.resolve_id)
+    revoke_all = sync_op(SessionOps.revoke_all)
+    list_for_user = sync_op(SessionOps.list_for_user)
+    list_all = sync_op(SessionOps.list_all)
+    count = sync_op(SessionOps.count)
