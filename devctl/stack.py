@@ -4,7 +4,9 @@
 (or verify) the servers, apply the configured topics, and judge the result: a topic
 the config asks for but the broker cannot provide makes a failed `up`, while the
 servers stay up. ``doctor_checks`` gathers the engine's own checks and the Docker
-probe. Neither prints nor exits.
+probe. For `devctl serve`: ``ensure_stack`` (bring it up only when it is not
+running), ``apply_migrations``; ``take_down`` is `devctl down`: a running serve
+first, then the stack. None of them prints or exits.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from devctl.config.loader import Settings
-    from devctl.engines.base import DoctorCheck, Engine, UpResult
+    from devctl.db.migrate import MigrationReport
+    from devctl.engines.base import DoctorCheck, DownResult, Engine, UpResult
     from devctl.streams.topics import PlanRow
 
 
@@ -70,6 +73,59 @@ def bring_up(
     admin = TopicAdmin(result.endpoints, settings)
     applied = admin.apply(admin.plan(settings.topics))
     return UpReport(engine.name, result, applied, time.perf_counter() - started)
+
+
+def ensure_stack(
+    settings: Settings, engine: Engine, *, progress: Callable[[str], None] | None = None
+) -> UpReport | None:
+    """The stack `serve` runs on: None when it runs already, else ``bring_up``'s report.
+
+    A stack of which one server is down counts as not running (`up` restarts that
+    one). Raises OperationFailed when the broker cannot provide the configured
+    topics: the servers stay up, as after a failed `up`.
+    """
+    from devctl.errors import OperationFailed, StackNotRunning
+
+    try:
+        engine.endpoints()
+        return None
+    except StackNotRunning:
+        pass
+    report = bring_up(settings, engine, progress=progress)
+    if not report.ok:
+        failed = ", ".join(row.topic for row in report.failed)
+        raise OperationFailed(
+            f"the {engine.name} stack started, but these topics differ from the config: {failed}",
+            hint="`devctl topics apply` shows why; the stack keeps running",
+        )
+    return report
+
+
+def apply_migrations(settings: Settings) -> MigrationReport | None:
+    """Bring the API's database schema to the newest revision (devctl.db, Alembic).
+
+    Safe while API instances start on the same database (devctl.db.migrate takes
+    a lock). None when there is no devctl.db package to migrate with.
+    """
+    from importlib.util import find_spec
+
+    if find_spec("devctl.db") is None or find_spec("devctl.db.migrate") is None:
+        return None
+    from devctl.db.engine import database_url
+    from devctl.db.migrate import upgrade
+
+    return upgrade(database_url(settings))
+
+
+def take_down(engine: Engine, *, purge: bool = False) -> DownResult:
+    """`devctl down`: stop a running serve (gracefully, API first), then the stack."""
+    from devctl.supervisor.control import stop_serve
+
+    served = stop_serve(engine.data_dir)
+    result = engine.down(purge=purge)
+    if served is not None:
+        result.lines.insert(0, served)
+    return result
 
 
 def doctor_checks(engine: Engine | None) -> list[DoctorCheck]:

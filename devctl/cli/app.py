@@ -302,6 +302,11 @@ COMMANDS: dict[str, CommandInfo] = {
         "Stack",
         "Check binaries, ports, data dir, config and Docker; print a fix for each failure.",
     ),
+    "serve": CommandInfo(
+        "serve",
+        "Stack",
+        "Run the DevConnect backend on the stack: API instances and consumers, supervised.",
+    ),
     "test": CommandInfo(
         "test",
         "Checks",
@@ -329,6 +334,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "presence": CommandInfo("presence", "Redis", "Seed and inspect who is online."),
     "ratelimit": CommandInfo("ratelimit", "Redis", "Inspect and reset rate limits."),
     "cache": CommandInfo("cache", "Redis", "Cache statistics and flushing."),
+    "db": CommandInfo("db", "Database", "Apply and inspect the API database's migrations."),
 }
 COMMAND_MODULES = tuple(
     dict.fromkeys(f"devctl.cli.commands.{info.module}" for info in COMMANDS.values())

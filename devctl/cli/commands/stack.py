@@ -1,14 +1,14 @@
-"""Stack life cycle: up, down, status, logs, doctor."""
+"""Stack life cycle: up, down, status, logs, doctor (and the processes of `devctl serve`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from devctl.cli.app import get_app
+from devctl.cli.app import Application, get_app
 from devctl.cli.flags import flag_of, names_flags, with_remedy
 from devctl.cli.options import (
     DataDirOption,
@@ -17,8 +17,13 @@ from devctl.cli.options import (
     YesOption,
     data_dir_flag,
 )
-from devctl.cli.output import confirm, duration, millis, print_json, table
+from devctl.cli.output import cell, confirm, duration, millis, print_json, table
 from devctl.errors import EXIT_FAILED, UsageError
+
+if TYPE_CHECKING:
+    from devctl.engines.base import Engine
+    from devctl.supervisor.control import ProcessStatus
+    from devctl.supervisor.runstate import ServeState
 
 
 def _flags(
@@ -108,14 +113,19 @@ def down(
 ) -> None:
     """Stop the stack (SIGTERM, then SIGKILL after local.stop_timeout).
 
+    A `devctl serve` running on it (detached or not) stops first, gracefully: the
+    API instances drain, then the consumers commit and leave.
+
     Example: devctl down --purge --yes
     """
+    from devctl.stack import take_down
+
     app = get_app(ctx)
     settings = app.settings(data_dir_flag(data_dir))
     chosen = app.engine()
     if purge and chosen.keeps_data:
         confirm(app.err, f"Delete all data in {settings.data_dir} (Redis data, logs)?", yes)
-    result = chosen.down(purge=purge)
+    result = take_down(chosen, purge=purge)
     for line in result.lines:
         app.console.print(line, highlight=False)
     for warning in result.warnings:
@@ -127,17 +137,23 @@ def status(
 ) -> None:
     """Show each service: engine, pid, address, version, uptime, health, latency.
 
+    With a `devctl serve` running, also its API instances and consumers: pid, port,
+    uptime, restarts, and health from each instance's /readyz (JSON: after the
+    services, with "engine": "serve").
+
     Exit 0 when every service is healthy, 3 when none answers, 1 otherwise.
 
     Example: devctl status --json | jq '.[0].health'
     """
     from devctl.errors import EXIT_NOT_RUNNING
+    from devctl.supervisor.control import serve_status
 
     app = get_app(ctx)
-    app.settings(data_dir_flag(data_dir))
+    settings = app.settings(data_dir_flag(data_dir))
     statuses = app.engine().status()
+    serving, processes = serve_status(settings.data_dir)
     if json_output:
-        print_json([s.to_json() for s in statuses])
+        print_json([s.to_json() for s in statuses] + [p.to_json() for p in processes])
     else:
         colours = {"ok": "green", "unreachable": "red", "stopped": "yellow"}
         rows = [
@@ -168,10 +184,40 @@ def status(
                     f"[yellow]{s.service}: limit:[/yellow] {escape(limit['summary'])}; "
                     f"remedy: {escape(limit['remedy'])}"
                 )
+        if serving is not None:
+            _show_serve(app, serving, processes)
     if all(s.health != "ok" for s in statuses):
         raise typer.Exit(EXIT_NOT_RUNNING)  # nothing answers: not running or not reachable
-    if any(s.health != "ok" for s in statuses):
+    if any(s.health != "ok" for s in statuses) or any(p.health != "ok" for p in processes):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _show_serve(app: Application, serving: ServeState, processes: list[ProcessStatus]) -> None:
+    colours = {"ok": "green", "degraded": "yellow", "unreachable": "red", "gave-up": "red"}
+    rows = [
+        (
+            cell(p.service),
+            p.kind,
+            p.pid,
+            p.port,
+            duration(p.uptime_s),
+            p.restarts,
+            f"[{colours.get(p.health, 'yellow')}]{escape(p.health)}[/]",
+            millis(p.latency_ms),
+        )
+        for p in processes
+    ]
+    title = f"devctl serve (pid {serving.supervisor.pid}, {serving.mode})"
+    app.show(
+        table(
+            title,
+            ["process", "kind", "pid", "port", "uptime", "restarts", "health", "latency"],
+            rows,
+        )
+    )
+    for p in processes:
+        if p.detail:
+            app.info(f"{p.service}: {escape(p.detail)}")
 
 
 def logs(
@@ -180,7 +226,8 @@ def logs(
         str,
         typer.Argument(
             metavar="SERVICE",
-            help="Which server's log: one of the engine's services (local: redis, kafka).",
+            help="Which log: one of the engine's services (local: redis, kafka), or of "
+            "`devctl serve`: api (every instance), api-N, a consumer.",
             show_default=False,
         ),
     ],
@@ -202,17 +249,18 @@ def logs(
 ) -> None:
     """Print a service's log (local engine).
 
+    Also the processes of `devctl serve`: `logs api` shows every instance (each line
+    behind its name), `logs api-2` one of them, `logs NAME` a consumer.
+
     Example: devctl logs kafka -f -n 20
     """
     app = get_app(ctx)
-    app.settings(data_dir_flag(data_dir))
+    settings = app.settings(data_dir_flag(data_dir))
     chosen = app.engine()
     # The engine reports its services, so the choices are checked here, not by typer.
     if service not in chosen.services:
-        raise UsageError(
-            f"unknown service {service!r}",
-            hint=f"the {chosen.name} engine's services: {', '.join(chosen.services)}",
-        )
+        _serve_logs(chosen, settings.data_dir, service, lines, follow)
+        return
     if not follow:
         for line in chosen.log_lines(service, lines, noise=all_lines):
             typer.echo(line)
@@ -220,6 +268,49 @@ def logs(
     try:
         for line in chosen.follow_log(service, lines, noise=all_lines):
             typer.echo(line)
+    except KeyboardInterrupt:
+        return
+
+
+def _serve_logs(engine: Engine, data_dir: Path, name: str, lines: int, follow: bool) -> None:
+    """`logs api`, `logs api-N`, `logs CONSUMER`: the log files of `devctl serve`."""
+    from devctl.consumers import CONSUMERS
+    from devctl.errors import StackNotRunning
+    from devctl.supervisor.logs import api_log_names, follow_logs, log_names, tail_logs
+
+    known = log_names(data_dir)
+    if name == "api":
+        names = api_log_names(data_dir)
+    elif name in known:
+        names = [name]
+    elif name in CONSUMERS:
+        names = []
+    else:
+        choices = [*engine.services, "api", *(n for n in known if n not in engine.services)]
+        choices += [n for n in CONSUMERS if n not in choices]
+        raise UsageError(
+            f"unknown service {name!r}",
+            hint=f"the {engine.name} engine's services and devctl serve's processes: "
+            + ", ".join(dict.fromkeys(choices)),
+        )
+    if not names:
+        raise StackNotRunning(
+            f"no {name} log in {data_dir}: devctl serve has not run {name} in this data dir",
+            hint="`devctl serve` starts the API and the consumers",
+        )
+    prefix = len(names) > 1
+    width = max(len(n) for n in names)
+
+    def show(child: str, line: str) -> None:
+        typer.echo(f"{child:<{width}} | {line}" if prefix else line)
+
+    if not follow:
+        for child, line in tail_logs(data_dir, names, lines):
+            show(child, line)
+        return
+    try:
+        for child, line in follow_logs(data_dir, names, lines):
+            show(child, line)
     except KeyboardInterrupt:
         return
 
