@@ -482,10 +482,13 @@ class Supervisor:
                 slot.last_exit = describe_returncode(returncode)
                 with self._lock:
                     slot.state = STOPPED_STATE
+                # Servers that re-raise the SIGTERM they handled (uvicorn) end "killed"
+                # by the very signal that asked them to stop: that is a clean stop.
+                how = "on SIGTERM" if returncode == -signal.SIGTERM else slot.last_exit
                 self._emit(
                     STOPPED,
                     slot,
-                    f"{slot.spec.name} stopped ({slot.last_exit})",
+                    f"{slot.spec.name} stopped ({how})",
                     {"returncode": returncode},
                 )
                 pending.remove(slot)

@@ -309,7 +309,10 @@ def test_serve_in_the_foreground_stops_gracefully_on_a_signal(
     time.sleep(0.2)  # the pump threads take the last lines
     err = serving.stderr()
     assert f"stopping (on {sig.name})" in err
-    assert "api-1 stopped (exit code 0)" in err
+    # uvicorn re-raises the SIGTERM it handled once drained (since 0.29): a graceful
+    # stop shows as exit code 0 or as that SIGTERM, never as the SIGKILL fallback.
+    assert "api-1 stopped (exit code 0)" in err or "api-1 stopped (on SIGTERM)" in err
+    assert "did not stop within" not in err
     assert all(gone(pid) for pid in children)
     assert read_state(cli.data_dir) is None
     logged = cli.run("logs", "api-1", "-n", "100").stdout
