@@ -201,8 +201,8 @@ class Supervisor:
         if self._stop_requested:
             self._force = True
         else:
-            self._stop_requested = True
             self._stop_signal = sig
+            self._stop_requested = True
         self._wake.set()
 
     def snapshot(self) -> list[ChildState]:
@@ -517,8 +517,14 @@ class Supervisor:
         return previous
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # Flags only: the loop may hold the emit lock when the handler runs.
-        self.stop(signum)
+        # Flags only, no lock: the handler runs in the loop's thread, which may hold
+        # the emit lock or the wake event's own lock at that moment. The loop polls
+        # the flags every tick.
+        if self._stop_requested:
+            self._force = True
+        else:
+            self._stop_signal = signum
+            self._stop_requested = True
 
     def _state_of(self, slot: _Slot) -> ChildState:
         running = slot.popen is not None
