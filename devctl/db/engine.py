@@ -262,10 +262,6 @@ def unavailable_reason(exc: BaseException) -> str | None:
             return _first_line(error)
         if getattr(error, "sqlite_errorname", None) in _SQLITE_UNAVAILABLE:
             return _first_line(error)
-        if type(error).__name__ in ("ConnectionDoesNotExistError", "InterfaceError") and (
-            "closed" in str(error) or "connection" in str(error)
-        ):
-            return _first_line(error)
     return None
 
 

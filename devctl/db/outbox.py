@@ -344,7 +344,4 @@ async def backlog(engine: AsyncEngine) -> tuple[int, float | None]:
                 now = await _now(connection)
     if oldest is None:
         return int(count), None
-    # min() of a text column on SQLite comes back as text, not through UTCDateTime.
-    if isinstance(oldest, str):
-        oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
     return int(count), max(0.0, (now - oldest).total_seconds())

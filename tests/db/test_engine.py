@@ -137,3 +137,21 @@ def test_other_errors_pass_through(database_url: str) -> None:
     with pytest.raises(Exception) as caught:
         asyncio.run(main())
     assert not isinstance(caught.value, DatabaseUnavailable)
+
+
+def test_a_connection_the_server_drops_is_unavailable(postgres_url: str) -> None:
+    async def main() -> None:
+        async with opened(postgres_url) as engine:
+            victim = await engine.connect()
+            pid = (await victim.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            await victim.commit()
+            async with engine.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            try:
+                with connection_errors(postgres_url):
+                    await victim.execute(text("SELECT 1"))
+            finally:
+                await victim.close()
+
+    with pytest.raises(DatabaseUnavailable, match="connection was lost"):
+        asyncio.run(main())
