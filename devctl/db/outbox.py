@@ -72,7 +72,7 @@ class Claim:
 
     owner: str
     until: datetime
-    rows: tuple[OutboxMessage, ...]
+    rows: list[OutboxMessage]
 
 
 def _header_text(name: str, value: str | bytes | None) -> list[str | None]:
@@ -225,7 +225,7 @@ async def claim(engine: AsyncEngine, owner: str, *, limit: int, lease: float) ->
                     .order_by(OutboxRow.id)
                     .limit(limit)
                 )
-                return Claim(owner, until, tuple(_message(row) for row in rows))
+                return Claim(owner, until, [_message(row) for row in rows])
 
 
 async def _renewed(
