@@ -14,7 +14,22 @@ docs/serve.md describes the process model.
 
 from __future__ import annotations
 
-from devctl.supervisor.spec import ChildSpec, RestartPolicy
-from devctl.supervisor.supervisor import ChildState, Event, Outcome, Supervisor
+from typing import TYPE_CHECKING, Any
+
+from devctl.supervisor.spec import ChildSpec, ChildState, RestartPolicy
+
+if TYPE_CHECKING:
+    from devctl.supervisor.supervisor import Event, Outcome, Supervisor
+
+
+def __getattr__(name: str) -> Any:
+    # The Supervisor's module (threads, ctypes) loads when it is used, not when
+    # `devctl status` reads a serve's state through this package.
+    if name in ("Event", "Outcome", "Supervisor"):
+        from devctl.supervisor import supervisor
+
+        return getattr(supervisor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ChildSpec", "ChildState", "Event", "Outcome", "RestartPolicy", "Supervisor"]

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import psutil
 
 from devctl.supervisor import health
 from devctl.supervisor.runstate import ServeState, read_state, running_serve, state_path
-from devctl.supervisor.supervisor import UP, ChildState
+from devctl.supervisor.spec import UP, ChildState
 
 _PROBE_TIMEOUT_S = 2.0
 
@@ -49,6 +48,8 @@ def serve_status(data_dir: Path) -> tuple[ServeState | None, list[ProcessStatus]
     state = running_serve(data_dir)
     if state is None:
         return None, []
+    from concurrent.futures import ThreadPoolExecutor
+
     children = state.children
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(children)))) as pool:
         statuses = list(pool.map(lambda c: _status_of(c, state), children))

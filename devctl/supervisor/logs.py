@@ -12,10 +12,12 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from devctl.processes import tail_file
-from devctl.supervisor.supervisor import Event
+
+if TYPE_CHECKING:
+    from devctl.supervisor.supervisor import Event
 
 LOG_DIR = "logs"
 SUPERVISOR_LOG = "serve.log"

@@ -26,7 +26,7 @@ import psutil
 
 from devctl.errors import UsageError
 from devctl.processes import ProcessRecord, is_ours
-from devctl.supervisor.supervisor import ChildState
+from devctl.supervisor.spec import ChildState
 
 RUN_DIR = "run"
 STATE_FILE = "serve.json"

@@ -1,7 +1,9 @@
-"""What the supervisor runs (ChildSpec) and how it treats crashes (RestartPolicy).
+"""What the supervisor runs (ChildSpec), how it treats crashes (RestartPolicy), and
+what it reports of a child (ChildState).
 
-Both are plain data, serialisable to JSON: a detached supervisor reads them from
-a plan file written by the front end (see ``devctl.supervisor.daemon``).
+All plain data, serialisable to JSON: a detached supervisor reads its children
+from a plan file, and readers of run/serve.json get ChildStates back. Kept apart
+from the Supervisor so that `devctl status` reads a serve's state cheaply.
 """
 
 from __future__ import annotations
@@ -83,3 +85,33 @@ class RestartPolicy:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RestartPolicy:
         return cls(**dict(data))
+
+
+# Child states, as snapshots show them.
+STARTING, UP, BACKOFF, GAVE_UP_STATE, STOPPING_STATE, STOPPED_STATE = (
+    "starting",
+    "up",
+    "backoff",
+    "gave-up",
+    "stopping",
+    "stopped",
+)
+
+
+@dataclass(frozen=True)
+class ChildState:
+    """A snapshot of one child, as a front end or a state file shows it."""
+
+    name: str
+    role: str
+    state: str
+    pid: int | None
+    create_time: float | None  # with pid, identifies the process (devctl.processes)
+    port: int | None
+    ready_url: str | None
+    started_at: float | None  # wall clock, of the current run
+    restarts: int
+    last_exit: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)

@@ -30,7 +30,17 @@ from devctl.processes import describe_returncode
 from devctl.supervisor import health
 from devctl.supervisor.backoff import Backoff
 from devctl.supervisor.child import launch, read_lines, signal_group
-from devctl.supervisor.spec import ChildSpec, RestartPolicy
+from devctl.supervisor.spec import (
+    BACKOFF,
+    GAVE_UP_STATE,
+    STARTING,
+    STOPPED_STATE,
+    STOPPING_STATE,
+    UP,
+    ChildSpec,
+    ChildState,
+    RestartPolicy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +57,6 @@ STOPPING = "stopping"
 STOPPED = "stopped"
 KILLED = "killed"  # did not stop within stop_timeout of SIGTERM
 
-# Child states, as snapshots show them.
-STARTING, UP, BACKOFF, GAVE_UP_STATE, STOPPING_STATE, STOPPED_STATE = (
-    "starting",
-    "up",
-    "backoff",
-    "gave-up",
-    "stopping",
-    "stopped",
-)
 
 _TICK_S = 0.1
 _READER_JOIN_S = 2.0
@@ -68,25 +69,6 @@ class Event:
     child: str | None
     message: str  # one sentence saying what happened, for people
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ChildState:
-    """A snapshot of one child, as a front end or a state file shows it."""
-
-    name: str
-    role: str
-    state: str
-    pid: int | None
-    create_time: float | None  # with pid, identifies the process (devctl.processes)
-    port: int | None
-    ready_url: str | None
-    started_at: float | None  # wall clock, of the current run
-    restarts: int
-    last_exit: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass
