@@ -61,6 +61,7 @@ KILLED = "killed"  # did not stop within stop_timeout of SIGTERM
 _TICK_S = 0.1
 _READER_JOIN_S = 2.0
 _HEALTH_POLL_S = 0.1
+_UNKILLABLE_S = 10.0  # after SIGKILL: how long shutdown waits for a child to go
 
 
 @dataclass(frozen=True)
@@ -441,16 +442,22 @@ class Supervisor:
             self._terminate(slot, now)
         self._changed()
         pending = [s for s in slots if s.popen is not None]
-        killed: set[str] = set()
+        killed: dict[str, float] = {}
         while pending:
             now = time.monotonic()
             for slot in list(pending):
                 assert slot.popen is not None
                 returncode = slot.popen.poll()
                 if returncode is None:
+                    if now - killed.get(slot.spec.name, now) > _UNKILLABLE_S:
+                        # Stuck in the kernel (uninterruptible I/O): stop waiting for it
+                        # here; run() still tries once more before it returns.
+                        log.warning("%s did not exit after SIGKILL", slot.spec.name)
+                        pending.remove(slot)
+                        continue
                     overdue = slot.term_deadline is not None and now > slot.term_deadline
                     if (overdue or self._force) and slot.spec.name not in killed:
-                        killed.add(slot.spec.name)
+                        killed[slot.spec.name] = now
                         outcome.killed.append(slot.spec.name)
                         reason = (
                             "asked twice"
