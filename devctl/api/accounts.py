@@ -166,7 +166,10 @@ async def authenticate(backend: Backend, token: str) -> Authenticated:
     if valid is None:
         raise Unauthenticated("Please log in", hint="the session is missing, expired or revoked")
     user = valid.user
-    if user is None:
+    if user is not None:
+        backend.user_cache_hits += 1
+    else:
+        backend.user_cache_misses += 1
         user = await backend.state.user_cache.get(valid.session.user_id, _loader(backend))
         if user is None:  # the account is gone: its sessions are worthless
             await backend.state.sessions.revoke_all(valid.session.user_id)

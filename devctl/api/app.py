@@ -88,12 +88,12 @@ async def _running_backend(
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
     from devctl.db.engine import database_url, make_engine
-    from devctl.db.migrate import upgrade
+    from devctl.db.migrate import upgrade_async
     from devctl.engines import select_engine
     from devctl.events.producer import EventProducer
 
     url = database_url(settings)
-    await asyncio.to_thread(upgrade, url)
+    await upgrade_async(url)
     endpoints = select_engine(settings).endpoints(())
     engine = make_engine(url)
     state = await async_from_settings(settings, endpoints)
@@ -135,8 +135,7 @@ async def _running_backend(
 def _snapshot(app: FastAPI) -> dict[str, tuple[str, float | None]]:
     relay: OutboxRelay = app.state.relay
     backend: Backend = app.state.backend
-    cache = backend.state.user_cache
-    hits, misses = getattr(cache, "hits", 0), getattr(cache, "misses", 0)
+    hits, misses = backend.user_cache_hits, backend.user_cache_misses
     backlog = getattr(app.state, "outbox_backlog", (None, None))
     producer = app.state.producer
     return {
@@ -156,10 +155,10 @@ def _snapshot(app: FastAPI) -> dict[str, tuple[str, float | None]]:
             "Relay rounds that could not deliver everything",
             relay.stats.failed_rounds,
         ),
-        "devconnect_user_cache_hits_total": ("User cache hits in this instance", hits),
-        "devconnect_user_cache_misses_total": ("User cache misses in this instance", misses),
+        "devconnect_user_cache_hits_total": ("Sessions whose user was cached", hits),
+        "devconnect_user_cache_misses_total": ("Sessions whose user had to be loaded", misses),
         "devconnect_user_cache_hit_ratio": (
-            "Share of user cache lookups answered from Redis",
+            "Share of authenticated requests answered from the user cache",
             hits / (hits + misses) if hits + misses else None,
         ),
         "devconnect_producer_queue": (

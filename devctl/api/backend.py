@@ -35,8 +35,11 @@ class Backend:
     source: str
     # Rings the relay's doorbell after a commit that wrote events (no-op without a relay).
     wake_relay: Callable[[], None] = field(default=lambda: None)
-    # Database queries made by this process: the benchmark proves the warm path makes none.
+    # Database queries made by the workflows: the benchmark proves the warm path makes none.
     queries: int = 0
+    # Authenticated requests whose user came with the session (hit) or was loaded (miss).
+    user_cache_hits: int = 0
+    user_cache_misses: int = 0
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

@@ -142,7 +142,10 @@ class OutboxRelay:
                 row.topic,
                 row.value,
                 key=row.key,
-                headers=[(name, value.encode("utf-8")) for name, value in (row.headers or [])],
+                headers=[
+                    (name, value.encode("utf-8") if value is not None else None)
+                    for name, value in (row.headers or [])
+                ],
             )
             for row in rows
         ]

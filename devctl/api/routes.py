@@ -246,7 +246,9 @@ async def chat_history(
     return JSONResponse({"data": data})
 
 
-_NOT_HERE = {501: {"model": ErrorAnswer, "description": "not part of this API"}}
+_NOT_HERE: dict[int | str, dict[str, Any]] = {
+    501: {"model": ErrorAnswer, "description": "not part of this API"}
+}
 
 
 def _not_implemented(what: str) -> JSONResponse:

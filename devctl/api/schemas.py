@@ -114,27 +114,25 @@ def _skills(value: Any) -> Any:
     return value
 
 
-Name = Annotated[
-    str, BeforeValidator(_text), StringConstraints(min_length=NAME_MIN, max_length=NAME_MAX)
-]
-OptionalName = Annotated[
-    str | None,
-    BeforeValidator(_blank_to_none),
-    Field(default=None),
-    StringConstraints(min_length=NAME_MIN, max_length=NAME_MAX),
-]
+NameText = Annotated[str, StringConstraints(min_length=NAME_MIN, max_length=NAME_MAX)]
+Name = Annotated[NameText, BeforeValidator(_text)]
+OptionalName = Annotated[NameText | None, BeforeValidator(_blank_to_none)]
 EmailAddress = Annotated[str, BeforeValidator(_email)]
 Password = Annotated[str, BeforeValidator(_password)]
-Age = Annotated[int | None, BeforeValidator(_age), Field(default=None)]
+Age = Annotated[int | None, BeforeValidator(_age)]
 Gender = Annotated[Literal["male", "female", "others"] | None, BeforeValidator(_blank_to_none)]
-PhotoUrl = Annotated[str | None, BeforeValidator(_photo_url), StringConstraints(max_length=2048)]
+PhotoUrl = Annotated[
+    Annotated[str, StringConstraints(max_length=2048)] | None, BeforeValidator(_photo_url)
+]
 About = Annotated[
-    str | None, BeforeValidator(_blank_to_none), StringConstraints(max_length=ABOUT_MAX)
+    Annotated[str, StringConstraints(max_length=ABOUT_MAX)] | None, BeforeValidator(_blank_to_none)
 ]
 Skills = Annotated[
-    list[Annotated[str, StringConstraints(max_length=SKILL_MAX)]] | None,
+    Annotated[
+        list[Annotated[str, StringConstraints(max_length=SKILL_MAX)]], Field(max_length=SKILLS_MAX)
+    ]
+    | None,
     BeforeValidator(_skills),
-    Field(max_length=SKILLS_MAX),
 ]
 
 
@@ -162,11 +160,7 @@ class LoginBody(_Body):
 class ProfileEditBody(_Body):
     """Any of the seven profile fields; ``""`` is "no value" (see the module docstring)."""
 
-    firstName: Annotated[
-        str | None,
-        BeforeValidator(_blank_to_none),
-        StringConstraints(min_length=NAME_MIN, max_length=NAME_MAX),
-    ] = None
+    firstName: OptionalName = None
     lastName: OptionalName = None
     photoUrl: PhotoUrl = None
     gender: Gender = None

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from typer._click.exceptions import ClickException
     except ImportError:  # a Typer that still depends on click
-        from click.exceptions import ClickException  # type: ignore[no-redef]
+        from click.exceptions import ClickException  # type: ignore[no-redef,assignment,unused-ignore]
     try:
         from devctl.cli import typer_compat
 

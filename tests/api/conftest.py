@@ -24,6 +24,7 @@ import pytest
 
 from devctl.engines.processes import free_port
 from tests.conftest import Stack
+from tests.db.postgres import postgres_server  # noqa: F401  (a fixture, used by name)
 
 STRONG_PASSWORD = "Str0ng!pass"
 
