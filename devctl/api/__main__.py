@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from devctl.errors import EXIT_USAGE, DevctlError
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(settings, instance=args.name)
         config = uvicorn.Config(app, **common)  # type: ignore[arg-type]
         server = uvicorn.Server(config)
+        # uvicorn re-raises the stop signal once it has shut down gracefully, through
+        # the handler that was there before it: a quiet one makes a graceful stop exit 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         log.info("%s listening on http://%s:%d", args.name, host, port)
         server.run()
         # uvicorn returns without raising when it cannot bind or start-up fails.

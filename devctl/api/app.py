@@ -84,13 +84,13 @@ def create_app(settings: Settings, *, instance: str = "api") -> FastAPI:
 async def _running_backend(
     settings: Settings, app: FastAPI, metrics: ApiMetrics, instance: str
 ) -> AsyncIterator[Backend]:
-    from devctl.state.aio import async_from_settings
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
     from devctl.db.engine import database_url, make_engine
     from devctl.db.migrate import upgrade_async
     from devctl.engines import select_engine
     from devctl.events.producer import EventProducer
+    from devctl.state.aio import async_from_settings
 
     url = database_url(settings)
     await upgrade_async(url)

@@ -21,9 +21,8 @@ from devctl.errors import DatabaseUnavailable
 from devctl.events.envelope import encode_event
 
 if TYPE_CHECKING:
-    from devctl.state.aio import AsyncStateServices
-
     from devctl.config.loader import Settings
+    from devctl.state.aio import AsyncStateServices
 
 
 @dataclass
