@@ -8,7 +8,7 @@ sent as JSONResponse: the shapes are declared for the OpenAPI document
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -36,6 +36,7 @@ from devctl.api.security import CookieSigner
 from devctl.errors import Forbidden, Unauthenticated
 
 COOKIE = "token"
+ID_PATTERN = "^[0-9a-f]{24}$"  # the ids the database hands out (devctl.db.ids)
 PAGE_MAX = 100_000  # beyond any real feed; keeps OFFSET arithmetic small
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -151,7 +152,10 @@ async def profile_edit(body: ProfileEditBody, me: Me, backend: TheBackend) -> JS
 
 @router.patch("/user/{userId}", responses=_answers(ProfileEditOut), tags=["profile"])
 async def user_edit(
-    userId: Annotated[str, Path(max_length=64)], body: ProfileEditBody, me: Me, backend: TheBackend
+    userId: Annotated[str, Path(pattern=ID_PATTERN)],
+    body: ProfileEditBody,
+    me: Me,
+    backend: TheBackend,
 ) -> JSONResponse:
     """The web client's edit page: only the logged-in user may be edited."""
     if userId != me.user["_id"]:
@@ -186,8 +190,8 @@ async def feed(
     "/request/send/{status}/{toUserId}", responses=_answers(RequestAnswer), tags=["connections"]
 )
 async def request_send(
-    status: Annotated[str, Path(max_length=20)],
-    toUserId: Annotated[str, Path(max_length=64)],
+    status: Annotated[Literal["interested", "ignored", "ignore"], Path()],
+    toUserId: Annotated[str, Path(pattern=ID_PATTERN)],
     me: Me,
     backend: TheBackend,
 ) -> JSONResponse:
@@ -201,8 +205,8 @@ async def request_send(
     "/request/review/{status}/{requestId}", responses=_answers(RequestAnswer), tags=["connections"]
 )
 async def request_review(
-    status: Annotated[str, Path(max_length=20)],
-    requestId: Annotated[str, Path(max_length=64)],
+    status: Annotated[Literal["accepted", "rejected"], Path()],
+    requestId: Annotated[str, Path(pattern=ID_PATTERN)],
     me: Me,
     backend: TheBackend,
 ) -> JSONResponse:
@@ -214,7 +218,10 @@ async def request_review(
     "/user/requests/{requestId}/respond", responses=_answers(RequestAnswer), tags=["connections"]
 )
 async def request_respond(
-    requestId: Annotated[str, Path(max_length=64)], body: RespondBody, me: Me, backend: TheBackend
+    requestId: Annotated[str, Path(pattern=ID_PATTERN)],
+    body: RespondBody,
+    me: Me,
+    backend: TheBackend,
 ) -> JSONResponse:
     """The web client's requests page: accept or reject."""
     request = await connections.respond(backend, str(me.user["_id"]), body.action, requestId)
@@ -236,7 +243,7 @@ async def user_connections(me: Me, backend: TheBackend) -> JSONResponse:
 
 @router.get("/chat/{targetUserId}/history", responses=_answers(HistoryAnswer), tags=["chat"])
 async def chat_history(
-    targetUserId: Annotated[str, Path(max_length=64)],
+    targetUserId: Annotated[str, Path(pattern=ID_PATTERN)],
     me: Me,
     backend: TheBackend,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
@@ -247,7 +254,7 @@ async def chat_history(
 
 
 _NOT_HERE: dict[int | str, dict[str, Any]] = {
-    501: {"model": ErrorAnswer, "description": "not part of this API"}
+    404: {"model": ErrorAnswer, "description": "not part of this API"}
 }
 
 
@@ -255,7 +262,7 @@ def _not_implemented(what: str) -> JSONResponse:
     message = f"{what} is not available in the embedded DevConnect API"
     return JSONResponse(
         {"message": message, "error": {"code": "not-implemented", "message": message}},
-        status_code=501,
+        status_code=404,  # DevConnect's client takes 404 or 501; a 5xx would read as an outage
     )
 
 
