@@ -6,6 +6,9 @@ message cache and pub/sub.
     new = state.sessions.create("42", ip="1.2.3.4")
     state.sessions.validate(new.token)
 
+The same operations for asyncio (the API): ``devctl.state.aio.async_from_settings``.
+Each operation is written once, as a plan (``devctl.state.plan``) that both faces run.
+
 Every operation raises ``devctl.errors.RedisUnavailable`` when Redis cannot be
 reached within the configured timeouts, and nothing else for that condition;
 a bad argument (empty id, impossible TTL) raises ``InvalidArgument`` (a UsageError).
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from devctl.clients.endpoints import Endpoints
     from devctl.config.loader import Settings
     from devctl.config.schema import StateSettings
+    from devctl.state.aio import AsyncStateServices, async_from_settings
     from devctl.state.keys import KeySchema
     from devctl.state.messages import MessageCache
     from devctl.state.presence import Presence, PresenceStatus
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
     from devctl.state.validate import InvalidArgument
 
 __all__ = [
+    "AsyncStateServices",
     "InvalidArgument",
     "KeySchema",
     "MessageCache",
@@ -48,6 +53,7 @@ __all__ = [
     "Sessions",
     "StateServices",
     "UserCache",
+    "async_from_settings",
     "build",
     "count_sessions",
     "from_settings",
@@ -57,6 +63,8 @@ __all__ = [
 # did, made every import of a submodule (`devctl keys` needs only state.keys) pay
 # for it. They are loaded on first use of the name instead.
 _LAZY = {
+    "AsyncStateServices": "devctl.state.aio",
+    "async_from_settings": "devctl.state.aio",
     "InvalidArgument": "devctl.state.validate",
     "KeySchema": "devctl.state.keys",
     "MessageCache": "devctl.state.messages",

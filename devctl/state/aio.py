@@ -2,7 +2,7 @@
 
     from devctl.state.aio import async_from_settings
 
-    async with async_from_settings(settings, endpoints) as state:
+    async with await async_from_settings(settings, endpoints) as state:
         valid = await state.sessions.validate(token)   # one round trip
         user = valid.user or await state.user_cache.get(valid.session.user_id, load_user)
 
@@ -382,7 +382,7 @@ def build_async(
     )
 
 
-def async_from_settings(
+async def async_from_settings(
     settings: Settings,
     endpoints: Endpoints,
     *,
@@ -392,8 +392,9 @@ def async_from_settings(
 ) -> AsyncStateServices:
     """The services for the configured stack, as ``devctl.state.from_settings`` but async.
 
-    Connections are opened on first use, so this needs no running event loop; close
-    the services (``await close()`` or ``async with``) in the loop that used them.
+    Connections are opened on first use: a Redis that is down fails the first
+    operation (``ping`` for a readiness probe), not this. Close the services
+    (``await close()`` or ``async with``) in the event loop that used them.
     """
     if client is None:
         from devctl.clients.redis_client import make_async_redis

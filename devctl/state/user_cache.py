@@ -123,7 +123,7 @@ class UserCacheOps:
             yield Sleep(delay)
             delay = min(delay * 2, 0.05)
             # One MGET (one slot): a fill sets the entry and frees the lock atomically.
-            cached, holder = yield cmd("mget", key, lock_key)
+            cached, holder = yield cmd("execute_command", "MGET", key, lock_key)
             if holder == _ABSENT:
                 return None
             if cached is None and holder is None:  # the loader left without a fill: take over

@@ -59,7 +59,9 @@ def run(stack: Any, prefix: str, face: str) -> Iterator[Callable[..., None]]:
 
         async def main() -> None:
             if face == "async":
-                async with async_from_settings(settings, stack.endpoints, prefix=prefix) as aio:
+                async with await async_from_settings(
+                    settings, stack.endpoints, prefix=prefix
+                ) as aio:
                     await body(aio)
             else:
                 with from_settings(settings, stack.endpoints, prefix=prefix) as services:
@@ -203,7 +205,7 @@ def test_concurrent_async_misses_call_the_loader_once(stack: Any, prefix: str) -
         return {"_id": user_id, "firstName": "Ada"}
 
     async def main() -> list[Any]:
-        async with async_from_settings(stack.settings, stack.endpoints, prefix=prefix) as s:
+        async with await async_from_settings(stack.settings, stack.endpoints, prefix=prefix) as s:
             try:
                 return await asyncio.gather(*(s.user_cache.get("42", slow_load) for _ in range(20)))
             finally:
@@ -420,7 +422,7 @@ def test_the_async_face_raises_redis_unavailable_on_a_closed_port(tmp_path: Path
     settings, endpoints = unreachable(tmp_path, free_port(), timeout=2.0)
 
     async def main() -> None:
-        async with async_from_settings(settings, endpoints) as s:
+        async with await async_from_settings(settings, endpoints) as s:
             for name, operation in ASYNC_OPERATIONS.items():
                 started = time.monotonic()
                 with pytest.raises(RedisUnavailable, match="not reachable") as caught:
@@ -436,7 +438,7 @@ def test_the_async_face_times_out_on_a_hung_redis(private_redis: Any, tmp_path: 
     settings, endpoints = unreachable(tmp_path, private_redis.port, timeout=0.3)
 
     async def main() -> None:
-        async with async_from_settings(settings, endpoints) as s:
+        async with await async_from_settings(settings, endpoints) as s:
             token = (await s.sessions.create("42")).token
             assert await s.ping() < 0.3
             private_redis.pause()  # SIGSTOP: the socket accepts nothing and answers nothing
