@@ -157,7 +157,8 @@ class SyncExecutor:
 
     def _pipeline(self, request: Pipeline) -> list[Any]:
         # If Redis lost a script, load the pipeline's scripts and run it once more: its
-        # other commands may run twice, so pipelines hold only idempotent ones.
+        # other commands then run twice, so a pipeline with a script holds only
+        # commands that may (HSET, HSETNX, HDEL, reads), never a counter.
         for attempt in (1, 2):
             pipe: Any = self.client.pipeline(transaction=request.transaction)
             for step in request.steps:

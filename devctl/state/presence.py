@@ -557,6 +557,7 @@ class Presence(SyncFace[PresenceOps]):
         return self.ops.instance_ttl
 
     def _leases(self) -> Leases:
+        """The leases as a write would read them now (writes run ``ops.leases`` inside)."""
         return self.executor.run(self.ops.leases(), "Presence.leases")
 
     connect = sync_op(PresenceOps.connect)

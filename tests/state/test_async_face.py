@@ -51,7 +51,18 @@ def face(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def run(stack: Any, prefix: str, face: str) -> Iterator[Callable[..., None]]:
+def clean(stack: Any, prefix: str) -> Iterator[None]:
+    """Delete the test's keys (its own prefix) when it ends, whatever happened."""
+    yield
+    client = stack.redis()
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def run(stack: Any, prefix: str, face: str, clean: None) -> Callable[..., None]:
     """``run(body, **state_settings)``: the body with the services of this test's face."""
 
     def run_body(body: Body, **state_values: Any) -> None:
@@ -69,14 +80,7 @@ def run(stack: Any, prefix: str, face: str) -> Iterator[Callable[..., None]]:
 
         asyncio.run(main())
 
-    try:
-        yield run_body
-    finally:
-        purge = stack.redis()
-        keys = list(purge.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            purge.delete(*keys)
-        purge.close()
+    return run_body
 
 
 def loader_for(face: str, load: Callable[..., Any]) -> Callable[..., Any]:
@@ -195,6 +199,7 @@ def test_email_map(run: Callable[..., None], face: str) -> None:
     run(body)
 
 
+@pytest.mark.usefixtures("clean")
 def test_concurrent_async_misses_call_the_loader_once(stack: Any, prefix: str) -> None:
     calls = 0
 
@@ -206,14 +211,71 @@ def test_concurrent_async_misses_call_the_loader_once(stack: Any, prefix: str) -
 
     async def main() -> list[Any]:
         async with await async_from_settings(stack.settings, stack.endpoints, prefix=prefix) as s:
-            try:
-                return await asyncio.gather(*(s.user_cache.get("42", slow_load) for _ in range(20)))
-            finally:
-                await s.client.delete(*[k async for k in s.client.scan_iter(f"{prefix}*")])
+            return await asyncio.gather(*(s.user_cache.get("42", slow_load) for _ in range(20)))
 
     users = asyncio.run(main())
     assert calls == 1
     assert users == [{"_id": "42", "firstName": "Ada"}] * 20
+
+
+@pytest.mark.usefixtures("clean")
+def test_when_the_async_leader_fails_one_waiter_takes_over(stack: Any, prefix: str) -> None:
+    calls = 0
+
+    async def flaky_load(user_id: str) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)
+        if calls == 1:
+            raise RuntimeError("database hiccup")
+        return {"_id": user_id}
+
+    async def main() -> list[Any]:
+        async with await async_from_settings(stack.settings, stack.endpoints, prefix=prefix) as s:
+            gets = (s.user_cache.get("42", flaky_load) for _ in range(10))
+            return await asyncio.gather(*gets, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert calls == 2
+    assert sum(isinstance(r, RuntimeError) for r in results) == 1
+    assert results.count({"_id": "42"}) == 9
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_cancelled_loader_frees_the_lock(stack: Any, prefix: str) -> None:
+    async def hung_load(user_id: str) -> dict[str, Any]:
+        await asyncio.sleep(30)
+        return {"_id": user_id}
+
+    async def main() -> float:
+        async with await async_from_settings(stack.settings, stack.endpoints, prefix=prefix) as s:
+            task = asyncio.create_task(s.user_cache.get("42", hung_load))
+            await asyncio.sleep(0.2)  # it holds the lock and waits for its loader
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            started = time.monotonic()
+            assert await s.user_cache.get("42", lambda u: {"_id": u}) == {"_id": "42"}
+            return time.monotonic() - started
+
+    assert asyncio.run(main()) < 1.0  # the lock was released, not waited out (5 s)
+
+
+@pytest.mark.usefixtures("clean")
+def test_the_async_face_reloads_scripts_the_server_lost(stack: Any, prefix: str) -> None:
+    settings = settings_with(stack, session_sliding=True)
+
+    async def main() -> None:
+        async with await async_from_settings(settings, stack.endpoints, prefix=prefix) as s:
+            new = await s.sessions.create("42")
+            await s.client.script_flush()
+            before = s.executor.round_trips
+            assert await s.sessions.validate(new.token) is not None  # EVALSHA
+            assert s.executor.round_trips - before == 3  # NOSCRIPT, SCRIPT LOAD, again
+            await s.client.script_flush()
+            assert (await s.presence.bulk_status(["42"]))["42"].online is False  # a pipeline
+
+    asyncio.run(main())
 
 
 def test_a_failing_loader_raises_its_own_error_and_frees_the_lock(
