@@ -46,6 +46,7 @@ CHECK_MODULES = (
     "devctl.checks.kafka_checks",
     "devctl.checks.event_checks",
     "devctl.checks.state_checks",
+    "devctl.checks.api_checks",
 )
 
 
@@ -54,7 +55,17 @@ CHECK_MODULES = (
 # are found out when they touch it: see CheckContext.redis.
 GROUP_SERVER = {"redis": "redis", "kafka": "kafka", "events": "kafka", "state": "redis"}
 # Every server a group's checks may use: probed after one of them fails.
-GROUP_USES = {"redis": ("redis",), "kafka": ("kafka",), "events": ("kafka", "redis")}
+GROUP_USES = {
+    "redis": ("redis",),
+    "kafka": ("kafka",),
+    "events": ("kafka", "redis"),
+    "api": ("redis", "kafka"),
+}
+# Servers a group cannot pass without, when it has no GROUP_SERVER of its own: the api
+# group's gate reaches the API, which needs both (and a database, which the API's own
+# readiness reports). The group is skipped once one of them is down; a gate that fails
+# for a reason of its own (the API) marks no server down.
+GROUP_NEEDS = {"api": ("redis", "kafka")}
 
 # A check gets this many times the longest configured timeout (Kafka request, or Redis
 # connect + reply) before it is abandoned: checks wait for at most a few such timeouts
@@ -109,9 +120,18 @@ class CheckFailed(Exception):
 class CheckContext:
     """What a check needs: settings, endpoints, lazily made clients, a unique run id."""
 
-    def __init__(self, settings: Settings, endpoints: Endpoints, deadline: float | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        endpoints: Endpoints,
+        deadline: float | None = None,
+        *,
+        api_url: str | None = None,
+    ):
         self.settings = settings
         self.endpoints = endpoints
+        # The API the api group drives; None: a running serve's, else one of its own.
+        self.api_url = api_url
         self.run_id = new_run_id()
         self.deadline = check_deadline(settings) if deadline is None else deadline
         # Servers that did not answer earlier in this run -> why.
@@ -312,13 +332,16 @@ def run_checks(
     on_result: Callable[[CheckResult], None] | None = None,
     checks: list[Check] | None = None,
     deadline: float | None = None,
+    api_url: str | None = None,
 ) -> Report:
     """Run the checks (all registered ones unless ``checks``) in order; never hangs.
 
     ``deadline`` (default ``check_deadline(settings)``) bounds each check and clean-up.
+    ``api_url``: the API the api group drives (default: a running serve's, else an
+    instance the group starts and stops).
     """
     started = time.perf_counter()
-    ctx = CheckContext(settings, endpoints, deadline)
+    ctx = CheckContext(settings, endpoints, deadline, api_url=api_url)
     results: list[CheckResult] = []
     unreachable: dict[str, str] = {}
     chosen = [
@@ -332,13 +355,15 @@ def run_checks(
     try:
         for index, item in enumerate(chosen):
             server = GROUP_SERVER.get(item.group)
+            needed = _needs(item.group)
+            missing = next((s for s in needed if s in ctx.down), None)
             if item.group in unreachable:
                 result = CheckResult(
                     item.group, item.name, "skip", 0.0, f"{item.group} not reachable"
                 )
-            elif server in ctx.down:
+            elif missing is not None:
                 result = CheckResult(
-                    item.group, item.name, "skip", 0.0, f"needs {server}, not reachable"
+                    item.group, item.name, "skip", 0.0, f"needs {missing}, not reachable"
                 )
             else:
                 known_down = set(ctx.down)
@@ -365,9 +390,9 @@ def run_checks(
                     # Did it fail because a server stopped answering? Ask the servers
                     # this check and the ones still to run use, so those checks are
                     # skipped instead of each waiting out its own timeouts.
-                    wanted = [*GROUP_USES.get(item.group, ()), server]
-                    wanted += [GROUP_SERVER.get(later.group) for later in chosen[index + 1 :]]
-                    silent = ctx.probe([s for s in wanted if s is not None])
+                    wanted = [*GROUP_USES.get(item.group, ()), *needed]
+                    wanted += [s for later in chosen[index + 1 :] for s in _needs(later.group)]
+                    silent = ctx.probe(wanted)
                     ctx.down.update(silent)
                     mine = [s for s in GROUP_USES.get(item.group, (server,)) if s in silent]
                     if mine:
@@ -378,6 +403,12 @@ def run_checks(
     finally:
         problems = ctx.close()
     return Report(results, unreachable, problems, time.perf_counter() - started, dict(ctx.down))
+
+
+def _needs(group: str) -> tuple[str, ...]:
+    """The servers without which ``group`` is skipped."""
+    server = GROUP_SERVER.get(group)
+    return (server,) if server else GROUP_NEEDS.get(group, ())
 
 
 def within(func: Callable[[], Any], seconds: float, name: str) -> tuple[bool, Any]:

@@ -30,6 +30,14 @@ def test(
         typer.Option("--group", "-g", help="Only these check groups (repeatable)."),
     ] = None,
     data_dir: DataDirOption = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            help="The API the api checks drive (default: a running serve's, else their own).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the integration checks; exit 0 all pass, 1 any failure, 3 stack not reachable.
 
@@ -50,6 +58,12 @@ def test(
         )
     if junit is not None and (junit.is_dir() or not junit.parent.is_dir()):
         raise UsageError(f"--junit {junit}: not a file in an existing directory")
+    if api_url is not None:
+        from devctl.checks.api_checks import api_url_problem
+
+        problem = api_url_problem(api_url)
+        if problem:
+            raise UsageError(f"--api-url: {problem}", hint="e.g. --api-url http://127.0.0.1:3000")
     try:
         # A server that is not running does not stop the run: the checks that need it
         # are skipped, the others run (only a stack with nothing running stops here).
@@ -78,7 +92,7 @@ def test(
                 app.err.print(escape(result.detail), highlight=False)
 
     report = _run_until_terminated(
-        lambda: run_checks(settings, endpoints, groups=group, on_result=show)
+        lambda: run_checks(settings, endpoints, groups=group, on_result=show, api_url=api_url)
     )
     if junit is not None:
         write_junit(report, junit)
