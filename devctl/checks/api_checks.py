@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
-import random
 import re
 import secrets
 import shutil
@@ -51,7 +51,9 @@ if TYPE_CHECKING:
 
 EMAIL_PREFIX = "devctl-check+"
 EMAIL_DOMAIN = "devctl.invalid"
-_CHECK_EMAIL = re.compile(re.escape(EMAIL_PREFIX) + r".+@" + re.escape(EMAIL_DOMAIN))
+_CHECK_EMAIL = re.compile(
+    re.escape(EMAIL_PREFIX) + r"(?P<run>.+)-[a-z]+@" + re.escape(EMAIL_DOMAIN)
+)
 ROLES = ("a", "b")
 SIGNUP, LOGIN = "devconnect.user.signup", "devconnect.user.login"
 REQUESTED, ACCEPTED = "devconnect.connection.requested", "devconnect.connection.accepted"
@@ -192,7 +194,7 @@ def _target(ctx: CheckContext) -> tuple[Target, str]:
         if problem:
             raise CheckFailed(problem)
         url = ctx.api_url.rstrip("/")
-        return Target(url, f"the API at {url}", database, _source_for(url)), url
+        return Target(url, f"the API at {url}", database, _source_for(url, ctx.run_id)), url
     from devctl.supervisor.control import serve_status
 
     state, statuses = serve_status(ctx.settings.data_dir)
@@ -211,17 +213,26 @@ def _target(ctx: CheckContext) -> tuple[Target, str]:
             )
         first = healthy[0]
         what = f"{first.service} of the running serve"
-        return Target(first.address, what, database, _source_for(first.address)), (
-            f"{what} at {first.address}"
-        )
+        source = _source_for(first.address, ctx.run_id)
+        return Target(first.address, what, database, source), (f"{what} at {first.address}")
     started = time.perf_counter()
     target = _start_instance(ctx)
     took = time.perf_counter() - started
     return target, f"own instance at {target.url}, ready in {took:.1f} s"
 
 
-def _source_for(url: str) -> str | None:
-    """A loopback address of this run's own (127.x.y.z) when the API is on loopback.
+def loopback_source(run_id: str) -> str:
+    """The loopback address (127.x.y.z, never 127.0.0.1) a run's clients come from.
+
+    Derived from the run id, so a later run can reset the login bucket of a run that
+    was killed before its clean-up.
+    """
+    digest = hashlib.sha256(run_id.encode()).digest()
+    return f"127.{1 + digest[0] % 254}.{digest[1]}.{1 + digest[2] % 254}"
+
+
+def _source_for(url: str, run_id: str) -> str | None:
+    """The run's own loopback address when the API is on loopback, else None.
 
     The API's per-IP login limit then charges a bucket no real client shares, which the
     clean-up can reset; None (the default route) when the API is elsewhere or this
@@ -234,7 +245,7 @@ def _source_for(url: str) -> str | None:
         loopback = False
     if not loopback:
         return None
-    address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    address = loopback_source(run_id)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind((address, 0))
@@ -337,7 +348,7 @@ def _start_instance(ctx: CheckContext) -> Target:
         ctx.defer(instance.stop, what=f"the check API instance (pid {instance.proc.pid})")
         if _wait_healthy(instance, limit):
             target = Target(instance.url, f"the API instance at {instance.url}", database)
-            target.source = _source_for(instance.url)
+            target.source = _source_for(instance.url, ctx.run_id)
             # Just started: Kafka's producer may still be connecting; wait for ready.
             while True:
                 try:
@@ -697,7 +708,8 @@ def _remove_run_users(ctx: CheckContext, run: ApiRun) -> None:
         failure = exc
     users = [(email, ids.get(email)) for email in run.emails.values()]
     charged = [i for i in [ids.get(run.emails["a"])] if i is not None]
-    _forget_in_redis(ctx, users, charged=charged, source=run.target.source)
+    sources = [run.target.source] if run.target.source else []
+    _forget_in_redis(ctx, users, charged=charged, sources=sources)
     if failure is not None:
         raise failure
 
@@ -707,12 +719,12 @@ def _forget_in_redis(
     users: Iterable[tuple[str, str | None]],
     *,
     charged: Iterable[str] = (),
-    source: str | None = None,
+    sources: Iterable[str] = (),
 ) -> None:
     """Sessions, cache entries and rate-limit buckets of check users (email, id or None).
 
     ``charged``: the users whose daily connection requests were charged;
-    ``source``: the run's own loopback address, whose login bucket is reset (never a
+    ``sources``: runs' own loopback addresses, whose login buckets are reset (never a
     shared address: a real client's bucket must not be emptied).
     """
     state = _state(ctx)
@@ -733,7 +745,7 @@ def _forget_in_redis(
         )
     for user_id in charged:
         state.ratelimits.reset("connection_request", user_id)
-    if source is not None:
+    for source in sources:
         state.ratelimits.reset("login_ip", source)
 
 
@@ -774,32 +786,34 @@ def remove_leftovers(
 ) -> tuple[int, int]:
     """Check users and instance directories of runs older than LEFTOVER_AGE, removed.
 
-    The users are deleted from the database at ``database_url`` (the target's), with their sessions, cache
-    entries and buckets (a killed run's login_ip bucket is not known: it expires on
-    its own within the policy's period). The database directory of an instance a
-    killed run started is read for its users' Redis traces, then deleted. A run still
-    going is younger than that, so it is never touched.
+    The users are deleted from the database at ``database_url`` (the target's), with
+    their sessions, cache entries and buckets. The database directory of an instance
+    a killed run started is read for its users' Redis traces, then deleted. A run
+    still going is younger than that, so it is never touched.
     """
     found = asyncio.run(_check_users(database_url))
-    old = {
-        email: user_id
-        for email, user_id in found.items()
-        if _CHECK_EMAIL.fullmatch(email) and is_leftover(email, now)
-    }
+    old: dict[str, str] = {}
+    runs: set[str] = set()
+    for email, user_id in found.items():
+        match = _CHECK_EMAIL.fullmatch(email)
+        if match and is_leftover(email, now):
+            old[email] = user_id
+            runs.add(match["run"])
     if old:
         asyncio.run(_check_users(database_url, list(old), delete=True))
-        _forget_in_redis(ctx, old.items(), charged=old.values())
-    dirs = 0
     scratch = ctx.settings.data_dir / SCRATCH_DIR
-    for path in sorted(scratch.iterdir()) if scratch.is_dir() else []:
-        if not path.is_dir() or not is_leftover(path.name, now):
-            continue
-        database = path / DATABASE_FILE
-        if database.exists():
-            with contextlib.suppress(Exception):  # unreadable: its Redis traces expire
-                users = asyncio.run(_check_users(f"sqlite:///{database}"))
-                _forget_in_redis(ctx, users.items(), charged=users.values())
-                old.update(users)
+    dirs = [
+        path
+        for path in (sorted(scratch.iterdir()) if scratch.is_dir() else [])
+        if path.is_dir() and is_leftover(path.name, now)
+    ]
+    for path in dirs:
+        runs.add(path.name.split("-api-")[0])
+        with contextlib.suppress(Exception):  # unreadable: its users' Redis traces expire
+            old.update(asyncio.run(_check_users(f"sqlite:///{path / DATABASE_FILE}")))
+    _forget_in_redis(
+        ctx, old.items(), charged=old.values(), sources=[loopback_source(r) for r in runs]
+    )
+    for path in dirs:
         shutil.rmtree(path)
-        dirs += 1
-    return len(old), dirs
+    return len(old), len(dirs)
