@@ -240,7 +240,8 @@ def _source_for(url: str, run_id: str) -> str | None:
     """
     host = urlsplit(url).hostname or ""
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        # IPv4 only: a 127.x.y.z source cannot reach ::1.
+        loopback = host == "localhost" or ipaddress.IPv4Address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
@@ -296,9 +297,12 @@ class Instance:
     proc: subprocess.Popen[bytes]
     url: str
     lines: deque[str]
+    reader: threading.Thread
     stopped: bool = False
 
     def failure(self) -> str:
+        """Why it ended (call once it has: its last lines may still be in the pipe)."""
+        self.reader.join(2.0)
         return start_failure(self.lines).removeprefix(f"{self.name}: ")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -355,12 +359,12 @@ def _start_instance(ctx: CheckContext) -> Target:
                     _expect_ready(target)
                     return target
                 except StackNotRunning:
-                    if time.monotonic() > limit:
+                    if time.monotonic() > limit or instance.proc.poll() is not None:
                         raise
                     time.sleep(0.1)
         code = instance.proc.poll()
-        failure = instance.failure()
         instance.stop()
+        failure = instance.failure()
         if code is None:
             raise StackNotRunning(
                 f"the API instance started for the checks did not answer within "
@@ -388,19 +392,10 @@ def _launch(ctx: CheckContext, database: str) -> Instance:
     if ctx.settings.config.api.secret is None:
         # Its own cookie key: otherwise the instance writes one into the data dir.
         env[KEYS["api.secret"].env[0]] = secrets.token_hex(32)
+    listen = ("--host", "127.0.0.1", "--port", str(port), "--name", name)
     spec = ChildSpec(
         name=name,
-        argv=(
-            sys.executable,
-            "-m",
-            API_MODULE,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--name",
-            name,
-        ),
+        argv=(sys.executable, "-m", API_MODULE, *listen),
         role="api",
         env=env,
         cwd=ctx.settings.cwd,
@@ -408,8 +403,8 @@ def _launch(ctx: CheckContext, database: str) -> Instance:
     proc = _launch_from_keeper(spec)
     lines: deque[str] = deque(maxlen=_LOG_LINES)
     assert proc.stdout is not None
-    read_lines(proc.stdout, name, lambda _name, line: lines.append(line))
-    return Instance(name, proc, f"http://127.0.0.1:{port}", lines)
+    reader = read_lines(proc.stdout, name, lambda _name, line: lines.append(line))
+    return Instance(name, proc, f"http://127.0.0.1:{port}", lines, reader)
 
 
 def _launch_from_keeper(spec: Any) -> subprocess.Popen[bytes]:
@@ -489,7 +484,8 @@ def leftovers(ctx: CheckContext) -> str:
     users, dirs = remove_leftovers(ctx, _run(ctx).target.database_url)
     if not users and not dirs:
         return "none"
-    return f"removed {counted(users, 'user')}, {counted(dirs, 'instance directory', 'instance directories')}"
+    where = counted(dirs, "instance directory", "instance directories")
+    return f"removed {counted(users, 'user')}, {where}"
 
 
 @check("api", "signup of two check users")
