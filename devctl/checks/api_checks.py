@@ -812,4 +812,6 @@ def remove_leftovers(
     )
     for path in dirs:
         shutil.rmtree(path)
+    with contextlib.suppress(OSError):  # only when no run uses it
+        scratch.rmdir()
     return len(old), len(dirs)
