@@ -229,6 +229,7 @@ def test_an_api_whose_database_went_away_fails_the_gate(stack: Stack, tmp_path: 
         assert "FAIL api      API reachable and ready" in text.stdout
         assert "SKIP api" in text.stdout and "0 passed, 1 failed, 8 skipped" in text.stdout
         assert "api not reachable:" in text.stderr and "Traceback" not in text.stderr
+        assert "hint: the first check of api failed, so the rest was skipped" in text.stderr
     finally:
         stop_api(server)
 
