@@ -65,7 +65,9 @@ wrk.body = '{"emailId": "%s", "password": "%s"}'
 """
 
 
-def devctl(*args: str, env: dict[str, str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def devctl(
+    *args: str, env: dict[str, str], cwd: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "devctl", *args],
         env=env,
@@ -88,7 +90,9 @@ def wait_ready(url: str, timeout: float = 60) -> float:
     raise RuntimeError(f"{url} not ready in {timeout}s")
 
 
-def wrk(url: str, duration: int, *, header: str | None = None, script: Path | None = None) -> dict[str, float]:
+def wrk(
+    url: str, duration: int, *, header: str | None = None, script: Path | None = None
+) -> dict[str, float]:
     command = ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency"]
     if header:
         command += ["-H", header]
@@ -97,8 +101,15 @@ def wrk(url: str, duration: int, *, header: str | None = None, script: Path | No
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    latency = {p: _ms(re.search(rf"^\s+{p}%\s+([\d.]+\w+)", out, re.M).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
-    return {"rps": rps, "p50": latency["50"], "p99": latency["99"], "non2xx": float(errors.group(1)) if errors else 0.0}
+    latency = {
+        p: _ms(re.search(rf"^\s+{p}%\s+([\d.]+\w+)", out, re.M).group(1)) for p in ("50", "99")
+    }  # type: ignore[union-attr]
+    return {
+        "rps": rps,
+        "p50": latency["50"],
+        "p99": latency["99"],
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
 
 
 def _ms(text: str) -> float:
@@ -119,7 +130,11 @@ def counters(url: str) -> dict[str, float]:
 def signup(client: httpx.Client, name: str) -> dict[str, Any]:
     answer = client.post(
         "/signup",
-        json={"firstName": name, "emailId": f"{name.lower()}{uuid.uuid4().hex[:8]}@bench.example", "password": PASSWORD},
+        json={
+            "firstName": name,
+            "emailId": f"{name.lower()}{uuid.uuid4().hex[:8]}@bench.example",
+            "password": PASSWORD,
+        },
     )
     answer.raise_for_status()
     return dict(answer.json())
@@ -130,8 +145,17 @@ def delivery_latency(url: str, brokers: str, users: int) -> list[float]:
 
     sender = httpx.Client(base_url=url, timeout=30)
     signup(sender, "Sender")
-    targets = [signup(httpx.Client(base_url=url, timeout=30), f"Target{i}")["_id"] for i in range(users)]
-    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"bench-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+    targets = [
+        signup(httpx.Client(base_url=url, timeout=30), f"Target{i}")["_id"] for i in range(users)
+    ]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
     topic = "connection-events"
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     assignment = []
@@ -173,10 +197,17 @@ def cold_start(rounds: int, env: dict[str, str]) -> list[float]:
     for _ in range(rounds):
         root = Path(tempfile.mkdtemp(prefix="bench-serve-"))
         port = free_port()
-        run_env = dict(env, DEVCTL_DATA_DIR=str(root / "data"), DEVCTL_REDIS_PORT=str(free_port()), DEVCTL_KAFKA_PORT=str(free_port()))
+        run_env = dict(
+            env,
+            DEVCTL_DATA_DIR=str(root / "data"),
+            DEVCTL_REDIS_PORT=str(free_port()),
+            DEVCTL_KAFKA_PORT=str(free_port()),
+        )
         try:
             started = time.perf_counter()
-            devctl("serve", "--detach", "--port", str(port), "--no-consumers", env=run_env, cwd=root)
+            devctl(
+                "serve", "--detach", "--port", str(port), "--no-consumers", env=run_env, cwd=root
+            )
             wait_ready(f"http://127.0.0.1:{port}")
             times.append(time.perf_counter() - started)
         finally:
@@ -202,7 +233,11 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
     (root / "devctl.yaml").write_text(BENCH_CONFIG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_", "DATABASE_", "JWT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DEVCTL_", "REDIS_", "KAFKA_", "DATABASE_", "JWT_"))
+    }
     env.update(
         DEVCTL_DATA_DIR=str(root / "data"),
         DEVCTL_REDIS_PORT=str(free_port()),
@@ -234,13 +269,20 @@ def main() -> int:
         for _ in range(sequential):
             client.get("/profile/view").raise_for_status()
         after = counters(url)
-        results["round_trips_per_request"] = (after["devconnect_redis_round_trips_total"] - before["devconnect_redis_round_trips_total"]) / sequential
-        results["queries_per_request"] = (after["devconnect_database_queries_total"] - before["devconnect_database_queries_total"]) / sequential
+        results["round_trips_per_request"] = (
+            after["devconnect_redis_round_trips_total"]
+            - before["devconnect_redis_round_trips_total"]
+        ) / sequential
+        results["queries_per_request"] = (
+            after["devconnect_database_queries_total"] - before["devconnect_database_queries_total"]
+        ) / sequential
 
         health, profile = [], []
         for _ in range(args.rounds):
             health.append(wrk(url + "/healthz", args.duration))
-            profile.append(wrk(url + "/profile/view", args.duration, header=f"Cookie: token={cookie}"))
+            profile.append(
+                wrk(url + "/profile/view", args.duration, header=f"Cookie: token={cookie}")
+            )
         results["health"], results["profile"] = health, profile
 
         script = root / "login.lua"

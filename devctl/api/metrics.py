@@ -9,18 +9,14 @@ are read when scraped, not kept up to date on every request.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Milliseconds matter here: the targets are a few ms at p99.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -40,6 +36,28 @@ class ApiMetrics:
             "Time from request start to the last byte of the answer",
             ("method", "route"),
             buckets=_BUCKETS,
+            registry=self.registry,
+        )
+
+        self.outbox_delivery = Histogram(
+            "devconnect_outbox_delivery_seconds",
+            "Time from an event's commit (outbox row) to the broker's acknowledgement",
+            buckets=(
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1.0,
+                2.5,
+                5.0,
+                10.0,
+                30.0,
+                60.0,
+                300.0,
+            ),
             registry=self.registry,
         )
 
@@ -76,7 +94,7 @@ class RequestMetrics:
         start = time.perf_counter()
         status = 500
 
-        async def send_and_note(message: dict[str, Any]) -> None:
+        async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
@@ -109,7 +127,7 @@ class BodyLimit:
             return
         seen = 0
 
-        async def counting_receive() -> dict[str, Any]:
+        async def counting_receive() -> Message:
             # A body without Content-Length (chunked) is counted as it arrives; FastAPI
             # passes an HTTPException from here through to the error handlers.
             nonlocal seen

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,6 @@ class RelayStats:
     failed_rounds: int = 0
     last_error: str | None = None
     last_published_at: float | None = None
-    delivery_seconds: list[float] | None = None  # commit -> ack, recent rows (benchmark)
 
 
 class OutboxRelay:
@@ -59,6 +59,7 @@ class OutboxRelay:
         lease: float,
         retention: float,
         owner: str | None = None,
+        on_delivered: Callable[[float], None] | None = None,
     ):
         self.engine = engine
         self.producer = producer
@@ -67,6 +68,8 @@ class OutboxRelay:
         self.retention = retention
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.stats = RelayStats()
+        # Told the seconds from a row's commit to the broker's acknowledgement.
+        self.on_delivered = on_delivered
         self._doorbell = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -118,7 +121,6 @@ class OutboxRelay:
 
     async def _pause(self) -> None:
         delay = self._backoff or _IDLE_POLL
-        self._doorbell.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._doorbell.wait(), delay)
 
@@ -131,6 +133,9 @@ class OutboxRelay:
 
     async def _round(self) -> bool:
         """Publish one batch; True when a full batch went out (there may be more)."""
+        # Cleared before looking, not before sleeping: a commit that rings while this
+        # round publishes is then seen by the next round at once, not a poll later.
+        self._doorbell.clear()
         await self._maybe_prune()
         claim = await outbox.claim(self.engine, self.owner, limit=self.batch_size, lease=self.lease)
         if claim is None or not claim.rows:
@@ -180,14 +185,13 @@ class OutboxRelay:
         delivered: list[int] = []
         failure: str | None = None
         now = time.time()
-        samples = self.stats.delivery_seconds
         for row, result in zip(rows, results, strict=True):
             if isinstance(result, BaseException):
                 failure = failure or str(result)
             else:
                 delivered.append(row.id)
-                if samples is not None and row.created_at is not None:
-                    samples.append(now - row.created_at.timestamp())
+                if self.on_delivered is not None:
+                    self.on_delivered(max(0.0, now - row.created_at.timestamp()))
         return delivered, failure
 
     async def _maybe_prune(self) -> None:

@@ -27,8 +27,15 @@ FLAGS: dict[str, str] = {
     "engine": "--engine",
     "redis.port": "--redis-port",
     "kafka.port": "--kafka-port",
+    "api.host": "--host",
+    "api.port": "--port",
+    "api.instances": "--instances",
     # devctl up
     "keep_on_failure": "--keep",
+    # devctl serve
+    "consumers": "--consumers",
+    "no_consumers": "--no-consumers",
+    "reload": "--reload",
     # devctl groups reset
     "reset_to": "--to",
     # devctl tail
