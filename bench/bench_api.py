@@ -65,6 +65,26 @@ wrk.body = '{"emailId": "%s", "password": "%s"}'
 """
 
 
+NOTES = (
+    "- First measurement (same machine, same day), through FastAPI's router and dependency "
+    "injection with the collector's defaults: profile 2,737 req/s vs healthz 6,522 (42%), "
+    "p99 76 ms. Two changes: `GET /profile/view` is served by a lean ASGI handler in front "
+    "of the router (`devctl/api/fastpath.py`: same workflow, errors, CORS and metrics; the "
+    "router and dependency machinery cost as much as the Redis round trip), and the API "
+    "freezes what start-up allocated (`gc.freeze()`): full collections walked every "
+    "imported object a few times a second, stalling all requests in flight for 50-100 ms.",
+    "- Login: each attempt costs one argon2id hash (RFC 9106's second recommended option, "
+    "64 MiB), run in worker threads; about 11 per second per instance on 2 cores is the "
+    "price of that hash, by design. The login limits (20 per IP, 5 per email per 15 min) "
+    "are switched off for this measurement only.",
+    "- Delivery: from just before the HTTP request to the consumer's receipt of the record "
+    "(the relay is rung by the commit; producer linger 5 ms; consumer fetch.wait.max.ms 5). "
+    "Before the doorbell fix a wake during a relay round was lost and waited for the 1 s poll "
+    "(p50 191 ms). The instances also export `devconnect_outbox_delivery_seconds` "
+    "(commit to broker acknowledgement).",
+)
+
+
 def devctl(
     *args: str, env: dict[str, str], cwd: Path, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
@@ -331,6 +351,7 @@ def main() -> int:
             "",
             f"- Targets met: {sum(met.values())} of {len(met)}.",
             f"- Non-2xx answers during wrk runs: {sum(r['non2xx'] for r in results['health'] + results['profile'] + [results['login']]):g}.",
+            *NOTES,
             "",
             "Reproduce: `apt-get install wrk && python bench/bench_api.py --write docs/benchmarks.md`",
         ]
