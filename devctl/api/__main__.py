@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["DEVCTL_API_INSTANCE"] = args.name
             uvicorn.run("devctl.api.__main__:factory", factory=True, reload=True, **common)  # type: ignore[arg-type]
             return 0
+        # Before uvicorn: a stack that is not there is one clear line and exit 3, not
+        # the traceback uvicorn prints for a failed start-up.
+        from devctl.engines import select_engine
+
+        select_engine(settings).endpoints(())
         app = create_app(settings, instance=args.name)
         config = uvicorn.Config(app, **common)  # type: ignore[arg-type]
         server = uvicorn.Server(config)
