@@ -21,7 +21,8 @@ import psutil
 import pytest
 
 from devctl.checks import LEFTOVER_AGE, CheckContext, within
-from devctl.checks.api_checks import api_ready, remove_leftovers, start_failure
+from devctl.checks.api_checks import api_ready, remove_leftovers
+from devctl.checks.api_instance import start_failure
 from devctl.errors import EXIT_NOT_RUNNING, EXIT_USAGE
 from devctl.processes import free_port
 from tests.api.conftest import ApiServer, start_api, stop_api
