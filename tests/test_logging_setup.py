@@ -48,12 +48,30 @@ def test_text_lines_on_stderr_at_the_chosen_level(capsys: pytest.CaptureFixture[
     assert line.endswith(" INFO devctl.events.consumer: analytics: assigned user-events[0]")
 
 
+def test_a_lone_surrogate_is_written_as_ascii_json() -> None:
+    # Through the formatter, not a logger: pytest's own log capture (and xdist's
+    # transport of it) cannot carry a lone surrogate.
+    from devctl.logging_setup import JsonFormatter
+
+    record = logging.makeLogRecord(
+        {
+            "name": "devctl.events.producer",
+            "levelno": logging.DEBUG,
+            "levelname": "DEBUG",
+            "msg": "queued \udcff %d",
+            "args": (3,),
+        }
+    )
+    line = JsonFormatter().format(record)
+    assert line.isascii() and json.loads(line)["message"] == "queued \udcff 3"
+
+
 def test_json_lines_carry_time_level_logger_exception_and_extra(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging(verbose=True, environ={LOG_FORMAT: "json"})
     log = logging.getLogger("devctl.events.producer")
-    log.debug("queued \udcff %d", 3, extra={"topic": "user-events", "path": Path("/x")})
+    log.debug("queued \u00e9 %d", 3, extra={"topic": "user-events", "path": Path("/x")})
     try:
         raise ValueError("boom")
     except ValueError:
@@ -62,7 +80,7 @@ def test_json_lines_carry_time_level_logger_exception_and_extra(
     assert len(lines) == 2 and all(line.isascii() for line in lines)
     first, second = (json.loads(line) for line in lines)
     assert first["level"] == "debug" and first["logger"] == "devctl.events.producer"
-    assert first["message"] == "queued \udcff 3"
+    assert first["message"] == "queued \u00e9 3"
     assert (first["topic"], first["path"], first["pid"]) == ("user-events", "/x", os.getpid())
     assert first["time"].endswith("Z") and first["time"][10] == "T"
     assert "exception" not in first
