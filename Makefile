@@ -21,5 +21,5 @@ down:
 
 bench:
 	$(BIN)/python bench/bench_up.py --write docs/benchmarks.md
-	@for b in bench/bench_state.py bench/bench_events.py; do \
+	@for b in bench/bench_state.py bench/bench_events.py bench/bench_cli_latency.py bench/bench_api.py; do \
 		if [ -f $$b ]; then $(BIN)/python $$b --write docs/benchmarks.md || exit 1; fi; done
