@@ -272,3 +272,162 @@ def test_json_errors_name_the_field_and_prose_names_the_flag(stopped: dict[str, 
     assert error["message"].startswith("--offset: ")
     prose = run("tail", "user-events", "--offset", "zero", env=stopped)
     assert prose.stderr.startswith("error: --offset: a start offset is PARTITION:OFFSET")
+
+
+# --- a reader that goes away (`devctl ... | head -1`) ---------------------------------
+
+# The smallest pipe Linux makes (a page): output beyond it waits on the reader, so a
+# reader that leaves after one line cuts every command below off mid-output.
+SMALL_PIPE = 4096
+
+
+def run_into_closed_pipe(
+    *args: str, env: dict[str, str], stderr_too: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """devctl writing to a pipe whose reader is already gone: its first write fails."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "devctl", *args],
+            env=env,
+            stdout=write_end,
+            stderr=write_end if stderr_too else subprocess.PIPE,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        os.close(write_end)
+
+
+def run_cut_after_first_line(*args: str, env: dict[str, str]) -> tuple[int, str, bytes]:
+    """devctl into a small pipe whose reader takes one line and closes it, as `head -1`.
+
+    Returns the exit code, stderr and the line read.
+    """
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
+        pytest.skip("pipe sizes are set on Linux only")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, SMALL_PIPE)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devctl", *args],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        os.close(write_end)
+    with running(proc):
+        line = b""
+        try:
+            while not line.endswith(b"\n") and (byte := os.read(read_end, 1)):
+                line += byte
+        finally:
+            os.close(read_end)
+        _, err = proc.communicate(timeout=60)
+    return proc.returncode, err, line
+
+
+QUIET_COMMANDS = [
+    ["keys"],
+    ["config", "show"],
+    ["config", "show", "--json"],
+    ["config", "reference"],
+    ["events", "types"],
+    ["status"],
+    ["topics", "list"],
+    ["logs", "kafka", "-n", "200"],
+    ["--help"],
+    ["--version"],
+]
+
+
+@pytest.mark.parametrize("args", QUIET_COMMANDS, ids=" ".join)
+def test_a_closed_pipe_ends_a_command_quietly_with_0(args: list[str], env: dict[str, str]) -> None:
+    result = run_into_closed_pipe(*args, env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["config", "show"], ["config", "reference"], ["events", "types"], ["--help"]],
+    ids=" ".join,
+)
+def test_output_cut_off_after_the_first_line_exits_0_quietly(
+    args: list[str], env: dict[str, str]
+) -> None:
+    whole = run(*args, env=env)
+    assert whole.returncode == 0, whole.stderr
+    first = whole.stdout.splitlines(keepends=True)[0].encode()
+    # Only then is the command really cut off: its output does not fit the pipe.
+    assert len(whole.stdout.encode()) > SMALL_PIPE + len(first)
+
+    code, err, line = run_cut_after_first_line(*args, env=env)
+    assert (code, err, line) == (0, "", first)
+
+
+def test_a_long_log_cut_off_after_the_first_line_exits_0_quietly(
+    stack: Stack, env: dict[str, str]
+) -> None:
+    code, err, line = run_cut_after_first_line("logs", "kafka", "-n", "100000", "--all", env=env)
+    assert (code, err) == (0, "")
+    assert line.endswith(b"\n")
+
+
+def test_real_errors_keep_their_exit_code_when_stdout_is_closed(
+    env: dict[str, str], stopped: dict[str, str]
+) -> None:
+    missing = run_into_closed_pipe("topics", "describe", f"nope-{uuid.uuid4().hex[:8]}", env=env)
+    assert missing.returncode == EXIT_FAILED
+    assert missing.stderr.startswith("error: topic ")
+    down = run_into_closed_pipe("sessions", "count", "--json", env=stopped)
+    assert down.returncode == EXIT_NOT_RUNNING
+    assert _json_error(down.stderr)["code"] in ("not-running", "redis-unavailable")
+    bad_flag = run_into_closed_pipe("keys", "--bogus", env=env)
+    assert bad_flag.returncode == EXIT_USAGE
+    assert "--bogus" in bad_flag.stderr
+
+    # `2>&1 | head -1`: the error has no reader either, and its exit code stands.
+    for args, code in (
+        (["sessions", "count"], EXIT_NOT_RUNNING),
+        (["sessions", "count", "--json"], EXIT_NOT_RUNNING),
+        (["keys", "--bogus"], EXIT_USAGE),
+        (["config", "show"], 0),
+    ):
+        both = run_into_closed_pipe(*args, env=stopped, stderr_too=True)
+        assert both.returncode == code, args
+
+
+def test_a_broken_pipe_that_is_not_our_output_is_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A write to a peer that went away (a socket, a child's stdin) while stdout is
+    # fine: Typer's own handler exits 1 for it, silently; it is a bug to be told.
+    import typer
+
+    from devctl.cli import main as cli_main
+
+    app = typer.Typer()
+
+    @app.command()
+    def feed() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    # Typer swaps sys.stdout and sys.stderr for wrappers when it meets a broken pipe.
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    monkeypatch.setattr(cli_main, "build_command", lambda args: typer.main.get_command(app))
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["feed"])
+    assert exited.value.code == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "internal error: BrokenPipeError: [Errno 32] Broken pipe" in err
