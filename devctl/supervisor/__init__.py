@@ -1,7 +1,9 @@
 """Starts, prefixes, restarts and stops the child processes of `devctl serve`.
 
-- ``spec``: what a child is (ChildSpec) and how crashes are treated (RestartPolicy)
-- ``supervisor``: the Supervisor (start, output lines, backoff, give-up, ordered stop)
+- ``spec``: what a child is (ChildSpec), how crashes are treated (RestartPolicy),
+  what is reported (ChildState, Event, Outcome)
+- ``supervisor``: the Supervisor (start, output lines, backoff, give-up, ordered stop);
+  ``watchdog``: a child's health URL, until ready and then whether it still answers
 - ``child``: launching a child that dies with its supervisor (PR_SET_PDEATHSIG)
 - ``plan``: a serve plan and ``run_plan``, the one way a serve runs
 - ``serve``: the plan of DevConnect's backend (API instances, consumers) from settings
@@ -16,16 +18,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from devctl.supervisor.spec import ChildSpec, ChildState, RestartPolicy
+from devctl.supervisor.spec import ChildSpec, ChildState, Event, Outcome, RestartPolicy
 
 if TYPE_CHECKING:
-    from devctl.supervisor.supervisor import Event, Outcome, Supervisor
+    from devctl.supervisor.supervisor import Supervisor
 
 
 def __getattr__(name: str) -> Any:
     # The Supervisor's module (threads, ctypes) loads when it is used, not when
     # `devctl status` reads a serve's state through this package.
-    if name in ("Event", "Outcome", "Supervisor"):
+    if name == "Supervisor":
         from devctl.supervisor import supervisor
 
         return getattr(supervisor, name)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from devctl.errors import EXIT_FAILED, EXIT_USAGE, DevctlError
 from devctl.supervisor.plan import DETACHED, ServePlan, run_plan
-from devctl.supervisor.supervisor import Event
+from devctl.supervisor.spec import Event
 
 
 def _write_event(event: Event) -> None:

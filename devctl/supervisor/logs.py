@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING
 from devctl.processes import tail_file
 
 if TYPE_CHECKING:
-    from devctl.supervisor.supervisor import Event
+    from devctl.supervisor.spec import Event
 
 LOG_DIR = "logs"
 SUPERVISOR_LOG = "serve.log"

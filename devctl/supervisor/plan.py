@@ -19,15 +19,8 @@ from devctl import processes
 from devctl.errors import PortInUse
 from devctl.supervisor.logs import ChildLogs
 from devctl.supervisor.runstate import RUN_DIR, StateFile, serve_lock
-from devctl.supervisor.spec import ChildSpec, RestartPolicy
-from devctl.supervisor.supervisor import (
-    SHUTDOWN,
-    Event,
-    EventCallback,
-    LineCallback,
-    Outcome,
-    Supervisor,
-)
+from devctl.supervisor.spec import SHUTDOWN, ChildSpec, Event, Outcome, RestartPolicy
+from devctl.supervisor.supervisor import EventCallback, LineCallback, Supervisor
 
 PLAN_FILE = "serve-plan.json"
 FOREGROUND, DETACHED = "foreground", "detached"

@@ -1,5 +1,5 @@
 """What the supervisor runs (ChildSpec), how it treats crashes (RestartPolicy), and
-what it reports of a child (ChildState).
+what it reports: of a child (ChildState), as it happens (Event), at the end (Outcome).
 
 All plain data, serialisable to JSON: a detached supervisor reads its children
 from a plan file, and readers of run/serve.json get ChildStates back. Kept apart
@@ -67,6 +67,11 @@ class RestartPolicy:
     up to ``max_delay``; a child that stayed up ``stable_after`` seconds starts
     again from ``initial_delay``. ``max_crashes`` crashes within ``window``
     seconds: the supervisor gives up on that child.
+
+    Once up, a child with a health URL is probed every ``liveness_interval``
+    seconds (each probe may take ``liveness_timeout``); after ``liveness_failures``
+    failed probes in a row it counts as hung: it is killed (SIGKILL, since a hung
+    process may not handle SIGTERM) and restarted like a crashed child.
     """
 
     initial_delay: float = 0.5
@@ -78,6 +83,9 @@ class RestartPolicy:
     # How long a child with a health URL may take to answer it after each start;
     # one that does not is stopped and counted as a crash.
     ready_timeout: float = 60.0
+    liveness_interval: float = 5.0
+    liveness_timeout: float = 2.0
+    liveness_failures: int = 3
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,3 +123,36 @@ class ChildState:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+# Event kinds, in the order a child meets them.
+STARTED = "started"
+READY = "ready"  # its health URL answered 200
+ALL_READY = "all-ready"  # every child with a health URL is up (or gave up): once per run
+UNHEALTHY = "unhealthy"  # no 200 from its health URL within ready_timeout: stopped
+HUNG = "hung"  # up, then its health URL failed liveness_failures probes in a row: killed
+EXITED = "exited"  # crashed; data["delay"]: seconds until its restart
+GAVE_UP = "gave-up"  # crashed too often: not restarted again
+RELOADING = "reloading"  # a watched file changed: restarting it on purpose
+SHUTDOWN = "shutdown"  # stopping every child (data["signal"]: the signal, if any)
+STOPPING = "stopping"
+STOPPED = "stopped"
+KILLED = "killed"  # did not stop within stop_timeout of SIGTERM
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    child: str | None
+    message: str  # one sentence saying what happened, for people
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """How ``run`` ended: on a signal or ``stop()``, or because the children gave up."""
+
+    signal: int | None = None
+    gave_up: list[str] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)  # needed SIGKILL at shutdown
+    all_gave_up: bool = False  # every essential child gave up: the run failed

@@ -1,9 +1,10 @@
 """The supervisor: start children, pass on their output, restart the crashed, stop in order.
 
-One thread (the caller of ``run``) owns the children: it starts, reaps, restarts
-and stops them, which also keeps ``PR_SET_PDEATHSIG`` meaningful (see
-``devctl.supervisor.child``). Helper threads only read output lines, wait for
-health URLs and watch files; they report back through flags under a lock.
+One thread (the caller of ``run``) owns the children: it starts, reaps, restarts,
+stops and kills them, which also keeps ``PR_SET_PDEATHSIG`` meaningful (see
+``devctl.supervisor.child``). Helper threads only read output lines, probe health
+URLs (``devctl.supervisor.watchdog``: ready, then still alive) and watch files;
+they report back through flags under a lock.
 
 Callbacks (``on_line``, ``on_event``, ``on_change``) are called one at a time,
 from any thread, and must not call back into the supervisor but ``stop``. A
@@ -19,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,59 +28,40 @@ from typing import Any
 import psutil
 
 from devctl.processes import describe_returncode
-from devctl.supervisor import health
 from devctl.supervisor.backoff import Backoff
 from devctl.supervisor.child import launch, read_lines, signal_group
 from devctl.supervisor.spec import (
+    ALL_READY,
     BACKOFF,
+    EXITED,
+    GAVE_UP,
     GAVE_UP_STATE,
+    HUNG,
+    KILLED,
+    READY,
+    RELOADING,
+    SHUTDOWN,
+    STARTED,
     STARTING,
+    STOPPED,
     STOPPED_STATE,
+    STOPPING,
     STOPPING_STATE,
+    UNHEALTHY,
     UP,
     ChildSpec,
     ChildState,
+    Event,
+    Outcome,
     RestartPolicy,
 )
+from devctl.supervisor.watchdog import watch_health
 
 log = logging.getLogger(__name__)
 
-# Event kinds, in the order a child meets them.
-STARTED = "started"
-READY = "ready"  # its health URL answered 200
-ALL_READY = "all-ready"  # every child with a health URL is up (or gave up): once per run
-UNHEALTHY = "unhealthy"  # no 200 from its health URL within ready_timeout: stopped
-EXITED = "exited"  # crashed; data["delay"]: seconds until its restart
-GAVE_UP = "gave-up"  # crashed too often: not restarted again
-RELOADING = "reloading"  # a watched file changed: restarting it on purpose
-SHUTDOWN = "shutdown"  # stopping every child (data["signal"]: the signal, if any)
-STOPPING = "stopping"
-STOPPED = "stopped"
-KILLED = "killed"  # did not stop within stop_timeout of SIGTERM
-
-
 _TICK_S = 0.1
 _READER_JOIN_S = 2.0
-_HEALTH_POLL_S = 0.1
 _UNKILLABLE_S = 10.0  # after SIGKILL: how long shutdown waits for a child to go
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str
-    child: str | None
-    message: str  # one sentence saying what happened, for people
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Outcome:
-    """How ``run`` ended: on a signal or ``stop()``, or because the children gave up."""
-
-    signal: int | None = None
-    gave_up: list[str] = field(default_factory=list)
-    killed: list[str] = field(default_factory=list)  # needed SIGKILL at shutdown
-    all_gave_up: bool = False  # every essential child gave up: the run failed
 
 
 @dataclass
@@ -97,6 +79,8 @@ class _Slot:
     next_start: float | None = None
     last_exit: str | None = None
     unhealthy: int | None = None  # the generation whose health check timed out
+    hung: int | None = None  # the generation that stopped answering its health URL
+    hung_reason: str = ""  # what its last liveness probe got
     term_deadline: float | None = None  # SIGTERM sent: SIGKILL after this
     reloading: bool = False
 
@@ -144,6 +128,7 @@ class Supervisor:
         self._launched = False  # every child was started once
         self._reload_pending = False
         self._watch_stop = threading.Event()
+        self._halt_probes = threading.Event()  # shutdown: health watchers end at once
         self._ran = False
         self._failed_callbacks: list[Callable[..., None]] = []
 
@@ -172,6 +157,7 @@ class Supervisor:
             self._shutdown(outcome)
         finally:
             self._watch_stop.set()
+            self._halt_probes.set()
             # Only after an exception: every child is still ours to kill.
             self._kill_all()
             for sig, handler in previous.items():
@@ -217,7 +203,10 @@ class Supervisor:
             return
         returncode = popen.poll()
         if returncode is None:
-            if slot.unhealthy == slot.generation and slot.term_deadline is None:
+            if slot.term_deadline is not None:
+                if now > slot.term_deadline:
+                    signal_group(popen, signal.SIGKILL)
+            elif slot.unhealthy == slot.generation:
                 url = slot.spec.health_url
                 self._emit(
                     UNHEALTHY,
@@ -226,15 +215,34 @@ class Supervisor:
                     f"{self.policy.ready_timeout:g}s: stopping it",
                 )
                 self._terminate(slot, now)
-            elif slot.term_deadline is not None and now > slot.term_deadline:
-                signal_group(popen, signal.SIGKILL)
+            elif slot.hung == slot.generation:
+                self._kill_hung(slot, popen, now)
             return
         self._reaped(slot, returncode, now)
 
+    def _kill_hung(self, slot: _Slot, popen: subprocess.Popen[bytes], now: float) -> None:
+        # SIGKILL, not SIGTERM: a hung process would not drain, and waiting out its
+        # stop timeout only keeps it unavailable longer. Reaped next, it takes the
+        # crash path: backoff, and it counts towards the give-up.
+        policy = self.policy
+        message = (
+            f"{slot.spec.name} (pid {popen.pid}) is hung: {slot.spec.health_url} failed "
+            f"{policy.liveness_failures} probes in a row (every {policy.liveness_interval:g}s, "
+            f"last: {slot.hung_reason}); killing it"
+        )
+        log.warning("%s", message)
+        self._emit(HUNG, slot, message, {"pid": popen.pid, "reason": slot.hung_reason})
+        signal_group(popen, signal.SIGKILL)
+        with self._lock:
+            slot.term_deadline = now  # already killed: SIGKILL again each tick until reaped
+
     def _reaped(self, slot: _Slot, returncode: int, now: float) -> None:
         name = slot.spec.name
+        hung = slot.hung == slot.generation
         self._finish(slot)
         slot.last_exit = describe_returncode(returncode)
+        if hung:
+            slot.last_exit = f"hung, {slot.last_exit}"
         if slot.reloading:
             slot.reloading = False
             self._start(slot, now)
@@ -311,6 +319,7 @@ class Supervisor:
             slot.create_time = create_time
             slot.next_start = None
             slot.unhealthy = None
+            slot.hung = None
             slot.term_deadline = None
             slot.restarts += 1 if restart else 0
             slot.state = STARTING if spec.health_url else UP
@@ -320,7 +329,7 @@ class Supervisor:
         self._emit(STARTED, slot, f"{spec.name} started (pid {popen.pid})", {"pid": popen.pid})
         if spec.health_url:
             threading.Thread(
-                target=self._await_health,
+                target=self._watch_health,
                 args=(slot, generation, popen),
                 name=f"supervisor-{spec.name}-health",
                 daemon=True,
@@ -329,29 +338,53 @@ class Supervisor:
             self._check_all_ready()
         self._changed()
 
-    def _await_health(self, slot: _Slot, generation: int, popen: subprocess.Popen[bytes]) -> None:
+    def _watch_health(self, slot: _Slot, generation: int, popen: subprocess.Popen[bytes]) -> None:
+        """The health thread of one start of ``slot``: ready, then alive (see watchdog)."""
         url = slot.spec.health_url
         assert url is not None
-        deadline = time.monotonic() + self.policy.ready_timeout
-        while time.monotonic() < deadline:
-            # returncode only: reaping is the loop's job.
-            if self._stopping or slot.generation != generation or popen.returncode is not None:
-                return
-            if health.get(url, timeout=1.0).ok:
-                with self._lock:
-                    current = slot.generation == generation and slot.state == STARTING
-                    if current:
-                        slot.state = UP
-                if current:
-                    self._emit(READY, slot, f"{slot.spec.name} is up ({url} answers)")
-                    self._check_all_ready()
-                    self._changed()
-                return
-            time.sleep(_HEALTH_POLL_S)
-        with self._lock:
-            if slot.generation == generation:
-                slot.unhealthy = generation
-        self._wake.set()
+
+        def current() -> bool:
+            # returncode only: reaping is the loop's job. A child being stopped (a
+            # reload, the shutdown) may stop answering: that is no hang.
+            return (
+                not self._stopping
+                and slot.generation == generation
+                and popen.returncode is None
+                and slot.term_deadline is None
+            )
+
+        def ready() -> None:
+            with self._lock:
+                now_up = slot.generation == generation and slot.state == STARTING
+                if now_up:
+                    slot.state = UP
+            if now_up:
+                self._emit(READY, slot, f"{slot.spec.name} is up ({url} answers)")
+                self._check_all_ready()
+                self._changed()
+
+        def unhealthy() -> None:
+            with self._lock:
+                if slot.generation == generation:
+                    slot.unhealthy = generation
+            self._wake.set()
+
+        def hung(reason: str) -> None:
+            with self._lock:
+                if slot.generation == generation:
+                    slot.hung = generation
+                    slot.hung_reason = reason
+            self._wake.set()
+
+        watch_health(
+            url,
+            self.policy,
+            current=current,
+            on_ready=ready,
+            on_unhealthy=unhealthy,
+            on_hung=hung,
+            halt=self._halt_probes,
+        )
 
     def _check_all_ready(self) -> None:
         with self._lock:
@@ -372,6 +405,9 @@ class Supervisor:
         if slot.popen is None:
             return
         signal_group(slot.popen, signal.SIGTERM)
+        # A stopped child (SIGSTOP, Ctrl-Z) holds the SIGTERM until it is continued:
+        # continued, it can drain instead of waiting for the SIGKILL.
+        signal_group(slot.popen, signal.SIGCONT)
         with self._lock:
             slot.term_deadline = now + slot.spec.stop_timeout
 
@@ -409,6 +445,7 @@ class Supervisor:
     # --- shutdown ---------------------------------------------------------
 
     def _shutdown(self, outcome: Outcome) -> None:
+        self._halt_probes.set()
         with self._lock:
             self._stopping = True
             for slot in self._slots:

@@ -5,7 +5,9 @@ Modes:
   crash COUNTER N      crash (exit 3) the first N times (counted in the file COUNTER), then run
   exit CODE            exit at once with CODE
   stubborn             ignore SIGTERM; only SIGKILL ends it
-  server PORT [READY]  HTTP: /healthz 200, /readyz READY (200 or 503); SIGTERM: "draining", exit 0
+  server PORT [READY] [DELAY]  HTTP: /healthz 200, /readyz READY (200 or 503) after DELAY
+                       seconds; SIGTERM: "draining", exit 0
+  freeze PORT SECONDS  a server that stops itself (SIGSTOP) SECONDS after it started: hung
   slowstop SECONDS     on SIGTERM print "stopping", wait SECONDS, print "stopped", exit 0
   fork PIDFILE         start a grandchild (sleeping) in its group, write its pid, then exit 1
   silent               never listen anywhere (for health timeouts), wait for SIGTERM
@@ -62,7 +64,12 @@ def main() -> int:
         while True:
             time.sleep(1)
     if mode == "server":
-        return serve(int(args[0]), int(args[1]) if len(args) > 1 else 200)
+        ready = int(args[1]) if len(args) > 1 else 200
+        return serve(int(args[0]), ready, float(args[2]) if len(args) > 2 else 0.0)
+    if mode == "freeze":
+        delay = float(args[1])
+        threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGSTOP)).start()
+        return serve(int(args[0]), 200)
     if mode == "slowstop":
         delay = float(args[0])
         wait_for_term(lambda: print("stopping", flush=True))
@@ -79,12 +86,13 @@ def main() -> int:
     raise SystemExit(f"unknown mode {mode}")
 
 
-def serve(port: int, ready: int) -> int:
+def serve(port: int, ready: int, ready_delay: float = 0.0) -> int:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 status, body = 200, {"status": "ok"}
             elif self.path == "/readyz":
+                time.sleep(ready_delay)  # like dependencies that answer slowly, or time out
                 state = "ok" if ready == 200 else "degraded"
                 checks = {
                     "redis": {"status": "ok"},

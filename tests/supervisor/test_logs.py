@@ -14,7 +14,7 @@ from devctl.supervisor.logs import (
     log_path,
     tail_logs,
 )
-from devctl.supervisor.supervisor import Event
+from devctl.supervisor.spec import Event
 
 
 def test_lines_and_events_land_in_each_childs_file(tmp_path: Path) -> None:

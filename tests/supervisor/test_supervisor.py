@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from devctl.processes import free_port
 from devctl.supervisor import RestartPolicy
 from tests.supervisor.conftest import FAST, child, gone, kill_pids, supervising, wait_until
+
+# Liveness in fractions of a second: a hang is seen after 3 x (0.2 + 0.3) s at most.
+LIVE = replace(FAST, max_crashes=10, liveness_interval=0.2, liveness_timeout=0.3)
 
 
 def test_each_line_reaches_the_callback_behind_its_childs_name() -> None:
@@ -136,6 +142,45 @@ def test_an_instance_that_never_answers_is_stopped_and_restarted() -> None:
     assert f"did not answer http://127.0.0.1:{port}/healthz within 0.5s" in unhealthy.message
     assert run.recorder.of("exited", "api-1")
     assert not run.recorder.of("all-ready")
+
+
+def test_a_hung_instance_is_killed_and_restarted() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/healthz"
+    with supervising([child("api-1", "server", port, port=port, health_url=url)], LIVE) as run:
+        wait_until(lambda: run.recorder.of("ready", "api-1"), what="readiness")
+        (first,) = run.recorder.pids()
+        time.sleep(1.0)  # several liveness probes: a live instance passes them
+        assert not run.recorder.of("hung")
+        os.kill(first, signal.SIGSTOP)  # alive to waitpid, deaf to HTTP: hung
+        wait_until(lambda: len(run.recorder.of("ready", "api-1")) == 2, what="the restart")
+        (state,) = run.supervisor.snapshot()
+        run.stop()
+    (hung,) = run.recorder.of("hung", "api-1")
+    assert hung.message == (
+        f"api-1 (pid {first}) is hung: {url} failed 3 probes in a row "
+        "(every 0.2s, last: no answer (timed out)); killing it"
+    )
+    (exited,) = run.recorder.of("exited", "api-1")
+    assert exited.data["returncode"] == -signal.SIGKILL
+    assert "api-1 exited (hung, killed by SIGKILL)" in exited.message
+    assert gone(first)
+    assert state.state == "up" and state.restarts == 1
+    assert state.last_exit == "hung, killed by SIGKILL" and state.pid != first
+
+
+def test_hangs_count_as_crashes_towards_the_give_up() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/healthz"
+    spec = child("api-1", "freeze", port, 1.0, port=port, health_url=url)
+    with supervising([spec], replace(LIVE, max_crashes=2)) as run:
+        outcome = run.outcome(timeout=30)
+    assert outcome.all_gave_up and outcome.gave_up == ["api-1"]
+    assert len(run.recorder.of("ready", "api-1")) == 2
+    assert len(run.recorder.of("hung", "api-1")) == 2
+    (gave_up,) = run.recorder.of("gave-up", "api-1")
+    assert "crashed 2 times within 30s (last: hung, killed by SIGKILL)" in gave_up.message
+    assert all(gone(pid) for pid in run.recorder.pids())
 
 
 def test_what_a_crashed_child_forked_dies_with_it(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from devctl.errors import EXIT_INTERRUPTED, OperationFailed
 if TYPE_CHECKING:
     from devctl.supervisor.plan import ServePlan
     from devctl.supervisor.runstate import ServeState
-    from devctl.supervisor.supervisor import Event
+    from devctl.supervisor.spec import Event
 
 # Colours of the name prefixes, in the order of the children.
 _COLOURS = ("cyan", "magenta", "green", "blue", "yellow", "bright_cyan", "bright_magenta")
@@ -26,6 +26,7 @@ _EVENT_STYLES = {
     "ready": "green",
     "exited": "yellow",
     "unhealthy": "yellow",
+    "hung": "bold red",
     "gave-up": "bold red",
     "reloading": "cyan",
     "shutdown": "bold",
@@ -227,7 +228,8 @@ class _Printer:
             return
         style = _EVENT_STYLES.get(event.kind, "")
         text = self._prefix(_SELF, "bold")
-        text.append(("✘ " if event.kind == "gave-up" else "") + event.message, style=style)
+        loud = event.kind in ("gave-up", "hung")
+        text.append(("✘ " if loud else "") + event.message, style=style)
         if event.kind == "gave-up" and event.child:
             text.append(Text(f"\n`devctl logs {event.child}` shows what it printed", style="dim"))
         self.app.err.print(text, soft_wrap=True, highlight=False)
