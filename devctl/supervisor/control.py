@@ -16,7 +16,10 @@ from devctl.supervisor import health
 from devctl.supervisor.runstate import ServeState, read_state, running_serve, state_path
 from devctl.supervisor.spec import UP, ChildState
 
-_PROBE_TIMEOUT_S = 2.0
+# Longer than the API takes to say it is degraded: /readyz waits up to
+# devctl.api.app.READY_TIMEOUT (1.5 s) for its slowest dependency, then answers 503
+# naming it. A shorter probe would show a degraded instance as unreachable.
+PROBE_TIMEOUT_S = 3.5
 
 
 @dataclass
@@ -77,7 +80,7 @@ def _status_of(child: ChildState, state: ServeState) -> ProcessStatus:
     if child.ready_url is None:
         status.health = "ok"  # a worker without a URL: up is all there is to know
         return status
-    answer = health.get(child.ready_url, timeout=_PROBE_TIMEOUT_S)
+    answer = health.get(child.ready_url, timeout=PROBE_TIMEOUT_S)
     status.latency_ms = answer.latency_ms
     status.checks = answer.checks
     if answer.status == 200:

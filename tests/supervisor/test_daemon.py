@@ -25,7 +25,9 @@ from devctl.supervisor.runstate import ServeState, ensure_not_serving, read_stat
 from tests.supervisor.conftest import FAST, child, gone, kill_pids, wait_until
 
 
-def _plan(data_dir: Path, *, ready: int = 200, consumer: bool = True) -> ServePlan:
+def _plan(
+    data_dir: Path, *, ready: int = 200, ready_delay: float = 0.0, consumer: bool = True
+) -> ServePlan:
     port = free_port()
     children = [
         child(
@@ -33,6 +35,7 @@ def _plan(data_dir: Path, *, ready: int = 200, consumer: bool = True) -> ServePl
             "server",
             port,
             ready,
+            ready_delay,
             role="api",
             port=port,
             health_url=f"http://127.0.0.1:{port}/healthz",
@@ -128,6 +131,29 @@ def test_a_degraded_instance_shows_its_failing_checks(tmp_path: Path) -> None:
         assert api.detail is not None and api.detail.endswith("answered 503: database: down")
     finally:
         stop_serve(plan.data_dir, timeout=10)
+
+
+def test_a_slow_degraded_answer_is_degraded_not_unreachable(tmp_path: Path) -> None:
+    # A hung Redis or Kafka: /readyz answers 503 only once its per-dependency
+    # timeout has passed. 2.5 s: longer than the 2 s the probe used to wait.
+    plan = _plan(tmp_path / "data", ready=503, ready_delay=2.5, consumer=False)
+    try:
+        detach(plan, cwd=tmp_path, timeout=30)
+        _serving, (api,) = serve_status(plan.data_dir)
+        assert api.health == "degraded", api.detail
+        assert api.detail is not None and api.detail.endswith("answered 503: database: down")
+        assert api.checks["database"] == {"status": "error", "error": "down"}
+        assert api.latency_ms is not None and api.latency_ms >= 2500
+    finally:
+        stop_serve(plan.data_dir, timeout=10)
+
+
+def test_the_status_probe_outwaits_the_apis_own_readiness_timeout() -> None:
+    from devctl.api.app import READY_TIMEOUT
+    from devctl.supervisor.control import PROBE_TIMEOUT_S
+
+    # The API answers 503 after READY_TIMEOUT; the probe must still be listening.
+    assert PROBE_TIMEOUT_S - READY_TIMEOUT >= 1.5
 
 
 def test_detach_reports_a_supervisor_that_gives_up(tmp_path: Path) -> None:
