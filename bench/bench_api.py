@@ -57,6 +57,7 @@ state:
     login_ip: {limit: null, period: 900, subject: ip}
     login_email: {limit: null, period: 900, subject: email}
     connection_request: {period: 86400, subject: user, tiers: {free: null, silver: null, gold: null}}
+    signup_ip: {limit: null, period: 600, subject: ip}
 """
 LOGIN_LUA = """\
 wrk.method = "POST"

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from devctl.api.app import create_app
+        from devctl.api.app import create_app, shutdown_budget
         from devctl.config.loader import load_settings
 
         settings = load_settings()
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             "port": port,
             "log_level": "warning",
             "access_log": False,
-            "timeout_graceful_shutdown": settings.api.drain_timeout,
+            "timeout_graceful_shutdown": shutdown_budget(settings.api.drain_timeout).requests,
             "server_header": False,
             "lifespan": "on",
         }

@@ -1,7 +1,14 @@
 """Accounts: sign-up, login, logout, who a token belongs to, profile and password changes.
 
 Each state change commits its row and its event (into the outbox) in one
-transaction; sessions live in Redis (devctl.state). Login answers one generic
+transaction; sessions live in Redis (devctl.state). A change that also needs Redis
+(a new session, revoked sessions, an invalidated cache entry) makes that Redis call
+inside the database transaction, before the commit: if Redis fails, the transaction
+rolls back and the answer (503) is true, nothing changed. The reverse (Redis done,
+then the commit fails) leaves only harmless traces: a session of a user who does not
+exist is refused and revoked on first use. Writing the cache after the commit is
+best effort: the entry was already dropped before the commit, so a failed write only
+costs the next request a load. Login answers one generic
 "invalid credentials" for an unknown email and for a wrong password, after the
 same work (an argon2 verification against a dummy hash), so neither the answer
 nor its timing tells whether an account exists.
@@ -9,6 +16,7 @@ nor its timing tells whether an account exists.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +30,16 @@ from devctl.api.security import hash_password, verify_password
 from devctl.api.views import user_json
 from devctl.db.ids import new_id
 from devctl.db.models import User
-from devctl.errors import Conflict, InvalidInput, NotFound, RateLimited, Unauthenticated
+from devctl.errors import (
+    Conflict,
+    DevctlError,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
+
+log = logging.getLogger("devctl.api")
 
 INVALID_CREDENTIALS = "Invalid credentials"
 # The profile fields an edit may change, as (body field, column).
@@ -56,6 +73,13 @@ def now() -> datetime:
 
 
 async def signup(backend: Backend, body: SignupBody, client: Client) -> Authenticated:
+    result = await backend.state.ratelimits.check("signup_ip", client.ip)
+    if not result.allowed:
+        wait = max(1, round(result.retry_after))
+        raise RateLimited(
+            f"Too many sign-ups from this address; try again in {wait} s",
+            data={"limit": result.limit, "used": result.used, "retry_after": result.retry_after},
+        )
     password_hash = await hash_password(body.password)
     moment = now()
     user = User(
@@ -77,7 +101,7 @@ async def signup(backend: Backend, body: SignupBody, client: Client) -> Authenti
     try:
         async with backend.transaction() as tx:
             tx.session.add(user)
-            await tx.session.flush()
+            await tx.session.flush()  # a taken email fails here, before any Redis call
             tx.emit(
                 "devconnect.user.signup",
                 {
@@ -88,6 +112,9 @@ async def signup(backend: Backend, body: SignupBody, client: Client) -> Authenti
                     "membershipTier": user.membership_tier,
                 },
             )
+            session = await backend.state.sessions.create(
+                user.id, ip=client.ip, user_agent=client.user_agent
+            )
     except IntegrityError:
         raise Conflict(
             "an account with this email already exists",
@@ -95,11 +122,15 @@ async def signup(backend: Backend, body: SignupBody, client: Client) -> Authenti
             hint="log in instead",
         ) from None
     data = user_json(user)
-    session = await backend.state.sessions.create(
-        user.id, ip=client.ip, user_agent=client.user_agent
-    )
-    await backend.state.user_cache.put(data)
+    await _cache_best_effort(backend, data)
     return Authenticated(data, session.token)
+
+
+async def _cache_best_effort(backend: Backend, user: dict[str, Any]) -> None:
+    try:
+        await backend.state.user_cache.put(user)
+    except DevctlError as exc:
+        log.warning("user %s saved, but not cached: %s", user["_id"], exc)
 
 
 async def login(backend: Backend, email: str, password: str, client: Client) -> Authenticated:
@@ -117,6 +148,9 @@ async def login(backend: Backend, email: str, password: str, client: Client) -> 
     if user is None or not valid:
         raise Unauthenticated(INVALID_CREDENTIALS)
     async with backend.transaction() as tx:
+        session_ = await backend.state.sessions.create(
+            user.id, ip=client.ip, user_agent=client.user_agent
+        )
         tx.emit(
             "devconnect.user.login",
             {
@@ -125,10 +159,7 @@ async def login(backend: Backend, email: str, password: str, client: Client) -> 
             },
         )
     data = user_json(user)
-    session_ = await backend.state.sessions.create(
-        user.id, ip=client.ip, user_agent=client.user_agent
-    )
-    await backend.state.user_cache.put(data)
+    await _cache_best_effort(backend, data)
     return Authenticated(data, session_.token)
 
 
@@ -153,9 +184,9 @@ async def logout(backend: Backend, token: str | None, user_id: str | None) -> bo
     """Revoke the session; True if there was one. Not being logged in is not an error."""
     if token is None:
         return False
-    revoked = bool(await backend.state.sessions.revoke(token))
-    if revoked and user_id is not None:
-        async with backend.transaction() as tx:
+    async with backend.transaction() as tx:
+        revoked = bool(await backend.state.sessions.revoke(token))
+        if revoked and user_id is not None:
             tx.emit("devconnect.user.logout", {"userId": user_id, "reason": "user"})
     return revoked
 
@@ -214,9 +245,12 @@ async def edit_profile(backend: Backend, user_id: str, body: ProfileEditBody) ->
         if changed:
             user.updated_at = now()
             tx.emit("devconnect.user.profile_updated", {"userId": user.id, "changed": changed})
+            # Dropped before the commit (a dead Redis rolls the edit back), written
+            # through after it: no reader sees the edit before the database has it.
+            await backend.state.user_cache.invalidate(user.id)
         data = user_json(user)
-    # Written through after the commit: a reader never sees the edit before the database has it.
-    await backend.state.user_cache.put(data)
+    if changed:
+        await _cache_best_effort(backend, data)
     return data
 
 
@@ -237,11 +271,13 @@ async def change_password(
         row.password_hash = new_hash
         row.updated_at = now()
         data = user_json(row)
-    await backend.state.sessions.revoke_all(user_id)
-    session = await backend.state.sessions.create(
-        user_id, ip=client.ip, user_agent=client.user_agent
-    )
-    await backend.state.user_cache.put(data)
+        # Every session ends before the new password is committed: a dead Redis rolls
+        # the change back rather than leave an intruder's session alive.
+        await backend.state.sessions.revoke_all(user_id)
+        session = await backend.state.sessions.create(
+            user_id, ip=client.ip, user_agent=client.user_agent
+        )
+    await _cache_best_effort(backend, data)
     return Authenticated(data, session.token)
 
 

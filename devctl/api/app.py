@@ -18,6 +18,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,7 +40,7 @@ log = logging.getLogger("devctl.api")
 
 EVENT_SOURCE = "/devconnect/api"
 BODY_LIMIT = 1024 * 1024  # bytes; the largest real body (a profile) is a few KB
-READY_TIMEOUT = 2.0  # seconds per dependency in /readyz
+READY_TIMEOUT = 1.5  # seconds per dependency in /readyz (checked together)
 
 
 def origins(settings: Settings) -> list[str]:
@@ -69,6 +70,11 @@ def create_app(settings: Settings, *, instance: str = "api") -> FastAPI:
     errors.install(app)
     app.include_router(router)
     _ops_routes(app, metrics)
+    # Each add_middleware wraps what is there: the last added runs first. Outside in:
+    # metrics (every answer counted), CORS (on every answer, the fast path's and a
+    # 413 included), the body limit, the /profile/view fast path, the router.
+    app.add_middleware(ProfileViewFastPath, cookie=COOKIE)
+    app.add_middleware(BodyLimit, limit=BODY_LIMIT, body_timeout=settings.api.body_timeout)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=origins(settings),
@@ -77,8 +83,6 @@ def create_app(settings: Settings, *, instance: str = "api") -> FastAPI:
         allow_headers=["Content-Type", "Authorization"],
         max_age=600,
     )
-    app.add_middleware(ProfileViewFastPath, cookie=COOKIE)
-    app.add_middleware(BodyLimit, limit=BODY_LIMIT)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 
@@ -89,7 +93,7 @@ async def _running_backend(
 ) -> AsyncIterator[Backend]:
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from devctl.db.engine import database_url, make_engine
+    from devctl.db.engine import BEGIN_OPTION, database_url, make_engine
     from devctl.db.migrate import upgrade_async
     from devctl.engines import select_engine
     from devctl.events.producer import EventProducer
@@ -98,7 +102,9 @@ async def _running_backend(
     url = database_url(settings)
     await upgrade_async(url)
     endpoints = select_engine(settings).endpoints(())
-    engine = make_engine(url)
+    # Request-sized timeouts: a hung PostgreSQL fails the request in seconds (503), not
+    # after the 30 s the migrations may take.
+    engine = make_engine(url, connect_timeout=3.0, pool_timeout=3.0, statement_timeout=3.0)
     state = await async_from_settings(settings, endpoints)
     producer = EventProducer(endpoints, settings, source=EVENT_SOURCE)
     relay = OutboxRelay(
@@ -114,6 +120,10 @@ async def _running_backend(
         settings=settings,
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
+        # Reads begin DEFERRED on SQLite: in WAL mode they then never wait for a writer.
+        read_sessions=async_sessionmaker(
+            engine.execution_options(**{BEGIN_OPTION: "DEFERRED"}), expire_on_commit=False
+        ),
         state=state,
         source=EVENT_SOURCE,
         wake_relay=relay.wake,
@@ -128,13 +138,32 @@ async def _running_backend(
     try:
         yield backend
     finally:
-        drain = settings.api.drain_timeout
-        await relay.stop(timeout=drain)
-        left = await asyncio.to_thread(producer.close, max(drain / 2, 1.0))
+        # The whole stop fits in api.drain_timeout (the supervisor kills after that
+        # plus a margin): half of it went to in-flight requests (uvicorn), the rest to
+        # the relay and the producer.
+        budget = shutdown_budget(settings.api.drain_timeout)
+        await relay.stop(timeout=budget.relay)
+        left = await asyncio.to_thread(producer.close, budget.producer)
         if left:
             log.error("%d events were not confirmed by Kafka; their outbox rows stay unsent", left)
         await state.close()
         await engine.dispose()
+
+
+@dataclass(frozen=True)
+class ShutdownBudget:
+    requests: float  # uvicorn's graceful wait for in-flight requests
+    relay: float  # the relay publishes what is committed
+    producer: float  # the producer flushes what the relay handed it
+
+
+def shutdown_budget(drain_timeout: float) -> ShutdownBudget:
+    """Shares of ``api.drain_timeout``; together they stay within it."""
+    return ShutdownBudget(
+        requests=drain_timeout * 0.5,
+        relay=drain_timeout * 0.3,
+        producer=max(drain_timeout * 0.15, 0.1),
+    )
 
 
 def _tune_gc() -> None:

@@ -30,6 +30,7 @@ class Backend:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    read_sessions: async_sessionmaker[AsyncSession]  # read-only work (DEFERRED on SQLite)
     state: AsyncStateServices
     source: str
     # Rings the relay's doorbell after a commit that wrote events (no-op without a relay).
@@ -62,7 +63,7 @@ class Backend:
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """A read-only session, with the same error mapping as ``transaction``."""
         try:
-            async with self.sessions() as session:
+            async with self.read_sessions() as session:
                 yield session
         except (TimeoutError, OperationalError, DBAPIError, OSError) as exc:
             if isinstance(exc, DBAPIError) and not _is_unavailable(exc):

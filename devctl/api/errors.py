@@ -11,6 +11,7 @@ details (and counted: the Schemathesis run in the suite requires that none occur
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,9 +62,27 @@ def error_body(
     return {"message": message, "error": error}
 
 
+# What a user is told when a server is out: the client shows ``message`` on a page,
+# so addresses, ports and driver errors stay in the log.
+_UNAVAILABLE = "The service is temporarily unavailable; please try again in a moment."
+_LOG_EVERY = 5.0  # seconds between log lines of one kind of outage
+_last_logged: dict[str, float] = {}
+
+
+def _log_outage(error: DevctlError) -> None:
+    now = time.monotonic()
+    if now - _last_logged.get(error.error_code, -_LOG_EVERY) >= _LOG_EVERY:
+        _last_logged[error.error_code] = now
+        log.warning("answering 503: %s", error.message)
+
+
 def error_response(error: DevctlError) -> JSONResponse:
     status = status_for(error)
-    body = error_body(error.error_code, error.message, field=error.field, hint=error.hint)
+    if status == 503:
+        _log_outage(error)
+        body = error_body(error.error_code, _UNAVAILABLE)
+    else:
+        body = error_body(error.error_code, error.message, field=error.field, hint=error.hint)
     headers: dict[str, str] = {}
     if isinstance(error, RateLimited):
         # DevConnect's client reads these at the top level of a 429.
@@ -79,7 +98,8 @@ def error_response(error: DevctlError) -> JSONResponse:
 
 
 _HTTP_CODES = {
-    400: "bad-request",
+    400: "invalid-input",  # a body FastAPI could not parse (invalid UTF-8, too deep)
+    408: "timeout",
     401: "unauthenticated",
     403: "forbidden",
     404: "not-found",
@@ -92,9 +112,14 @@ _HTTP_CODES = {
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
     problems = exc.errors()
     first = problems[0] if problems else {}
+    kind = first.get("type")
     location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
     field = ".".join(location) or None
     reason = str(first.get("msg", "invalid request"))
+    if kind == "json_invalid":  # the location is a character offset, not a field
+        field, reason = None, "the body is not valid JSON"
+    elif kind == "missing" and not location:
+        reason = "a JSON body is required"
     message = f"{field}: {reason}" if field else reason
     body = error_body("invalid-input", message, field=field)
     body["error"]["problems"] = [

@@ -7,8 +7,8 @@ round trip it needs; here it is one header scan, one HMAC, one Redis round trip
 (the session and the cached user) and one JSON encoding. The semantics are the
 route's own (it stays declared in routes.py, for the OpenAPI document): the same
 workflow (``accounts.authenticate``), the same cookie and Bearer rules, the same
-errors through ``errors.error_response``. It sits inside the CORS and metrics
-middleware, so those apply unchanged. tests/api run every case through it.
+errors through ``errors.error_response``. It sits inside the metrics, CORS and
+body-limit middleware (app.py), so those apply unchanged. tests/api run every case through it.
 """
 
 from __future__ import annotations

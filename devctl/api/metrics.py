@@ -8,6 +8,7 @@ are read when scraped, not kept up to date on every request.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -113,9 +114,10 @@ class RequestMetrics:
 class BodyLimit:
     """Refuse request bodies over ``limit`` bytes with 413 before reading them whole."""
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limit: int, body_timeout: float = 15.0):
         self.app = app
         self.limit = limit
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,16 +128,24 @@ class BodyLimit:
             await _too_large(send, self.limit)
             return
         seen = 0
+        complete = False
 
         async def counting_receive() -> Message:
             # A body without Content-Length (chunked) is counted as it arrives; FastAPI
-            # passes an HTTPException from here through to the error handlers.
-            nonlocal seen
-            message = await receive()
+            # passes an HTTPException from here through to the error handlers. A body
+            # that stops arriving would hold the connection for ever: it gets 408.
+            nonlocal seen, complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                raise HTTPException(408, "the request body did not arrive in time") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise HTTPException(413, f"the request body is larger than {self.limit} bytes")
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, counting_receive, send)

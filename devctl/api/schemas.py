@@ -11,6 +11,7 @@ as it is), a numeric string is a number.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -31,6 +32,8 @@ _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Zero-width and bidi controls (Cf), private use, surrogates, line/paragraph separators.
+_INVISIBLE = {"Cf", "Co", "Cs", "Zl", "Zp"}
 
 
 def _text(value: Any) -> Any:
@@ -40,6 +43,22 @@ def _text(value: Any) -> Any:
         if _CONTROL.search(value):
             raise ValueError("control characters are not allowed")
     return value
+
+
+def _name(value: Any) -> Any:
+    """A name as people write it: no invisible or direction-changing characters, a letter."""
+    value = _text(value)
+    if isinstance(value, str) and value:
+        if any(unicodedata.category(c) in _INVISIBLE for c in value):
+            raise ValueError("invisible or formatting characters are not allowed in a name")
+        if not any(unicodedata.category(c).startswith("L") for c in value):
+            raise ValueError("a name needs at least one letter")
+    return value
+
+
+def _optional_name(value: Any) -> Any:
+    value = _blank_to_none(value)
+    return _name(value) if value is not None else None
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -115,8 +134,8 @@ def _skills(value: Any) -> Any:
 
 
 NameText = Annotated[str, StringConstraints(min_length=NAME_MIN, max_length=NAME_MAX)]
-Name = Annotated[NameText, BeforeValidator(_text)]
-OptionalName = Annotated[NameText | None, BeforeValidator(_blank_to_none)]
+Name = Annotated[NameText, BeforeValidator(_name)]
+OptionalName = Annotated[NameText | None, BeforeValidator(_optional_name)]
 EmailAddress = Annotated[str, BeforeValidator(_email)]
 Password = Annotated[str, BeforeValidator(_password)]
 Age = Annotated[int | None, BeforeValidator(_age)]

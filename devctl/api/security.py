@@ -44,13 +44,28 @@ _MIN_SECRET_BYTES = 16
 _TAG_CHARS = 43  # HMAC-SHA256 in unpadded base64url
 
 
+# Hashes running at once: each holds 64 MiB and a core, so more than the cores only
+# grows memory (60 concurrent sign-ups took 400 MiB) without finishing any sooner.
+_HASH_SLOTS = max(2, os.cpu_count() or 2)
+_slots: asyncio.Semaphore | None = None
+
+
+def _hash_slots() -> asyncio.Semaphore:
+    global _slots
+    if _slots is None:  # made on first use, inside the server's event loop
+        _slots = asyncio.Semaphore(_HASH_SLOTS)
+    return _slots
+
+
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    async with _hash_slots():
+        return await asyncio.to_thread(_hasher.hash, password)
 
 
 async def verify_password(stored_hash: str | None, password: str) -> bool:
     """True if ``password`` matches; always does the work of one verification."""
-    return await asyncio.to_thread(_verify, stored_hash, password)
+    async with _hash_slots():
+        return await asyncio.to_thread(_verify, stored_hash, password)
 
 
 def _verify(stored_hash: str | None, password: str) -> bool:

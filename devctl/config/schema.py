@@ -408,7 +408,7 @@ class StateSettings:
     rate_limits: dict[str, Any] | None = setting(  # noqa: RUF009
         None,
         "Rate-limit policies overriding the defaults (login_ip 20 and login_email 5 per "
-        "15 min, api_user 600/min, connection_request per day free 10 / silver 100 / "
+        "15 min, signup_ip 20 per 10 min, api_user 600/min, connection_request per day free 10 / silver 100 / "
         "gold unlimited, chat_message 30/min). Per policy: limit (null: unlimited), "
         "period (seconds), subject (ip, email, user or key); or tiers and default_tier",
         check=_rate_limits_problem,
@@ -495,10 +495,42 @@ def _origins_problem(value: str) -> str | None:
     return None
 
 
+# Query parameters a PostgreSQL URL may carry (asyncpg's connect() takes these by name).
+_PG_QUERY = {"sslmode", "ssl", "application_name", "target_session_attrs", "options"}
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _database_url_problem(value: str) -> str | None:
-    scheme = urlsplit(value).scheme.split("+")[0]
+    # Never quotes the value: it may hold a password.
+    usage = "use postgresql://user:password@host:port/db, or sqlite:///path (unset: SQLite in the data dir)"
+    try:
+        parts = urlsplit(value)
+        scheme = parts.scheme.split("+")[0]
+        _ = parts.hostname, parts.port  # a bad IPv6 literal or port raises here
+    except ValueError as exc:
+        return f"not a valid URL ({exc}); {usage}"
     if scheme not in ("sqlite", "postgresql", "postgres"):
-        return "use postgresql://user:password@host:port/db, or sqlite:///path (unset: SQLite in the data dir)"
+        return usage
+    if scheme == "sqlite":
+        return None
+    if not parts.hostname:
+        return f"a PostgreSQL URL needs a host; {usage}"
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - _PG_QUERY)
+    if unknown:
+        return f"unsupported parameter {', '.join(unknown)} (supported: {', '.join(sorted(_PG_QUERY))})"
+    modes = query.get("sslmode", [])
+    if any(mode not in _SSL_MODES for mode in modes):
+        return f"sslmode must be one of {', '.join(_SSL_MODES)}"
+    return None
+
+
+_SECRET_MIN_BYTES = 16
+
+
+def _api_secret_problem(value: str) -> str | None:
+    if len(value.encode("utf-8")) < _SECRET_MIN_BYTES:
+        return f"must be at least {_SECRET_MIN_BYTES} bytes (e.g. `openssl rand -hex 32`)"
     return None
 
 
@@ -540,6 +572,7 @@ class ApiSettings:
         None,
         "Key that signs session cookies (secret); unset: one is generated into the data dir on first run",
         secret=True,
+        check=_api_secret_problem,
         env=("DEVCTL_API_SECRET", "JWT_SECRET"),
     )
     cookie_secure: bool = setting(
@@ -561,6 +594,13 @@ class ApiSettings:
         "Seconds a relay's claim on outbox rows lasts before another instance may take them (SQLite)",
         minimum=0.5,
         maximum=_SECONDS_MAX,
+    )
+    body_timeout: float = setting(
+        15.0,
+        "Seconds a request body may take to arrive before the answer is 408",
+        minimum=0.1,
+        maximum=_SECONDS_MAX,
+        env=("DEVCTL_API_BODY_TIMEOUT",),
     )
     drain_timeout: float = setting(
         10.0,

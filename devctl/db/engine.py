@@ -9,6 +9,7 @@ connections surfaces as ``DatabaseUnavailable`` through ``connection_errors``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,6 +160,7 @@ def make_engine(
 
     url = async_url(url)
     if backend(url) == "sqlite":
+        _create_private(sqlite_path(url))
         if sqlite_begin not in SQLITE_BEGIN_MODES:
             raise ValueError(f"sqlite_begin must be one of {SQLITE_BEGIN_MODES}")
         options.setdefault("connect_args", {}).setdefault("timeout", busy_timeout)
@@ -175,6 +177,19 @@ def make_engine(
     if "poolclass" not in options:  # a NullPool (one-off engines) takes no sizing
         options.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
     return create_async_engine(url, pool_pre_ping=True, connect_args=connect_args, **options)
+
+
+def _create_private(path: Path | None) -> None:
+    """Create a new SQLite file readable by its owner only (it holds emails and password
+    hashes); SQLite gives its -wal and -shm files the same mode."""
+    if path is None or str(path) in ("", ".", ":memory:") or path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        pass  # SQLite itself reports what is wrong with the path, in its own words
 
 
 def _set_up_sqlite(engine: AsyncEngine, begin: str, busy_timeout: float) -> None:

@@ -121,6 +121,8 @@ def _period(seconds: float) -> str:
 DEFAULT_POLICIES: dict[str, Policy] = {
     "login_ip": Policy("login_ip", 20, 900, "ip"),
     "login_email": Policy("login_email", 5, 900, "email"),
+    # Each sign-up costs an argon2id hash (64 MiB, tens of ms): bounded per address.
+    "signup_ip": Policy("signup_ip", 20, 600, "ip"),
     "api_user": Policy("api_user", 600, 60, "user"),
     "connection_request": Policy(
         "connection_request",

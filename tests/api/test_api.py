@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import stat
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,6 +60,9 @@ def test_signup_answers_the_user_at_the_top_level_and_sets_the_cookie(api: ApiSe
         ({"password": "Sh0rt!"}, "password"),
         ({"age": 17}, "age"),
         ({"gender": "robot"}, "gender"),
+        ({"firstName": "\u200b\u200b"}, "firstName"),  # invisible
+        ({"firstName": "Ada\u202e"}, "firstName"),  # a direction override
+        ({"lastName": "12"}, "lastName"),  # no letter
         ({"isPremium": True}, "isPremium"),  # not settable by the user
     ],
 )
@@ -74,6 +79,13 @@ def test_signup_refuses_bad_input_with_a_field(
     assert answer.status_code == 400, answer.text
     assert error_code(answer) == "invalid-input"
     assert answer.json()["error"]["field"] == field
+
+
+def test_the_sqlite_database_is_private(api: ApiServer) -> None:
+    if not api.database_url.startswith("sqlite:///"):
+        pytest.skip("a PostgreSQL server keeps its own files")
+    path = Path(api.database_url.removeprefix("sqlite:///"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # emails and password hashes
 
 
 def test_signup_with_a_taken_email_is_a_conflict(api: ApiServer, signup: Any) -> None:
@@ -482,6 +494,27 @@ def test_cors_answers_the_allowed_origin_exactly(api: ApiServer) -> None:
     assert preflight.headers["access-control-allow-credentials"] == "true"
     other = client.get("/healthz", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_every_answer_carries_cors_headers(api: ApiServer, signup: Any) -> None:
+    """A browser hides an answer without them: the 401 of /profile/view above all."""
+    origin = {"Origin": "http://localhost:5173"}
+    user = signup()
+    answers = [
+        user.client.get("/profile/view", headers=origin),  # the fast path, 200
+        api.client().get("/profile/view", headers=origin),  # the fast path, 401
+        user.client.get("/user/connections", headers=origin),  # the router
+        api.client().post(
+            "/signup",
+            content=b"x" * (2 * 1024 * 1024),
+            headers={**origin, "content-type": "application/json"},
+        ),  # 413
+        api.client().get("/no/such/route", headers=origin),
+    ]
+    assert [a.status_code for a in answers] == [200, 401, 200, 413, 404]
+    for answer in answers:
+        assert answer.headers["access-control-allow-origin"] == "http://localhost:5173"
+        assert answer.headers["access-control-allow-credentials"] == "true"
 
 
 def test_health_readiness_and_metrics(api: ApiServer, signup: Any) -> None:

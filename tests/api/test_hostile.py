@@ -8,8 +8,10 @@ bodies). Run on SQLite; the database backend does not change request handling.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +36,12 @@ CHECKS = ",".join(
 @pytest.fixture(scope="module")
 def hostile_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     root = tmp_path_factory.mktemp("hostile")
-    server = start_api(stack, f"sqlite:///{root / 'hostile.db'}", root / "api.log")
+    server = start_api(
+        stack,
+        f"sqlite:///{root / 'hostile.db'}",
+        root / "api.log",
+        extra_env={"DEVCTL_API_BODY_TIMEOUT": "1.5"},
+    )
     try:
         yield server
     finally:
@@ -106,3 +113,22 @@ def test_no_5xx_and_no_schema_violation_without_a_session(
     assert result.returncode == 0, (
         result.stdout[-6000:] + result.stderr[-2000:] + hostile_api.log()[-2000:]
     )
+
+
+def test_a_body_that_stops_arriving_gets_408(hostile_api: ApiServer) -> None:
+    host, port = hostile_api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"emailId":'
+        )
+        started = time.monotonic()
+        answer = ""
+        while "timeout" not in answer:
+            chunk = conn.recv(65536).decode("latin-1")
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert time.monotonic() - started < 8
+    assert '"code":"timeout"' in answer

@@ -198,12 +198,25 @@ def test_redis_down_answers_503_fast_and_recovers(own_stack: Stack, tmp_path: Pa
     api = start_api(own_stack, url, tmp_path / "api.log")
     try:
         client, _ = _signup(api)
+        email = f"late{uuid.uuid4().hex[:8]}@example.com"
         _kill(own_stack, "redis")
         started = time.monotonic()
         answer = client.get("/profile/view")
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "redis-unavailable"
         assert time.monotonic() - started < 5
+        # What the user sees names no address, port or driver error (they go to the log).
+        assert "127.0.0.1" not in answer.text and "Error" not in answer.json()["message"]
+        # A change that needs Redis is not half made: the 503 means nothing changed.
+        late = api.client().post(
+            "/signup", json={"firstName": "Late", "emailId": email, "password": STRONG_PASSWORD}
+        )
+        assert late.status_code == 503
+        changed = client.patch(
+            "/profile/password",
+            json={"currentPassword": STRONG_PASSWORD, "newPassword": "N3w!password"},
+        )
+        assert changed.status_code == 503
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"]["status"] == "degraded"
@@ -215,6 +228,12 @@ def test_redis_down_answers_503_fast_and_recovers(own_stack: Stack, tmp_path: Pa
             time.sleep(0.2)
         again, _ = _signup(api)  # the instance recovered by itself
         assert again.get("/profile/view").status_code == 200
+        # The refused sign-up left no account behind; the password is the old one.
+        retry = api.client().post(
+            "/signup", json={"firstName": "Late", "emailId": email, "password": STRONG_PASSWORD}
+        )
+        assert retry.status_code == 200, retry.text
+        assert client.get("/profile/view").status_code == 200  # its session survived
     finally:
         assert stop_api(api) == 0, api.log()[-3000:]
 
@@ -233,6 +252,27 @@ def test_hung_redis_answers_503_within_the_timeout(own_stack: Stack, tmp_path: P
     finally:
         if pid is not None:
             os.kill(pid, signal.SIGCONT)
+        assert stop_api(api) == 0, api.log()[-3000:]
+
+
+def test_sqlite_reads_do_not_wait_for_a_writer(stack: Stack, tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "busy.db"
+    api = start_api(stack, f"sqlite:///{path}", tmp_path / "api.log")
+    writer = None
+    try:
+        client, _ = _signup(api)
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        started = time.monotonic()
+        assert client.get("/user/connections").status_code == 200
+        assert client.get("/feed").status_code == 200
+        assert time.monotonic() - started < 2  # not the 5 s busy timeout
+    finally:
+        if writer is not None:
+            writer.rollback()
+            writer.close()
         assert stop_api(api) == 0, api.log()[-3000:]
 
 

@@ -65,7 +65,14 @@ def _server_account() -> pwd.struct_passwd | None:
     except KeyError:
         # Not check=True: a parallel test worker may have created it a moment ago.
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVER_USER,
+            ],
             check=False,
             capture_output=True,
             text=True,
