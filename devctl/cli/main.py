@@ -164,12 +164,12 @@ def _identity(fd: int) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _reader_gone(fd: int) -> bool:
-    """True when fd is a pipe (or socket) nobody reads any more."""
+def _reader_gone(fd: int) -> bool | None:
+    """True when fd is a pipe (or socket) nobody reads any more; None if we cannot tell."""
     import select
 
-    if not hasattr(select, "poll"):  # no poll (Windows): trust the EPIPE itself
-        return True
+    if not hasattr(select, "poll"):  # Windows
+        return None
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
@@ -191,7 +191,8 @@ class _Output:
             identity = _identity(fd)
             if identity is None:
                 continue
-            if identity != self._at_start[fd] or _reader_gone(fd):
+            # Where we cannot tell, the EPIPE itself is taken at its word.
+            if identity != self._at_start[fd] or _reader_gone(fd) in (True, None):
                 return True
         return False
 
@@ -201,7 +202,7 @@ class _Output:
         what is still buffered at exit, and a failed flush there would print "Exception
         ignored ... BrokenPipeError" and turn the exit code into 120."""
         for fd in _STREAMS:
-            if _identity(fd) is not None and _reader_gone(fd):
+            if _identity(fd) is not None and _reader_gone(fd) is True:
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, fd)
                 os.close(devnull)
