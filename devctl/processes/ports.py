@@ -12,16 +12,49 @@ import psutil
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR mirrors what servers set, so a port in TIME_WAIT counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """Whether a server could listen on host:port now (False: another process holds it).
+
+    Binds the way asyncio's servers (uvicorn) do: every address ``host`` resolves
+    to, IPv6 sockets IPv6-only. Raises OSError (``socket.gaierror`` included) when
+    nothing could listen on ``host`` whatever the port: a name that does not
+    resolve, an address of no interface of this machine, a family it lacks;
+    ``cannot_listen_reason`` words it.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    lacking: OSError | None = None
+    bound = 0
+    for family, kind, proto, _name, address in infos:
         try:
-            sock.bind((host, port))
+            sock = socket.socket(family, kind, proto)
         except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
+            # A family this machine lacks (IPv6 turned off): asyncio skips it too.
+            lacking = exc
+            continue
+        with sock:
+            # SO_REUSEADDR mirrors what servers set, so a port in TIME_WAIT counts as free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    return False
+                raise
+        bound += 1
+    if not bound and lacking is not None:
+        raise lacking
     return True
+
+
+def cannot_listen_reason(exc: OSError) -> str:
+    """Why nothing can listen on a host, from what ``port_is_free`` raised, in words."""
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "not an address of this machine"
+    if exc.errno == errno.EAFNOSUPPORT:
+        return "this machine does not support its address family (IPv6 turned off?)"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
 
 
 def port_owner(port: int) -> str | None:

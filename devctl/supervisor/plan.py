@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from devctl import processes
-from devctl.errors import PortInUse
+from devctl.errors import PortInUse, UsageError
+from devctl.processes.ports import cannot_listen_reason
 from devctl.supervisor.logs import ChildLogs
 from devctl.supervisor.runstate import RUN_DIR, StateFile, serve_lock
 from devctl.supervisor.spec import SHUTDOWN, ChildSpec, Event, Outcome, RestartPolicy
@@ -80,13 +81,23 @@ def plan_path(data_dir: Path) -> Path:
 
 
 def check_ports(children: Sequence[ChildSpec]) -> None:
-    """PortInUse for the first child whose port is taken (before anything starts)."""
+    """Before anything starts: UsageError (field ``api.host``) if a child's host cannot
+    be listened on at all, PortInUse for the first child whose port is taken."""
     for child in children:
         if child.port is None:
             continue
         host = child.host or "127.0.0.1"
-        if processes.port_is_free(child.port, host):
-            continue
+        try:
+            if processes.port_is_free(child.port, host):
+                continue
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}: {cannot_listen_reason(exc)}",
+                hint="listen on an address of this machine (127.0.0.1, ::1) "
+                "or on all of them (0.0.0.0, ::)",
+                field="api.host",
+                data={"value": host, "child": child.name},
+            ) from exc
         owner = processes.port_owner(child.port)
         raise PortInUse(
             f"port {child.port} for {child.name} is already in use"

@@ -104,6 +104,25 @@ def test_a_taken_port_is_named_before_anything_starts(cli: Cli) -> None:
     assert not _stack_started(cli)
 
 
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("bogus.invalid", "name or service not known"),
+        ("192.0.2.1", "not an address of this machine"),  # TEST-NET-1: nobody's
+        ("2001:db8::1", "not an address of this machine"),  # the IPv6 documentation range
+    ],
+)
+def test_a_host_nothing_can_listen_on_is_a_usage_error(cli: Cli, host: str, reason: str) -> None:
+    result = cli.run("serve", "--host", host, "--no-consumers")
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert result.stderr.startswith(f"error: --host: cannot listen on {host}: ")
+    if host != "bogus.invalid":  # the resolver's words vary
+        assert f"cannot listen on {host}: {reason}\n" in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert not _stack_started(cli)
+    assert not (cli.data_dir / "logs").exists()
+
+
 def test_logs_of_a_serve_that_never_ran(cli: Cli) -> None:
     result = cli.run("logs", "api")
     assert result.returncode == EXIT_NOT_RUNNING

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,12 @@ from typing import Any
 import pytest
 
 from devctl.config.loader import Settings, load_settings
-from devctl.errors import UsageError
+from devctl.errors import PortInUse, UsageError
+from devctl.processes import free_port
+from devctl.processes.ports import cannot_listen_reason
+from devctl.supervisor.plan import check_ports
 from devctl.supervisor.serve import build_plan, serve_options, source_root
+from devctl.supervisor.spec import ChildSpec
 
 REGISTRY = {"notifications": "x:run", "analytics": "y:run"}
 
@@ -109,6 +115,58 @@ def test_instances_must_fit_below_the_last_port(tmp_path: Path) -> None:
         serve_options(_settings(tmp_path, **{"api.port": 65535, "api.instances": 2}), registry={})
     assert "would need port 65536" in refused.value.message
     assert refused.value.field == "api.port"
+
+
+def _ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _api(host: str, port: int) -> ChildSpec:
+    return ChildSpec("api-1", ("true",), role="api", host=host, port=port)
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("bogus.invalid", None),  # the resolver's words: "name or service not known" on glibc
+        ("192.0.2.1", "not an address of this machine"),
+        ("2001:db8::1", "not an address of this machine"),
+    ],
+)
+def test_a_host_nothing_can_listen_on_names_the_host(host: str, reason: str | None) -> None:
+    with pytest.raises(UsageError) as refused:
+        check_ports([_api(host, free_port())])
+    error = refused.value
+    assert error.field == "api.host" and error.data["value"] == host
+    assert error.message.startswith(f"cannot listen on {host}: ")
+    if reason is not None:
+        assert error.message == f"cannot listen on {host}: {reason}"
+    assert isinstance(error.__cause__, OSError)
+
+
+def test_a_missing_address_family_is_said_in_words() -> None:
+    lacking = OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+    assert cannot_listen_reason(lacking).startswith("this machine does not support its address")
+    unknown = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert cannot_listen_reason(unknown) == "name or service not known"
+
+
+@pytest.mark.skipif(not _ipv6(), reason="no IPv6 on this machine")
+def test_an_ipv6_host_is_checked_on_ipv6() -> None:
+    port = free_port()
+    check_ports([_api("::1", port)])  # free: no error (it used to be a gaierror)
+    with socket.socket(socket.AF_INET6) as holder:
+        holder.bind(("::1", port))
+        holder.listen()
+        with pytest.raises(PortInUse):
+            check_ports([_api("::1", port)])
+        # Another family's port of the same number is another port.
+        check_ports([_api("127.0.0.1", port)])
 
 
 def test_a_plan_survives_its_json(tmp_path: Path) -> None:
