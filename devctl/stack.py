@@ -4,17 +4,19 @@
 (or verify) the servers, apply the configured topics, and judge the result: a topic
 the config asks for but the broker cannot provide makes a failed `up`, while the
 servers stay up. ``doctor_checks`` gathers the engine's own checks and the Docker
-probe. For `devctl serve`: ``ensure_stack`` (bring it up only when it is not
-running), ``apply_migrations``; ``take_down`` is `devctl down`: a running serve
-first, then the stack. None of them prints or exits.
+probe. For `devctl serve`: ``serve_stack`` (the stack for as long as a serve
+runs: brought up only when it is not running, stopped again when the serve
+brought it up), ``apply_migrations``; ``take_down`` is `devctl down`: a running
+serve first, then the stack. None of them prints or exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -75,30 +77,91 @@ def bring_up(
     return UpReport(engine.name, result, applied, time.perf_counter() - started)
 
 
-def ensure_stack(
-    settings: Settings, engine: Engine, *, progress: Callable[[str], None] | None = None
-) -> UpReport | None:
-    """The stack `serve` runs on: None when it runs already, else ``bring_up``'s report.
+@dataclass
+class ServeStack:
+    """The stack under a serve (see ``serve_stack``): what the serve had to start of it."""
 
-    A stack of which one server is down counts as not running (`up` restarts that
-    one). Raises OperationFailed when the broker cannot provide the configured
-    topics: the servers stay up, as after a failed `up`.
+    engine: Engine
+    report: UpReport | None  # None: it was running already
+    kept: bool = False
+
+    @property
+    def owned(self) -> bool:
+        """The serve started every server of it: nobody relied on it before the serve.
+
+        Only such a stack is stopped with the serve. One that ran before, even in
+        part (the serve restarted a server that was down), is left running.
+        """
+        if self.report is None:
+            return False
+        result = self.report.result
+        return bool(result.started) and not result.already_running
+
+    def keep(self) -> None:
+        """Leave it running when the serve's block ends: a detached serve runs on it now
+        (`devctl down` stops both)."""
+        self.kept = True
+
+
+@contextlib.contextmanager
+def serve_stack(
+    settings: Settings,
+    engine: Engine,
+    *,
+    progress: Callable[[str], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Iterator[ServeStack]:
+    """The stack for the life of a serve: up on entry, down again if the serve owned it.
+
+    On entry, a running stack is used as it is; else it is brought up as `devctl up`
+    does (a stack of which one server is down counts as not running: `up` restarts
+    that one). On exit, whether the block ended normally, raised, or was
+    interrupted (Ctrl-C), an ``owned`` stack that was not ``kept`` is taken down
+    (``take_down``), after whatever the block ran on it; ``on_notice`` gets a line
+    saying so, then one per server. Raises OperationFailed when the broker cannot
+    provide the configured topics (an owned stack is stopped first).
     """
     from devctl.errors import OperationFailed, StackNotRunning
 
+    report = None
     try:
         engine.endpoints()
-        return None
     except StackNotRunning:
-        pass
-    report = bring_up(settings, engine, progress=progress)
-    if not report.ok:
-        failed = ", ".join(row.topic for row in report.failed)
-        raise OperationFailed(
-            f"the {engine.name} stack started, but these topics differ from the config: {failed}",
-            hint="`devctl topics apply` shows why; the stack keeps running",
+        report = bring_up(settings, engine, progress=progress)
+    held = ServeStack(engine, report)
+    try:
+        if report is not None and not report.ok:
+            failed = ", ".join(row.topic for row in report.failed)
+            then = "stopped it again" if held.owned else "the servers keep running, as after `up`"
+            raise OperationFailed(
+                f"the {engine.name} stack started, but these topics differ from the config: "
+                f"{failed}; {then}",
+                hint="`devctl up` starts the stack and shows why for each topic",
+            )
+        yield held
+    finally:
+        if held.owned and not held.kept:
+            _stop_owned(held, on_notice or (lambda _line: None))
+
+
+def _stop_owned(held: ServeStack, say: Callable[[str], None]) -> None:
+    from devctl.errors import DevctlError
+
+    assert held.report is not None
+    engine = held.engine
+    say(f"stopping the {engine.name} stack serve started ({', '.join(held.report.result.started)})")
+    try:
+        result = take_down(engine)
+    except DevctlError as exc:
+        # Said, not raised: the error that ended the serve, if any, is the one to show.
+        say(
+            f"warning: could not stop the {engine.name} stack: {exc.message}; `devctl down` stops it"
         )
-    return report
+        return
+    for line in result.lines:
+        say(line)
+    for warning in result.warnings:
+        say(f"warning: {warning}")
 
 
 def apply_migrations(settings: Settings) -> MigrationReport | None:

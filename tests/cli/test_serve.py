@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -41,6 +42,21 @@ needs_api = pytest.mark.skipif(
 
 def _stack_started(cli: Cli) -> bool:
     return any((cli.data_dir / "run").glob("*.pid"))
+
+
+def _servers_of(cli: Cli) -> list[str]:
+    """Processes working in the CLI's data dir (the local engine's servers run there)."""
+    found = []
+    for proc in psutil.process_iter(["cwd", "cmdline", "status"]):
+        cwd = proc.info["cwd"]
+        live = proc.info["status"] != psutil.STATUS_ZOMBIE
+        if cwd and live and Path(cwd).is_relative_to(cli.data_dir):
+            found.append(" ".join(proc.info["cmdline"] or []))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    return not gone(pid)
 
 
 def _free_ports(count: int) -> int:
@@ -322,6 +338,7 @@ def test_serve_in_the_foreground_stops_gracefully_on_a_signal(
         assert _get(port, "/healthz")[0] == 200
         children = serving.children()
         assert len(children) == 1
+        stack = cli.pids()
         serving.proc.send_signal(sig)
         serving.proc.wait(60)
     assert serving.proc.returncode == code, serving.stderr()
@@ -336,3 +353,53 @@ def test_serve_in_the_foreground_stops_gracefully_on_a_signal(
     assert read_state(cli.data_dir) is None
     logged = cli.run("logs", "api-1", "-n", "100").stdout
     assert "--- devctl: api-1 started" in logged
+    # The stack ran before serve: it still runs, untouched.
+    assert "stopping the local stack" not in err
+    assert stack and all(_alive(pid) for pid in stack.values())
+    assert cli.run("status").returncode == 0
+
+
+@needs_api
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, 0)], ids=["int", "term"]
+)
+def test_a_foreground_serve_stops_the_stack_it_started(
+    cli: Cli, sig: signal.Signals, code: int
+) -> None:
+    port = _free_ports(1)
+    serving = _Foreground(cli, "--port", str(port), "--no-consumers")
+    with running(serving.proc):  # type: ignore[arg-type]
+        serving.wait_for(f"api-1: DevConnect API on http://127.0.0.1:{port}", timeout=120)
+        assert (
+            "the local stack was not running: started it (redis, kafka)" in serving.stderr()
+            and "serve stops it when it ends" in serving.stderr()
+        )
+        stack = cli.pids()
+        cli.remember()  # the fixture stops them if this test fails
+        assert set(stack) == {"redis", "kafka"} and all(_alive(p) for p in stack.values())
+        serving.proc.send_signal(sig)
+        serving.proc.wait(60)
+    assert serving.proc.returncode == code, serving.stderr()
+    time.sleep(0.2)  # the pump threads take the last lines
+    err = serving.stderr()
+    stopping = err.index("stopping the local stack serve started (redis, kafka)")
+    assert err.index("api-1 stopped") < stopping  # after its children
+    assert f"redis: stopped (pid {stack['redis']})" in err[stopping:]
+    assert f"kafka: stopped (pid {stack['kafka']})" in err[stopping:]
+    assert not any(_alive(pid) for pid in stack.values())
+    assert _servers_of(cli) == []
+    assert cli.pids() == {}
+
+
+def test_a_serve_that_fails_after_starting_the_stack_stops_it(cli: Cli) -> None:
+    # Migrations fail: the database refuses connections.
+    database = f"postgresql://devctl@127.0.0.1:{free_port()}/devconnect"
+    result = cli.run("serve", "--no-consumers", timeout=120, DEVCTL_DATABASE_URL=database)
+    assert result.returncode == EXIT_NOT_RUNNING, result.stderr
+    err = result.stderr
+    assert "the local stack was not running: started it (redis, kafka)" in err
+    stopping = err.index("stopping the local stack serve started (redis, kafka)")
+    assert "redis: stopped (pid" in err[stopping:] and "kafka: stopped (pid" in err[stopping:]
+    assert err.index("error: ") > stopping  # the error that ended it comes last
+    assert "Traceback" not in err
+    assert _servers_of(cli) == [] and cli.pids() == {}

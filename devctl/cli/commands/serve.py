@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,6 +16,9 @@ from devctl.cli.output import Literal, cell, table
 from devctl.errors import EXIT_INTERRUPTED, OperationFailed
 
 if TYPE_CHECKING:
+    from types import FrameType
+
+    from devctl.stack import ServeStack
     from devctl.supervisor.plan import ServePlan
     from devctl.supervisor.runstate import ServeState
     from devctl.supervisor.spec import Event
@@ -95,14 +99,15 @@ def serve(
 
     Starts the stack first when nothing runs, applies the database migrations, then
     the API instances (ports from --port up) and the consumers, and prefixes their
-    output with their names. A crashed process restarts with backoff; after 5 crashes
-    within a minute serve gives up on it (and exits 1 once every API instance did).
-    Ctrl-C (exit 130) or SIGTERM (exit 0) stop everything gracefully: the API
-    instances drain first, then the consumers commit and leave.
+    output with their names. A crashed or hung process restarts with backoff; after 5
+    crashes within a minute serve gives up on it (and exits 1 once every API
+    instance did). Ctrl-C (exit 130) or SIGTERM (exit 0) stop everything gracefully:
+    the API instances drain first, then the consumers commit and leave, then the
+    stack if serve started it (with --detach, `devctl down` stops serve and stack).
 
     Example: devctl serve --detach --instances 2 && devctl logs api -n 5 && devctl down
     """
-    from devctl.stack import apply_migrations, ensure_stack
+    from devctl.stack import apply_migrations, serve_stack
     from devctl.supervisor.runstate import ensure_not_serving
     from devctl.supervisor.serve import build_plan, serve_options
 
@@ -121,30 +126,74 @@ def serve(
     check_ports(plan.children)
 
     engine = app.engine()
-    with app.err.status(f"checking the {engine.name} stack...") as spinner:
-        report = ensure_stack(settings, engine, progress=lambda msg: spinner.update(msg))
-        if report is None:
-            app.info(f"using the running {engine.name} stack")
-        else:
-            started = ", ".join(report.result.started) or "nothing new"
-            app.info(
-                f"the {engine.name} stack was not running: started it ({started}) in "
-                f"{report.seconds:.2f}s; `devctl down` stops it with serve"
-            )
-        spinner.update("applying database migrations")
-        database = apply_migrations(settings)
-    if database is None:
-        app.info("database: no migrations to apply (devctl.db is not installed)")
-    elif database.applied:
-        applied = ", ".join(r.id for r in database.applied)
-        app.info(f"database: applied {applied} ({database.url})")
-    else:
-        app.info(f"database: schema up to date at {database.to_revision} ({database.url})")
+    # Until the supervisor takes the signals over (and again after it), SIGTERM
+    # unwinds like Ctrl-C, so that a stack serve started is stopped on the way out.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with contextlib.ExitStack() as cleanup:
+            with app.err.status(f"checking the {engine.name} stack...") as spinner:
+                stack = cleanup.enter_context(
+                    serve_stack(
+                        settings,
+                        engine,
+                        progress=lambda msg: spinner.update(msg),
+                        on_notice=lambda line: _notice(app, line),
+                    )
+                )
+                _say_stack(app, stack, detach)
+                spinner.update("applying database migrations")
+                database = apply_migrations(settings)
+            if database is None:
+                app.info("database: no migrations to apply (devctl.db is not installed)")
+            elif database.applied:
+                applied = ", ".join(r.id for r in database.applied)
+                app.info(f"database: applied {applied} ({database.url})")
+            else:
+                app.info(f"database: schema up to date at {database.to_revision} ({database.url})")
 
-    if detach:
-        _detach(app, plan, settings.cwd)
+            if detach:
+                _detach(app, plan, settings.cwd)
+                stack.keep()  # the detached serve runs on it now: `devctl down` stops both
+                return
+            _foreground(app, plan)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _notice(app: Application, line: str) -> None:
+    from rich.markup import escape
+
+    app.info(escape(line))
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _say_stack(app: Application, stack: ServeStack, detach: bool) -> None:
+    name = stack.engine.name
+    report = stack.report
+    if report is None or not report.result.started:
+        app.info(f"using the running {name} stack")
         return
-    _foreground(app, plan)
+    started = ", ".join(report.result.started)
+    took = f"in {report.seconds:.2f}s"
+    if not stack.owned:
+        running = ", ".join(report.result.already_running)
+        app.info(
+            f"the {name} stack was partly running ({running}): started {started} {took}; "
+            "serve leaves it running when it ends"
+        )
+    elif detach:
+        app.info(
+            f"the {name} stack was not running: started it ({started}) {took}; "
+            "`devctl down` stops it with serve"
+        )
+    else:
+        app.info(
+            f"the {name} stack was not running: started it ({started}) {took}; "
+            "serve stops it when it ends"
+        )
 
 
 def _foreground(app: Application, plan: ServePlan) -> None:
