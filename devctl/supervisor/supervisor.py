@@ -230,7 +230,6 @@ class Supervisor:
             f"{policy.liveness_failures} probes in a row (every {policy.liveness_interval:g}s, "
             f"last: {slot.hung_reason}); killing it"
         )
-        log.warning("%s", message)
         self._emit(HUNG, slot, message, {"pid": popen.pid, "reason": slot.hung_reason})
         signal_group(popen, signal.SIGKILL)
         with self._lock:

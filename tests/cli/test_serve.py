@@ -391,6 +391,24 @@ def test_a_foreground_serve_stops_the_stack_it_started(
     assert cli.pids() == {}
 
 
+@needs_api
+def test_a_sigterm_while_serve_starts_stops_the_stack_it_started(cli: Cli) -> None:
+    port = _free_ports(1)
+    serving = _Foreground(cli, "--port", str(port), "--no-consumers")
+    with running(serving.proc):  # type: ignore[arg-type]
+        serving.wait_for("the local stack was not running: started it (redis, kafka)", 120)
+        cli.remember()  # the fixture stops them if this test fails
+        # Migrations, or the supervisor starting: either way the stack must go.
+        serving.proc.send_signal(signal.SIGTERM)
+        serving.proc.wait(60)
+    assert serving.proc.returncode in (0, EXIT_INTERRUPTED), serving.stderr()
+    time.sleep(0.2)
+    err = serving.stderr()
+    assert "stopping the local stack serve started (redis, kafka)" in err
+    assert "Traceback" not in err
+    assert _servers_of(cli) == [] and cli.pids() == {}
+
+
 def test_a_serve_that_fails_after_starting_the_stack_stops_it(cli: Cli) -> None:
     # Migrations fail: the database refuses connections.
     database = f"postgresql://devctl@127.0.0.1:{free_port()}/devconnect"
