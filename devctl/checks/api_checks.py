@@ -534,7 +534,7 @@ def _forget_in_redis(
     """Sessions, cache entries and rate-limit buckets of check users (email, id or None).
 
     ``charged``: the users whose daily connection requests were charged;
-    ``sources``: runs' own loopback addresses, whose login buckets are reset (never a
+    ``sources``: runs' own loopback addresses, whose login and sign-up buckets are reset (never a
     shared address: a real client's bucket must not be emptied).
     """
     state = _state(ctx)
@@ -557,6 +557,7 @@ def _forget_in_redis(
         state.ratelimits.reset("connection_request", user_id)
     for source in sources:
         state.ratelimits.reset("login_ip", source)
+        state.ratelimits.reset("signup_ip", source)
 
 
 async def _check_users(
