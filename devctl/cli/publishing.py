@@ -246,7 +246,6 @@ def send(
                 f"{delivery.type or 'record'} {delivery.event_id or ''}: {delivery.error}"
             )
 
-    queued = 0
     try:
         for index, record in enumerate(records):
             if rate is not None:
@@ -265,15 +264,18 @@ def send(
                 )
             else:
                 producer.publish_raw(topic, record.raw, key=record.raw_key, on_delivery=collect)
-            queued = index + 1
             if on_progress is not None and index % 1000 == 999:
                 on_progress(index + 1)
     except (Exception, KeyboardInterrupt) as exc:
         report.aborted = exc
-        report.not_sent = len(records) - queued
         timeout = min(timeout, 5.0)  # what was queued is reported, without a long wait
     # flush() returns once every delivery report has been served (callbacks included).
     report.not_reported = producer.flush(timeout)
+    if report.aborted is not None:
+        # Counted from the outcomes, not from `queued`: an interrupt can land between a
+        # publish that queued its event and the count that follows it.
+        accounted = report.delivered + len(report.failures) + report.not_reported
+        report.not_sent = max(len(records) - accounted, 0)
     report.deliveries.sort(key=lambda d: (d.partition, d.offset))
     report.seconds = time.perf_counter() - started
     return report

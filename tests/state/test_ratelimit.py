@@ -96,6 +96,7 @@ def test_default_policies() -> None:
     assert set(DEFAULT_POLICIES) == {
         "login_ip",
         "login_email",
+        "signup_ip",
         "api_user",
         "connection_request",
         "chat_message",
