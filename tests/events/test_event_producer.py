@@ -257,3 +257,20 @@ def test_close_fails_events_still_waiting_to_be_sent_again(stack: Any) -> None:
     with pytest.raises(DeliveryFailed, match="closed before it was sent again"):
         future.result(timeout=2)
     assert producer.stats.failed == 1
+
+
+def test_a_dead_broker_does_not_flood_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    # Found in review: 4-160 lines a second from an API instance while Kafka was down.
+    endpoints = Endpoints(
+        "local", "redis://127.0.0.1:1/0", f"127.0.0.1:{free_port()}", caps=LocalEngine.caps
+    )
+    settings = stack_settings(Path("/nonexistent"), Path.cwd())
+    caplog.set_level(logging.INFO, logger="devctl.events")
+    with EventProducer(endpoints, settings) as producer:
+        producer.publish_raw("user-events", b"x")
+        time.sleep(3)
+        producer.close(0)
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    kinds = {(r.name, r.levelno, r.getMessage().split(":")[0]) for r in lines}
+    assert lines, "the outage is still reported"
+    assert len(lines) <= 2 * len(kinds) + 2, [r.getMessage() for r in lines]

@@ -32,6 +32,36 @@ from devctl.events.producer.reports import Reports
 log = logging.getLogger("devctl.events.producer")
 _rdkafka_log = logging.getLogger("devctl.events.librdkafka")
 
+# A broker that is down makes librdkafka fail every reconnect (and every pending
+# request) a few times a second: up to 160 lines/s in a long-running API's log. Each
+# kind of warning or error line is written once per this many seconds, the next one
+# saying how many like it were left out; debug lines all pass (they were asked for).
+_REPEAT_SECONDS = 10.0
+
+
+class _Repeats:
+    """Thread-safe: librdkafka logs and calls error_cb from its own threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[Any, tuple[float, int]] = {}  # kind -> (last written, left out)
+
+    def admit(self, kind: Any) -> tuple[bool, int]:
+        """(write this one, how many like it were left out since the last written)."""
+        now = time.monotonic()
+        with self._lock:
+            last, skipped = self._seen.get(kind, (-_REPEAT_SECONDS, 0))
+            if now - last < _REPEAT_SECONDS:
+                self._seen[kind] = (last, skipped + 1)
+                return False, 0
+            self._seen[kind] = (now, 0)
+            return True, skipped
+
+
+def _left_out(count: int) -> str:
+    return f" ({count} more like it in the last {_REPEAT_SECONDS:g} s not shown)" if count else ""
+
+
 # Outcomes of a fatally failed client that mean "the broker did not store it":
 # such events are sent again through the replacement client.
 SEND_AGAIN = frozenset(
@@ -87,6 +117,12 @@ class LibrdkafkaLog:
         elif args and args[0] == "IDEMPSTATE" and str(args[-1]).endswith("-> Assigned"):
             self._clients.id_assigned(self._generation)
         if _rdkafka_log.isEnabledFor(level):
+            if level >= logging.WARNING:
+                write, skipped = self._clients.repeats.admit(("rdkafka", level, args[:1]))
+                if not write:
+                    return
+                if skipped:
+                    fmt += _left_out(skipped).replace("%", "%%")
             _rdkafka_log.log(level, fmt, *args)
 
     def _unknown_producer_id(self) -> None:
@@ -111,6 +147,7 @@ class Clients:
     def __init__(self, conf: dict[str, Any], reports: Reports, brokers: str):
         self._reports = reports
         self._brokers = brokers
+        self.repeats = _Repeats()  # throttles repeated warning lines (broker down)
         # Each client gets its own error callback and log watcher (see _new_client).
         self._own_error_cb = "error_cb" not in conf
         self.watch_log = bool(conf.get("enable.idempotence")) and "logger" not in conf
@@ -176,7 +213,9 @@ class Clients:
             self._reports.stats.errors += 1
         text = f"Kafka client error ({self._brokers}): {err.str()}"
         if not err.fatal():
-            log.warning("%s", text)
+            write, skipped = self.repeats.admit(("client", err.code()))
+            if write:
+                log.warning("%s%s", text, _left_out(skipped))
         elif self.mark_failed(generation, err.str()):
             log.error("%s (fatal: the client will be replaced)", text)
         else:
