@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 
@@ -22,18 +21,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default=None, help="listen address (default: api.host)")
     parser.add_argument("--port", type=int, default=None, help="port (default: api.port)")
     parser.add_argument("--name", default="api", help="instance name in logs and /healthz")
-    parser.add_argument(
-        "--reload", action="store_true", help="restart on code changes (development)"
-    )
     return parser.parse_args(argv)
-
-
-def factory() -> object:
-    """The app for uvicorn's reloader, which imports it by name in a fresh process."""
-    from devctl.api.app import create_app
-    from devctl.config.loader import load_settings
-
-    return create_app(load_settings(), instance=os.environ.get("DEVCTL_API_INSTANCE", "api"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,10 +50,6 @@ def main(argv: list[str] | None = None) -> int:
             "server_header": False,
             "lifespan": "on",
         }
-        if args.reload:
-            os.environ["DEVCTL_API_INSTANCE"] = args.name
-            uvicorn.run("devctl.api.__main__:factory", factory=True, reload=True, **common)  # type: ignore[arg-type]
-            return 0
         # Before uvicorn: a stack that is not there is one clear line and exit 3, not
         # the traceback uvicorn prints for a failed start-up.
         from devctl.engines import select_engine

@@ -35,7 +35,6 @@ from devctl.errors import (
     DevctlError,
     InvalidInput,
     NotFound,
-    RateLimited,
     Unauthenticated,
 )
 
@@ -73,13 +72,9 @@ def now() -> datetime:
 
 
 async def signup(backend: Backend, body: SignupBody, client: Client) -> Authenticated:
-    result = await backend.state.ratelimits.check("signup_ip", client.ip)
-    if not result.allowed:
-        wait = max(1, round(result.retry_after))
-        raise RateLimited(
-            f"Too many sign-ups from this address; try again in {wait} s",
-            data={"limit": result.limit, "used": result.used, "retry_after": result.retry_after},
-        )
+    await backend.spend(
+        "signup_ip", client.ip, "Too many sign-ups from this address; try again in {wait} s"
+    )
     password_hash = await hash_password(body.password)
     moment = now()
     user = User(
@@ -164,20 +159,10 @@ async def login(backend: Backend, email: str, password: str, client: Client) -> 
 
 
 async def _check_login_limits(backend: Backend, ip: str, email: str) -> None:
-    limits = backend.state.ratelimits
-    checks = [("login_ip", ip)] + ([("login_email", email)] if email else [])
-    for policy, subject in checks:
-        result = await limits.check(policy, subject)
-        if not result.allowed:
-            wait = max(1, round(result.retry_after))
-            raise RateLimited(
-                f"Too many login attempts; try again in {wait} s",
-                data={
-                    "limit": result.limit,
-                    "used": result.used,
-                    "retry_after": result.retry_after,
-                },
-            )
+    message = "Too many login attempts; try again in {wait} s"
+    await backend.spend("login_ip", ip, message)
+    if email:
+        await backend.spend("login_email", email, message)
 
 
 async def logout(backend: Backend, token: str | None, user_id: str | None) -> bool:

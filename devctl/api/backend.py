@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from devctl.db import outbox
-from devctl.errors import DatabaseUnavailable
+from devctl.errors import DatabaseUnavailable, RateLimited
 from devctl.events.envelope import encode_event
 
 if TYPE_CHECKING:
@@ -69,6 +69,22 @@ class Backend:
             if isinstance(exc, DBAPIError) and not _is_unavailable(exc):
                 raise
             raise DatabaseUnavailable(f"the database did not answer: {_short(exc)}") from exc
+
+    async def spend(
+        self, policy: str, subject: str, message: str, *, tier: str | None = None
+    ) -> None:
+        """Take one from a rate-limit bucket, or raise RateLimited (429) saying ``message``."""
+        result = await self.state.ratelimits.check(policy, subject, tier=tier)
+        if not result.allowed:
+            data: dict[str, Any] = {
+                "limit": result.limit,
+                "used": result.used,
+                "retry_after": result.retry_after,
+            }
+            if tier is not None:
+                data["tier"] = tier
+            wait = max(1, round(result.retry_after))
+            raise RateLimited(message.format(limit=result.limit, wait=wait), data=data)
 
 
 class Transaction:

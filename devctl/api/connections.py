@@ -20,7 +20,7 @@ from devctl.api.backend import Backend
 from devctl.api.views import request_json, safe_user, user_json
 from devctl.db.ids import new_id
 from devctl.db.models import ConnectionRequest, User
-from devctl.errors import Conflict, InvalidInput, NotFound, RateLimited
+from devctl.errors import Conflict, InvalidInput, NotFound
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{24}$")
 # The feed's page size is capped by membership tier.
@@ -95,17 +95,12 @@ async def send_request(
 
 
 async def _spend_daily_allowance(backend: Backend, user_id: str, tier: str) -> None:
-    result = await backend.state.ratelimits.check("connection_request", user_id, tier=tier)
-    if not result.allowed:
-        raise RateLimited(
-            f"Daily connection request limit reached for the {tier} tier ({result.limit} per day)",
-            data={
-                "tier": tier,
-                "limit": result.limit,
-                "used": result.used,
-                "retry_after": result.retry_after,
-            },
-        )
+    await backend.spend(
+        "connection_request",
+        user_id,
+        f"Daily connection request limit reached for the {tier} tier ({{limit}} per day)",
+        tier=tier,
+    )
 
 
 async def review_request(

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devctl.api import accounts
 from devctl.api.errors import error_response
-from devctl.api.security import CookieSigner
+from devctl.api.security import CookieSigner, session_token
 from devctl.errors import DevctlError, Unauthenticated
 
 PATH = "/profile/view"
@@ -61,19 +61,14 @@ class ProfileViewFastPath:
         await send({"type": "http.response.body", "body": body})
 
     def _token(self, scope: Scope, signer: CookieSigner) -> str | None:
-        """The session token, by the rules of routes.session_token: cookie, else Bearer."""
         cookie_header = authorization = None
         for name, value in scope["headers"]:
             if name == b"cookie":
                 cookie_header = value
             elif name == b"authorization":
-                authorization = value
-        value = _cookie_value(cookie_header, self.cookie) if cookie_header else None
-        if not value and authorization:
-            scheme, _, credentials = authorization.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer":
-                value = credentials.strip()
-        return signer.unsign(value) if value else None
+                authorization = value.decode("latin-1")
+        cookie = _cookie_value(cookie_header, self.cookie) if cookie_header else None
+        return session_token(cookie, authorization, signer)
 
 
 def _cookie_value(header: bytes, name: str) -> str | None:

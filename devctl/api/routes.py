@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from devctl.api import accounts, chat, connections
+from devctl.api import accounts, chat, connections, security
 from devctl.api.accounts import Authenticated, Client
 from devctl.api.backend import Backend
 from devctl.api.schemas import (
@@ -32,7 +32,6 @@ from devctl.api.schemas import (
     SignupBody,
     UserOut,
 )
-from devctl.api.security import CookieSigner
 from devctl.errors import Forbidden, Unauthenticated
 
 COOKIE = "token"
@@ -73,14 +72,11 @@ def client_of(request: Request) -> Client:
 
 def session_token(request: Request) -> str | None:
     """The token from the cookie, else from ``Authorization: Bearer``; None if absent or forged."""
-    signer: CookieSigner = request.app.state.signer
-    value = request.cookies.get(COOKIE)
-    if not value:
-        header = request.headers.get("authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() == "bearer":
-            value = credentials.strip()
-    return signer.unsign(value) if value else None
+    return security.session_token(
+        request.cookies.get(COOKIE),
+        request.headers.get("authorization"),
+        request.app.state.signer,
+    )
 
 
 async def current_user(request: Request) -> Authenticated:

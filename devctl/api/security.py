@@ -138,3 +138,16 @@ class CookieSigner:
         except UnicodeEncodeError:
             return None
         return token if hmac.compare_digest(expected, tag) else None
+
+
+def session_token(
+    cookie_value: str | None, authorization: str | None, signer: CookieSigner
+) -> str | None:
+    """The session token of a request: the cookie, else ``Authorization: Bearer``; None
+    if absent or forged. The one rule both the router and the fast path apply."""
+    value = cookie_value
+    if not value and authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            value = credentials.strip()
+    return signer.unsign(value) if value else None
