@@ -35,8 +35,15 @@ def _require_running(endpoints: Endpoints) -> None:
         )
 
 
-def _client_options(endpoints: Endpoints, settings: Settings, decode: bool) -> dict[str, Any]:
-    """The options of both clients; the URL gives host, port, database and TLS."""
+def _client_options(
+    endpoints: Endpoints, settings: Settings, decode: bool, listener: bool = False
+) -> dict[str, Any]:
+    """The options of both clients; the URL gives host, port, database and TLS.
+
+    A ``listener`` (a pub/sub subscription) waits for messages as long as it takes:
+    no read timeout, which would drop and resubscribe it (losing what is published
+    meanwhile) whenever a channel is quiet; the health checks find a dead connection.
+    """
     _require_running(endpoints)
     conf = settings.redis
     # A started server's URL carries the password it was started with (or none):
@@ -46,27 +53,29 @@ def _client_options(endpoints: Endpoints, settings: Settings, decode: bool) -> d
     return {
         "password": password,
         "socket_connect_timeout": conf.connect_timeout,
-        "socket_timeout": conf.socket_timeout,
+        "socket_timeout": None if listener else conf.socket_timeout,
         "decode_responses": decode,
         "health_check_interval": 30,
         "client_name": "devctl",
     }
 
 
-def make_redis(endpoints: Endpoints, settings: Settings, *, decode: bool = True) -> redis.Redis:
+def make_redis(
+    endpoints: Endpoints, settings: Settings, *, decode: bool = True, listener: bool = False
+) -> redis.Redis:
     import redis
 
-    options = _client_options(endpoints, settings, decode)
+    options = _client_options(endpoints, settings, decode, listener)
     return redis.Redis.from_url(endpoints.redis_url, **options)
 
 
 def make_async_redis(
-    endpoints: Endpoints, settings: Settings, *, decode: bool = True
+    endpoints: Endpoints, settings: Settings, *, decode: bool = True, listener: bool = False
 ) -> redis.asyncio.Redis:
     """``make_redis`` for asyncio: a pool of connections opened as tasks need them."""
     import redis.asyncio
 
-    options = _client_options(endpoints, settings, decode)
+    options = _client_options(endpoints, settings, decode, listener)
     return redis.asyncio.Redis.from_url(endpoints.redis_url, **options)
 
 

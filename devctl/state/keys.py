@@ -9,6 +9,7 @@ together share a hash tag, so they land in one Redis Cluster slot:
     {instances}       every API instance's heartbeat key and the instance registry
     {i:<instance>}    one instance's connection index
     {rl:<policy>:<subject>}  one rate-limit bucket (single key)
+    {an}              the analytics counters (one slot: a handler's MULTI spans them)
 
 Identifiers are escaped (``%7B`` for ``{`` and so on) so that an id can never
 close a hash tag early, inject a glob character into a SCAN pattern, or make two
@@ -181,7 +182,43 @@ class KeySchema:
         """HASH of cache counters: <kind>:lookups, <kind>:misses."""
         return f"{self.prefix}stats:cache"
 
+    # --- notifications (hash tag {u:<user>}) ---------------------------------
+
+    def notifications(self, user_id: str) -> str:
+        """LIST of a user's notifications (JSON), newest first, capped."""
+        return f"{self._user(user_id)}:notifications"
+
+    def notifications_unread(self, user_id: str) -> str:
+        """STRING count of a user's unread notifications."""
+        return f"{self._user(user_id)}:notifications:unread"
+
+    # --- analytics (hash tag {an}: one consumer transaction touches several) --
+
+    def analytics_counts(self, granularity: str, bucket: str) -> str:
+        """HASH event type -> count for one minute/hour/day bucket.
+
+        ``granularity`` is ``m``, ``h`` or ``d``; ``bucket`` the UTC period's start as
+        digits (``YYYYMMDDHHMM``, ``YYYYMMDDHH``, ``YYYYMMDD``).
+        """
+        return f"{self.prefix}{{an}}:events:{granularity}:{bucket}"
+
+    def analytics_active(self, period: str, bucket: str) -> str:
+        """HYPERLOGLOG of active user ids: ``period`` ``d`` (YYYYMMDD) or ``m`` (YYYYMM)."""
+        return f"{self.prefix}{{an}}:active:{period}:{bucket}"
+
+    def analytics_signups(self, day: str) -> str:
+        """STRING count of signups on one UTC day (YYYYMMDD)."""
+        return f"{self.prefix}{{an}}:signups:{day}"
+
+    def analytics_user(self, user_id: str) -> str:
+        """HASH of one user's activity counters (messages, requests, ...)."""
+        return f"{self.prefix}{{an}}:user:{escape_id(user_id)}"
+
     # --- pub/sub channels (not keys: no slot, no TTL) -----------------------
+
+    def socketio_channel(self) -> str:
+        """Socket.IO's Redis manager channel: emits shared by every API instance."""
+        return f"{self.prefix}socketio"
 
     def presence_channel(self) -> str:
         return f"{self.prefix}presence"
@@ -348,6 +385,54 @@ class KeySchema:
                 "-",
             ),
             KeySpec(
+                "notifications",
+                f"{p}{{u:<user>}}:notifications",
+                "list",
+                "30 d after the last one",
+                "a user's notifications (JSON), newest first, capped",
+                "{u:<user>}",
+            ),
+            KeySpec(
+                "notifications_unread",
+                f"{p}{{u:<user>}}:notifications:unread",
+                "string",
+                "30 d after the last one",
+                "count of a user's unread notifications",
+                "{u:<user>}",
+            ),
+            KeySpec(
+                "analytics_counts",
+                f"{p}{{an}}:events:<m|h|d>:<UTC bucket>",
+                "hash",
+                "m 48 h, h 31 d, d 400 d",
+                "events per type in one minute, hour or day",
+                "{an}",
+            ),
+            KeySpec(
+                "analytics_active",
+                f"{p}{{an}}:active:<d|m>:<YYYYMMDD|YYYYMM>",
+                "hyperloglog",
+                "d 400 d, m 800 d",
+                "daily and monthly active users",
+                "{an}",
+            ),
+            KeySpec(
+                "analytics_signups",
+                f"{p}{{an}}:signups:<YYYYMMDD>",
+                "string",
+                "400 d",
+                "signups on one UTC day",
+                "{an}",
+            ),
+            KeySpec(
+                "analytics_user",
+                f"{p}{{an}}:user:<user>",
+                "hash",
+                "90 d after the last event",
+                "one user's activity counters (messages, requests, ...)",
+                "{an}",
+            ),
+            KeySpec(
                 "stats",
                 f"{p}stats:cache",
                 "hash",
@@ -369,6 +454,14 @@ class KeySchema:
                 "pub/sub",
                 "-",
                 "notifications for one user {type, userId, kind, data, ts}",
+                "-",
+            ),
+            KeySpec(
+                "channel:socketio",
+                f"{p}socketio",
+                "pub/sub",
+                "-",
+                "Socket.IO emits between API instances and from consumers (python-socketio)",
                 "-",
             ),
         ]
@@ -395,6 +488,12 @@ _SCAN_TAILS: dict[str, str] = {
     "messages": "{c:*}:messages",
     "messages_version": "{c:*}:messages:ver",
     "idempotency": "idem:*",
+    "notifications": "{u:*}:notifications",
+    "notifications_unread": "{u:*}:notifications:unread",
+    "analytics_counts": "{an}:events:*",
+    "analytics_active": "{an}:active:*",
+    "analytics_signups": "{an}:signups:*",
+    "analytics_user": "{an}:user:*",
 }
 
 KINDS = tuple(_SCAN_TAILS)

@@ -114,6 +114,12 @@ def test_scan_patterns_match_exactly_their_kind(state: StateServices) -> None:
         "messages": k.conversation("u1", "u2"),
         "messages_version": k.conversation_version("u1", "u2"),
         "idempotency": k.idempotency("g", "e1"),
+        "notifications": k.notifications("u1"),
+        "notifications_unread": k.notifications_unread("u1"),
+        "analytics_counts": k.analytics_counts("m", "202612012030"),
+        "analytics_active": k.analytics_active("d", "20261201"),
+        "analytics_signups": k.analytics_signups("20261201"),
+        "analytics_user": k.analytics_user("u1"),
     }
     assert set(made) == set(KINDS)
     pipe: Any = state.client.pipeline()
