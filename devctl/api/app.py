@@ -69,6 +69,7 @@ def create_app(settings: Settings, *, instance: str = "api") -> FastAPI:
     app.state.instance = instance
     errors.install(app)
     app.include_router(router)
+    app.include_router(notification_router)
     _ops_routes(app, metrics)
     # Each add_middleware wraps what is there: the last added runs first. Outside in:
     # metrics (every answer counted), CORS (on every answer, the fast path's and a

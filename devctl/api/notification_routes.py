@@ -1,0 +1,7 @@
+"""GET /notifications and POST /notifications/read (being built; see issue 12)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
