@@ -31,6 +31,7 @@ from devctl.api import errors
 from devctl.api.backend import Backend
 from devctl.api.fastpath import ProfileViewFastPath
 from devctl.api.metrics import ApiMetrics, BodyLimit, RequestMetrics, SnapshotCollector
+from devctl.api.notification_routes import router as notification_router
 from devctl.api.relay import OutboxRelay
 from devctl.api.routes import COOKIE, router
 from devctl.api.security import CookieSigner, load_secret
