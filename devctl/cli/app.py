@@ -326,6 +326,11 @@ COMMANDS: dict[str, CommandInfo] = {
     "keys": CommandInfo(
         "keys", "Redis", "Print the Redis key schema: pattern, type, TTL, purpose, hash tag."
     ),
+    "top": CommandInfo(
+        "top",
+        "Stack",
+        "Live dashboard: topic rates and lag, presence, API latency, outbox, Redis, last events.",
+    ),
     "config": CommandInfo("config", "Configuration", "Inspect the effective configuration."),
     "topics": CommandInfo("topics", "Kafka", "Manage Kafka topics."),
     "events": CommandInfo("events", "Kafka", "DevConnect event types and their schemas."),
