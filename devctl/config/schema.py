@@ -386,7 +386,7 @@ class TopicDefaults:
 
 @dataclass(frozen=True)
 class StateSettings:
-    """The Redis domain: sessions, user cache, presence, rate limits, message cache"""
+    """The Redis domain: sessions, user cache, presence, rate limits, message cache, notifications"""
 
     session_ttl: int = setting(86400, "Session lifetime in seconds", minimum=1, maximum=_TTL_MAX)
     session_sliding: bool = setting(False, "Extend a session's TTL on each validation")
@@ -403,6 +403,16 @@ class StateSettings:
     )
     message_cache_ttl: int = setting(
         3600, "Message cache TTL in seconds", minimum=1, maximum=_TTL_MAX
+    )
+    # Both bound what one notification write scans and rewrites (a Lua script over the list).
+    notifications_max: int = setting(
+        100, "Notifications kept per user (the oldest are dropped)", minimum=1, maximum=1000
+    )
+    notifications_ttl: int = setting(
+        30 * 86400,
+        "Seconds a user's notifications live after the last new one",
+        minimum=1,
+        maximum=_TTL_MAX,
     )
     # setting() returns a dataclasses.field whose default is None: nothing shared.
     rate_limits: dict[str, Any] | None = setting(  # noqa: RUF009
