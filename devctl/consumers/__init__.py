@@ -20,7 +20,9 @@ from devctl.errors import UsageError
 if TYPE_CHECKING:
     from devctl.config.loader import Settings
 
-CONSUMERS: dict[str, str] = {}
+CONSUMERS: dict[str, str] = {
+    "analytics": "devctl.consumers.analytics:main",
+}
 
 ConsumerMain = Callable[["Settings"], "int | None"]
 
