@@ -331,6 +331,9 @@ COMMANDS: dict[str, CommandInfo] = {
         "Stack",
         "Live dashboard: topic rates and lag, presence, API latency, outbox, Redis, last events.",
     ),
+    "seed": CommandInfo(
+        "seed", "Stack", "Fill the running API with demo data (through HTTP and Socket.IO)."
+    ),
     "config": CommandInfo("config", "Configuration", "Inspect the effective configuration."),
     "topics": CommandInfo("topics", "Kafka", "Manage Kafka topics."),
     "events": CommandInfo("events", "Kafka", "DevConnect event types and their schemas."),
