@@ -1,0 +1,1 @@
+"""Demo data for DevConnect, made through the running API (`devctl seed demo`)."""
