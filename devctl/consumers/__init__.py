@@ -5,8 +5,8 @@ consumer runs (as ``python -m devctl.consumers NAME``), never by the CLI or the
 supervisor, which only read the names. The function takes the effective
 ``Settings`` and runs until SIGTERM or SIGINT, then stops the way the consumer
 runtime does (finish the batch in flight, commit, leave the group) and returns
-(None or an exit status). The notification and analytics consumers come with
-their own issue; adding one is a module and a line here.
+(None or an exit status). Adding one is a module and a line here.
+``notifications``: connection and chat events become notifications (docs/notifications.md).
 """
 
 from __future__ import annotations
