@@ -173,7 +173,7 @@ def event_time(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text.upper())  # RFC 3339 allows t and z
     except ValueError:
         return None
     if moment.tzinfo is None:
@@ -243,6 +243,39 @@ class Summary:
     signups: list[DayCount]  # oldest first, today last
     top_users: list[UserActivity] = field(default_factory=list)
     users_scanned: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON shape of `devctl stats --json` (docs/analytics.md)."""
+        series = self.series
+        return {
+            "now": _iso(self.now),
+            "window": window_text(self.window),
+            "window_seconds": self.window,
+            "granularity": GRANULARITY_NAMES[series.granularity],
+            "bucket_seconds": series.step,
+            "buckets": [_iso(s) for s in series.starts],
+            "total": sum(series.totals.values()),
+            "per_bucket": series.per_bucket,
+            "types": {
+                t: {"total": sum(counts), "counts": counts} for t, counts in series.counts.items()
+            },
+            "dau": [{"day": d.day, "users": d.count} for d in self.daily_active],
+            "dau_today": self.daily_active[-1].count if self.daily_active else 0,
+            "mau": {"month": self.month, "users": self.monthly_active},
+            "signups": [{"day": d.day, "count": d.count} for d in self.signups],
+            "top_users": [
+                {"user_id": u.user_id, **{f: u.counters.get(f, 0) for f in USER_FIELDS}}
+                for u in self.top_users
+            ],
+            "users_scanned": self.users_scanned,
+        }
+
+
+GRANULARITY_NAMES = {"m": "minute", "h": "hour", "d": "day"}
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _day_text(start: float) -> str:
