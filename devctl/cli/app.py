@@ -151,6 +151,7 @@ COMMAND_SERVICES: dict[str, tuple[str, ...]] = {
     "ratelimit": ("redis",),
     "cache": ("redis",),
     "keys": ("redis",),
+    "stats": ("redis",),
 }
 
 
@@ -330,6 +331,11 @@ COMMANDS: dict[str, CommandInfo] = {
         "top",
         "Stack",
         "Live dashboard: topic rates and lag, presence, API latency, outbox, Redis, last events.",
+    ),
+    "stats": CommandInfo(
+        "stats",
+        "Stack",
+        "Show the analytics: events per minute per type with sparklines, DAU/MAU, signups, top users.",
     ),
     "seed": CommandInfo(
         "seed", "Stack", "Fill the running API with demo data (through HTTP and Socket.IO)."
