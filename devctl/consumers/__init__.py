@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 CONSUMERS: dict[str, str] = {
     "analytics": "devctl.consumers.analytics:main",
+    "notifications": "devctl.consumers.notifications:main",
 }
 
 ConsumerMain = Callable[["Settings"], "int | None"]
