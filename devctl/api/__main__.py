@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from devctl.api.app import create_app, shutdown_budget
+        from devctl.api.app import create_asgi, shutdown_budget
         from devctl.config.loader import load_settings
 
         settings = load_settings()
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from devctl.engines import select_engine
 
         select_engine(settings).endpoints(())
-        app = create_app(settings, instance=args.name)
+        app = create_asgi(settings, instance=args.name)
         config = uvicorn.Config(app, **common)  # type: ignore[arg-type]
         server = uvicorn.Server(config)
         # uvicorn re-raises the stop signal once it has shut down gracefully, through

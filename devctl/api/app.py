@@ -48,14 +48,32 @@ def origins(settings: Settings) -> list[str]:
     return [o.strip().rstrip("/") for o in settings.api.frontend_url.split(",") if o.strip()]
 
 
+def create_asgi(settings: Settings, *, instance: str = "api") -> Any:
+    """The instance as uvicorn serves it: Socket.IO on ``/socket.io/``, the API elsewhere."""
+    from devctl.realtime.server import asgi_app
+
+    app = create_app(settings, instance=instance)
+    return asgi_app(app.state.sio, app)
+
+
 def create_app(settings: Settings, *, instance: str = "api") -> FastAPI:
     """One API instance on the stack ``settings`` point at (servers opened at start-up)."""
+    from devctl.engines import select_engine
+    from devctl.realtime.handlers import ChatEvents
+    from devctl.realtime.liveness import Presence, new_instance_id
+    from devctl.realtime.server import create_server
+
     metrics = ApiMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with _running_backend(settings, app, metrics, instance):
-            yield
+            await presence.start()
+            try:
+                yield
+            finally:
+                await presence.stop()
+                await sio.manager.close()
 
     app = FastAPI(
         title="DevConnect API (devctl)",
@@ -68,6 +86,15 @@ def create_app(settings: Settings, *, instance: str = "api") -> FastAPI:
     )
     app.state.signer = CookieSigner(load_secret(settings.api.secret, settings.data_dir))
     app.state.instance = instance
+    # The Socket.IO server exists before the backend (the lifespan opens that): its
+    # handlers look the backend up when an event arrives.
+    endpoints = select_engine(settings).endpoints(())
+    sio = create_server(endpoints, settings, origins(settings))
+    backend_now = lambda: getattr(app.state, "backend", None)  # noqa: E731
+    presence = Presence(sio, backend_now, new_instance_id(instance))
+    ChatEvents(sio, backend_now, app.state.signer, presence)
+    app.state.sio = sio
+    app.state.presence = presence
     errors.install(app)
     app.include_router(router)
     app.include_router(notification_router)

@@ -229,3 +229,19 @@ async def feed(
         backend.queries += 1
         users = (await session.execute(query)).scalars().all()
     return [safe_user(user_json(u)) for u in users], limit
+
+
+async def connection_ids(backend: Backend, my_id: str) -> list[str]:
+    """The ids of the users I am connected to (who see my presence)."""
+    query = (
+        select(ConnectionRequest.to_user_id)
+        .where(ConnectionRequest.from_user_id == my_id, ConnectionRequest.status == "accepted")
+        .union_all(
+            select(ConnectionRequest.from_user_id).where(
+                ConnectionRequest.to_user_id == my_id, ConnectionRequest.status == "accepted"
+            )
+        )
+    )
+    async with backend.reading() as session:
+        backend.queries += 1
+        return [str(uid) for uid in (await session.execute(query)).scalars().all()]

@@ -47,7 +47,7 @@ class _ConfiguredRedisManager(socketio.RedisManager):  # type: ignore[misc]
         from devctl.clients.redis_client import make_redis
 
         self.redis = make_redis(self._endpoints, self._settings, decode=False)
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self.connected = True
 
 

@@ -1,0 +1,145 @@
+"""Chat and presence over real Socket.IO clients against two real API instances."""
+
+from __future__ import annotations
+
+import asyncio
+
+import socketio
+
+from tests.realtime.conftest import Pair, Sock, connect_people, make_person
+
+
+def test_message_crosses_instances_and_spoofed_sender_is_ignored(pair: Pair) -> None:
+    ada, bob, eve = (make_person(pair.a) for _ in range(3))
+    connect_people(pair.a, ada, bob)
+
+    async def scenario() -> None:
+        a, b = Sock(ada, pair.a.url), Sock(bob, pair.b.url)
+        await a.connect()
+        await b.connect()
+        try:
+            ack = await a.client.call(
+                "private-message",
+                {"toUserId": bob.id, "message": "  hello  ", "fromUserId": eve.id},
+                timeout=10,
+            )
+            assert ack["ok"] is True
+            [got] = await b.wait_for("private-message")
+            assert got["message"] == "hello" and got["fromUserId"] == ada.id
+            [echo] = await a.wait_for("private-message")
+            assert echo["fromUserId"] == ada.id
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+    history = bob.http.get(f"/chat/{ada.id}/history").json()
+    assert [m["text"] for m in history["data"]] == ["hello"]
+
+
+def test_only_connections_may_message_and_bad_payloads_keep_the_socket(pair: Pair) -> None:
+    ada, stranger = make_person(pair.a), make_person(pair.b)
+
+    async def scenario() -> None:
+        a = Sock(ada, pair.a.url)
+        await a.connect()
+        try:
+            ack = await a.client.call(
+                "private-message", {"toUserId": stranger.id, "message": "hi"}, timeout=10
+            )
+            assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
+            for bad in (None, "text", [1, 2], {"toUserId": 5, "message": "x"},
+                        {"toUserId": stranger.id}, {"toUserId": "nope", "message": "x"},
+                        {"toUserId": stranger.id, "message": " " * 10},
+                        {"toUserId": stranger.id, "message": "x" * 5001}):
+                ack = await a.client.call("private-message", bad, timeout=10)
+                assert ack["ok"] is False and ack["error"]["code"] in (
+                    "invalid-input", "forbidden"), (bad, ack)
+            errors = await a.wait_for("error", count=9)
+            assert all(set(e) >= {"code", "message"} for e in errors)
+            # Still connected and answering after all that.
+            assert (await a.client.call("register", ada.id, timeout=10))["userId"] == ada.id
+            denied = await a.client.call("presence:query", {"userId": stranger.id}, timeout=10)
+            assert denied["error"]["code"] == "forbidden"
+            mine = await a.client.call("presence:query", {"userId": ada.id}, timeout=10)
+            assert mine["online"] is True
+            assert a.client.connected
+        finally:
+            await a.close()
+
+    asyncio.run(scenario())
+
+
+def test_unauthenticated_handshakes_are_refused(pair: Pair) -> None:
+    ada = make_person(pair.a)
+
+    async def scenario() -> None:
+        for cookie in ("", "forged~tag", ada.cookie + "x"):
+            sock = Sock(ada, pair.a.url)
+            try:
+                await sock.connect(cookie=cookie)
+            except socketio.exceptions.ConnectionError:
+                [refusal] = sock.of("connect_error")
+                assert "unauthenticated" in str(refusal), refusal
+            else:
+                await sock.close()
+                raise AssertionError(f"connected with cookie {cookie!r}")
+        # The same signed value in the handshake's auth works (clients without cookies).
+        sock = Sock(ada, pair.a.url)
+        await sock.connect(cookie="", auth={"token": ada.cookie})
+        assert sock.client.connected
+        await sock.close()
+
+    asyncio.run(scenario())
+
+
+def test_long_polling_first_then_upgrade_as_the_web_client_does(pair: Pair) -> None:
+    ada, bob = make_person(pair.a), make_person(pair.a)
+    connect_people(pair.a, ada, bob)
+
+    async def scenario() -> None:
+        a = Sock(ada, pair.a.url, transports=["polling", "websocket"])
+        b = Sock(bob, pair.b.url, transports=["polling"])
+        await a.connect()
+        await b.connect()
+        try:
+            await a.client.call("private-message", {"toUserId": bob.id, "message": "poll"})
+            [got] = await b.wait_for("private-message")
+            assert got["message"] == "poll"
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_presence_transition_is_announced_once_across_tabs_and_instances(pair: Pair) -> None:
+    ada, bob = make_person(pair.a), make_person(pair.a)
+    connect_people(pair.a, ada, bob)
+
+    async def scenario() -> None:
+        watcher = Sock(bob, pair.b.url)
+        await watcher.connect()
+        tabs = [Sock(ada, pair.a.url), Sock(ada, pair.b.url), Sock(ada, pair.a.url)]
+        try:
+            await asyncio.gather(*(tab.connect() for tab in tabs))
+            await watcher.wait_for("presence")
+            await asyncio.sleep(1.0)  # room for duplicates to show up
+            assert watcher.of("presence") == [{"userId": ada.id, "online": True}]
+            state = await watcher.client.call("presence:query", {"userId": ada.id})
+            assert state["online"] is True
+            await tabs[0].close()
+            await tabs[1].close()
+            await asyncio.sleep(0.5)
+            assert len(watcher.of("presence")) == 1  # one tab left: still online
+            await tabs[2].close()
+            await watcher.wait_for("presence", count=2)
+            await asyncio.sleep(1.0)
+            assert watcher.of("presence")[1:] == [{"userId": ada.id, "online": False}]
+            state = await watcher.client.call("presence:query", {"userId": ada.id})
+            assert state["online"] is False
+        finally:
+            for sock in (watcher, *tabs):
+                await sock.close()
+
+    asyncio.run(scenario())
