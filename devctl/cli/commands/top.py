@@ -203,7 +203,7 @@ def _layout(snapshot: Snapshot, interval: float, *, keys: bool) -> RenderableTyp
         Layout(parts["groups"], ratio=2),
         Layout(parts["presence"], ratio=2),
         Layout(parts["redis"], size=6),
-        Layout(parts["outbox"], size=5),
+        Layout(parts["outbox"], size=6),
     )
     return root
 
@@ -222,7 +222,7 @@ def _panel(section: Section) -> RenderableType:
         )
     table = Table(box=None, header_style="bold", expand=True, pad_edge=False)
     for n, column in enumerate(section.columns):
-        table.add_column(column, justify="left" if n == 0 else "right", no_wrap=True)
+        table.add_column(column, justify="left" if n < section.left else "right", no_wrap=True)
     for row in section.rows:
         table.add_row(*[Text(v) for v in row])
     items: list[RenderableType] = []
@@ -243,6 +243,7 @@ class Section:
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     note: str | None = None
+    left: int = 1  # how many columns, from the first, are text (the others: numbers)
 
 
 def sections(snapshot: Snapshot) -> list[Section]:
@@ -392,6 +393,7 @@ def _events(snapshot: Snapshot) -> Section:
         ["time", "topic p:offset", "type", "subject"],
         rows,
         note,
+        left=4,
     )
 
 
