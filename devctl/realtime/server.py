@@ -10,6 +10,7 @@ user's sockets on whatever instance they are connected to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,12 @@ class InstanceRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 delay = min(delay * 2, LISTEN_RETRY_MAX)
 
     async def close(self) -> None:
+        """Stop listening, then close both clients (at the instance's shutdown)."""
+        listening = getattr(self, "thread", None)  # the manager's listener task, if started
+        if isinstance(listening, asyncio.Task):
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listening
         for client in (self._publisher, self._listener):
             if client is not None:
                 await client.aclose()

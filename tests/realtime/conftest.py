@@ -35,28 +35,30 @@ class Pair:
         old: ApiServer = getattr(self, which)
         stop_api(old)
         server = start_api(
-            self.stack, self.database_url, self.root / f"{which}-again.log",
-            name=f"api-{which}", extra_env=realtime_env(),
+            self.stack,
+            self.database_url,
+            self.root / f"{which}-again.log",
+            name=f"api-{which}",
+            extra_env=realtime_env(self.root),
         )
         setattr(self, which, server)
         return server
 
 
-def realtime_env() -> dict[str, str]:
-    return {
-        "DEVCTL_STATE_PRESENCE_INSTANCE_TTL": str(LEASE_TTL),
-        # Tests send bursts; the per-minute chat policy is tested on its own.
-        "DEVCTL_API_FRONTEND_URL": "http://127.0.0.1:5173",
-    }
+def realtime_env(root: Path) -> dict[str, str]:
+    config = root / "devctl.yaml"
+    config.write_text(f"state:\n  presence_instance_ttl: {LEASE_TTL}\n")
+    return {"DEVCTL_CONFIG": str(config), "DEVCTL_API_FRONTEND_URL": "http://127.0.0.1:5173"}
 
 
 @pytest.fixture(scope="module")
 def pair(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("realtime")
     url = f"sqlite:///{root / 'devconnect.db'}"
-    a = start_api(stack, url, root / "a.log", name="api-a", extra_env=realtime_env())
+    env = realtime_env(root)
+    a = start_api(stack, url, root / "a.log", name="api-a", extra_env=env)
     try:
-        b = start_api(stack, url, root / "b.log", name="api-b", extra_env=realtime_env())
+        b = start_api(stack, url, root / "b.log", name="api-b", extra_env=env)
     except BaseException:
         stop_api(a)
         raise
@@ -84,8 +86,12 @@ def make_person(api: ApiServer) -> Person:
     email = f"rt{uuid.uuid4().hex[:12]}@example.com"
     answer = client.post(
         "/signup",
-        json={"firstName": "Grace", "lastName": "Hopper", "emailId": email,
-              "password": STRONG_PASSWORD},
+        json={
+            "firstName": "Grace",
+            "lastName": "Hopper",
+            "emailId": email,
+            "password": STRONG_PASSWORD,
+        },
     )
     assert answer.status_code == 200, answer.text
     return Person(str(answer.json()["_id"]), email, client.cookies["token"], client)
@@ -121,7 +127,10 @@ class Sock:
     async def connect(self, *, cookie: str | None = None, auth: Any = None) -> None:
         headers = {"Cookie": f"token={cookie if cookie is not None else self.person.cookie}"}
         await self.client.connect(
-            self.url, headers=headers, auth=auth, transports=self.transports,
+            self.url,
+            headers=headers,
+            auth=auth,
+            transports=self.transports,
             wait_timeout=10,
         )
 

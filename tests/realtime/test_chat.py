@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import time
 
 import socketio
 
-from tests.realtime.conftest import Pair, Sock, connect_people, make_person
+from tests.api.test_api import _events_for
+from tests.conftest import Stack
+from tests.realtime.conftest import LEASE_TTL, Pair, Sock, connect_people, make_person
 
 
 def test_message_crosses_instances_and_spoofed_sender_is_ignored(pair: Pair) -> None:
@@ -48,13 +54,21 @@ def test_only_connections_may_message_and_bad_payloads_keep_the_socket(pair: Pai
                 "private-message", {"toUserId": stranger.id, "message": "hi"}, timeout=10
             )
             assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
-            for bad in (None, "text", [1, 2], {"toUserId": 5, "message": "x"},
-                        {"toUserId": stranger.id}, {"toUserId": "nope", "message": "x"},
-                        {"toUserId": stranger.id, "message": " " * 10},
-                        {"toUserId": stranger.id, "message": "x" * 5001}):
+            for bad in (
+                None,
+                "text",
+                [1, 2],
+                {"toUserId": 5, "message": "x"},
+                {"toUserId": stranger.id},
+                {"toUserId": "nope", "message": "x"},
+                {"toUserId": stranger.id, "message": " " * 10},
+                {"toUserId": stranger.id, "message": "x" * 5001},
+            ):
                 ack = await a.client.call("private-message", bad, timeout=10)
                 assert ack["ok"] is False and ack["error"]["code"] in (
-                    "invalid-input", "forbidden"), (bad, ack)
+                    "invalid-input",
+                    "forbidden",
+                ), (bad, ack)
             errors = await a.wait_for("error", count=9)
             assert all(set(e) >= {"code", "message"} for e in errors)
             # Still connected and answering after all that.
@@ -143,3 +157,43 @@ def test_presence_transition_is_announced_once_across_tabs_and_instances(pair: P
                 await sock.close()
 
     asyncio.run(scenario())
+
+
+def test_killed_instance_users_go_offline_once_after_a_sweep(pair: Pair, stack: Stack) -> None:
+    ada, bob = make_person(pair.a), make_person(pair.a)
+    connect_people(pair.a, ada, bob)
+
+    async def scenario() -> float:
+        watcher = Sock(bob, pair.a.url)
+        await watcher.connect()
+        tabs = [Sock(ada, pair.b.url), Sock(ada, pair.b.url)]
+        try:
+            for tab in tabs:
+                await tab.connect()
+            await watcher.wait_for("presence")
+            os.killpg(pair.b.proc.pid, signal.SIGKILL)
+            pair.b.proc.wait()
+            killed = time.monotonic()
+            await watcher.wait_for("presence", count=2, timeout=6 * LEASE_TTL)
+            took = time.monotonic() - killed
+            await asyncio.sleep(LEASE_TTL)  # another sweep: it must not announce again
+            assert watcher.of("presence") == [
+                {"userId": ada.id, "online": True},
+                {"userId": ada.id, "online": False},
+            ]
+            return took
+        finally:
+            for sock in (watcher, *tabs):
+                with contextlib.suppress(Exception):
+                    await sock.close()
+
+    try:
+        took = asyncio.run(scenario())
+        # Lease TTL, then at most one sweep interval (TTL/2), plus scheduling slack.
+        assert took < LEASE_TTL * 1.5 + 2
+        events = _events_for(stack, "user-events", ada.id, 3, timeout=15)
+        types = [e["type"] for e in events]
+        assert types.count("devconnect.user.online") == 1
+        assert types.count("devconnect.user.offline") == 1
+    finally:
+        pair.restart("b")
