@@ -53,6 +53,10 @@ from devctl.observe.sources import (
 
 T = TypeVar("T")
 
+# The API instances that are scraped: up under the serve, or given by URL. Those
+# starting, backing off or given up on are shown with the supervisor's word for it.
+SCRAPED = ("up", "given")
+
 
 @dataclass
 class Answer(Generic[T]):
@@ -189,7 +193,7 @@ class Observer:
     def snapshot(self) -> Snapshot:
         """Read every source once (at most ``deadline`` seconds) and compute the rates."""
         targets = self.api_targets()
-        apis = {t.url: self._api_probe(t) for t in targets if t.state == "up" or t.state == "given"}
+        apis = {t.url: self._api_probe(t) for t in targets if t.state in SCRAPED}
         for url in list(self._apis):
             if url not in apis:
                 del self._apis[url]
@@ -265,7 +269,7 @@ class Observer:
         pairs: list[tuple[ApiReading | None, ApiReading]] = []
         for target in targets:
             answer = answers.get(target.url)
-            if answer is None:  # not up: the supervisor says why
+            if answer is None or target.state not in SCRAPED:  # the supervisor says why
                 panel.instances.append(
                     ApiInstanceStat(target.name, target.url, target.state, None, target.state)
                 )
