@@ -47,6 +47,7 @@ CHECK_MODULES = (
     "devctl.checks.event_checks",
     "devctl.checks.state_checks",
     "devctl.checks.api_checks",
+    "devctl.checks.realtime_checks",
 )
 
 
@@ -60,12 +61,13 @@ GROUP_USES = {
     "kafka": ("kafka",),
     "events": ("kafka", "redis"),
     "api": ("redis", "kafka"),
+    "realtime": ("redis", "kafka"),
 }
 # Servers a group cannot pass without, when it has no GROUP_SERVER of its own: the api
 # group's gate reaches the API, which needs both (and a database, which the API's own
 # readiness reports). The group is skipped once one of them is down; a gate that fails
 # for a reason of its own (the API) marks no server down.
-GROUP_NEEDS = {"api": ("redis", "kafka")}
+GROUP_NEEDS = {"api": ("redis", "kafka"), "realtime": ("redis", "kafka")}
 
 # A check gets this many times the longest configured timeout (Kafka request, or Redis
 # connect + reply) before it is abandoned: checks wait for at most a few such timeouts
