@@ -130,7 +130,10 @@ def _live(console: Any, observer: Observer, interval: float) -> None:
         while True:
             started = time.monotonic()
             snapshot = observer.snapshot()
-            live.update(_layout(snapshot, interval, keys=pressed is not None), refresh=True)
+            frame = _layout(
+                snapshot, interval, keys=pressed is not None, height=console.size.height
+            )
+            live.update(frame, refresh=True)
             if pressed is not None and pressed(max(interval - (time.monotonic() - started), 0)):
                 return
             if pressed is None:
@@ -181,7 +184,7 @@ def _keys() -> Iterator[Any]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _layout(snapshot: Snapshot, interval: float, *, keys: bool) -> RenderableType:
+def _layout(snapshot: Snapshot, interval: float, *, keys: bool, height: int = 48) -> RenderableType:
     from rich.layout import Layout
     from rich.text import Text
 
@@ -195,7 +198,8 @@ def _layout(snapshot: Snapshot, interval: float, *, keys: bool) -> RenderableTyp
     root.split_column(
         Layout(header, size=1),
         Layout(name="body", ratio=1),
-        Layout(parts["events"], size=14),
+        # The events take a third of a small terminal, 10 lines and the frame at most.
+        Layout(parts["events"], size=max(5, min(14, height // 3))),
     )
     root["body"].split_row(Layout(name="left", ratio=3), Layout(name="right", ratio=2))
     root["left"].split_column(Layout(parts["kafka"], ratio=3), Layout(parts["api"], ratio=2))
