@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from devctl.errors import EXIT_NOT_RUNNING, EXIT_USAGE
+from devctl.errors import EXIT_INTERRUPTED, EXIT_NOT_RUNNING, EXIT_USAGE
 from devctl.processes import free_port
 from tests.api.conftest import ApiServer, start_api, stop_api
 from tests.conftest import Stack
@@ -140,3 +141,36 @@ def test_bad_arguments_are_usage_errors(stack: Stack) -> None:
         assert done.returncode == EXIT_USAGE, done.stderr
         assert said in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_closes_the_sockets_and_prints_what_was_made(stack: Stack, api: ApiServer) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devctl", "seed", "demo", "--users", "4", "--messages", "2000",
+         "--api-url", api.url],
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        while "messages:" not in seen:  # the sockets are open and chat has started
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = seen + err
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in err and "made so far" in err
+    assert "users" in err and "Traceback" not in err
+    # What the partial summary says is real: its first login works with its password.
+    email = next(line.split()[0] for line in err.splitlines() if "@example.com" in line)
+    password = err.split("(shown once): ")[1].split()[0]
+    login = api.client().post("/login", json={"emailId": email, "password": password})
+    assert login.status_code == 200, login.text
