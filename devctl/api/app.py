@@ -216,7 +216,20 @@ def _snapshot(app: FastAPI) -> dict[str, tuple[str, float | None]]:
     hits, misses = backend.user_cache_hits, backend.user_cache_misses
     backlog = getattr(app.state, "outbox_backlog", (None, None))
     producer = app.state.producer
+    presence = app.state.presence
     return {
+        "devconnect_socketio_connections": (
+            "Socket.IO connections this instance holds",
+            len(presence.sockets),
+        ),
+        "devconnect_socketio_users": (
+            "Distinct users with a Socket.IO connection on this instance",
+            len(set(presence.sockets.values())),
+        ),
+        "devconnect_presence_transitions_total": (
+            "Presence transitions (online/offline) this instance announced",
+            presence.announced,
+        ),
         "devconnect_outbox_backlog": (
             "Outbox rows not yet published (at the last scrape)",
             backlog[0],

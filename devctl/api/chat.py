@@ -83,7 +83,8 @@ async def send_message(
 ) -> dict[str, Any]:
     """Persist a message (with its event) from the session's user to a connection.
 
-    The caller spends the chat rate limit first; the cache append happens here.
+    The caller spends the chat rate limit first and appends to the cache after
+    (``cache_message``), once the message is on its way to the recipient.
     """
     if not isinstance(to_user_id, str):
         raise InvalidInput("toUserId must be a user id", field="toUserId")
@@ -123,9 +124,12 @@ async def send_message(
                 "ts": moment,
             },
         )
-    stored = message_json(message)
+    return message_json(message)
+
+
+async def cache_message(backend: Backend, stored: dict[str, Any]) -> None:
+    """Append a committed message to its conversation's cache (best effort)."""
     try:
-        await backend.state.messages.append(sender_id, to_user_id, stored)
+        await backend.state.messages.append(stored["fromUserId"], stored["toUserId"], stored)
     except RedisUnavailable as exc:
         log.warning("message cache not appended (%s); the next history read refills it", exc)
-    return stored

@@ -524,6 +524,18 @@ def _remove_run_users(ctx: CheckContext, run: ApiRun) -> None:
         raise failure
 
 
+def _retire_instances(ctx: CheckContext, runs: Iterable[str]) -> None:
+    """End the presence leases of the API instances killed runs started (named
+    ``<run>-api-...``): their registry entries go, with any connection they held."""
+    prefixes = tuple(f"{run}-api-" for run in runs)
+    if not prefixes:
+        return
+    presence = _state(ctx).presence
+    for info in presence.instances():
+        if info.instance_id.startswith(prefixes):
+            presence.retire(info.instance_id)
+
+
 def _forget_in_redis(
     ctx: CheckContext,
     users: Iterable[tuple[str, str | None]],
@@ -625,6 +637,7 @@ def remove_leftovers(
     _forget_in_redis(
         ctx, old.items(), charged=old.values(), sources=[loopback_source(r) for r in runs]
     )
+    _retire_instances(ctx, runs)
     for path in dirs:
         shutil.rmtree(path)
     with contextlib.suppress(OSError):  # only when no run uses it

@@ -166,6 +166,7 @@ class ChatEvents:
         await self.sio.emit(
             "private-message", delivery, room=[user_room(sender), user_room(stored["toUserId"])]
         )
+        await chat.cache_message(backend, stored)
         return {"ok": True, "_id": stored["_id"], "ts": stored["ts"]}
 
     async def presence_query(self, sid: str, data: Any) -> dict[str, Any]:
