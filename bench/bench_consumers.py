@@ -231,9 +231,11 @@ Messages only (`message.sent`, the same users): runs of one type as long as a po
   markers under WATCH (WATCH, MGET, MULTI..EXEC: three round trips). The runtime
   makes a unit of each run of consecutive events of one type, even for a handler
   registered for every type, so on the mix a unit is one or two events and the
-  transactions are the cost; on one type a unit is a whole poll and the consumer
-  runs close to the runtime's ceiling. Grouping units by handler rather than by type
-  (a runtime change, not made here) would give the mix the same batching.
+  transactions are the cost; on one type a unit is a whole poll (one transaction
+  per 100 events) and what remains is per event: computing the buckets and queuing
+  the commands in redis-py (about a hundred users' counters per poll). Grouping
+  units by handler rather than by type (a runtime change, not made here) would give
+  the mix the batching of one type.
 - notifications: per unit, presence of the recipients (one round trip), the
   `notification.created` events published and confirmed by the broker before the
   transaction (a notification is never stored without its event), the store in the
