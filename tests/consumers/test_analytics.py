@@ -35,7 +35,6 @@ from devctl.clients.redis_client import make_redis
 from devctl.config.loader import Settings
 from devctl.engines.local import LocalEngine
 from devctl.errors import UsageError
-from devctl.events.envelope import EncodedEvent
 from devctl.events.producer import EventProducer
 from devctl.state.analytics import (
     DAY,
@@ -398,6 +397,21 @@ class Sent:
     data: dict[str, Any]
 
 
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def message(sender: str, recipient: str, message_id: str) -> dict[str, Any]:
+    """The data of a ``message.sent``."""
+    return {
+        "fromUserId": sender,
+        "toUserId": recipient,
+        "messageId": message_id,
+        "text": "hi",
+        "ts": "2026-11-25T18:22:42Z",
+    }
+
+
 def send(
     producer: EventProducer, event_type: str, data: dict[str, Any], at: float | None = None
 ) -> Sent:
@@ -405,20 +419,8 @@ def send(
     encoded = producer.encode(event_type, data)
     envelope = json.loads(encoded.value)
     if at is not None:
-        envelope["time"] = (
-            datetime.fromtimestamp(at, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
-        encoded = EncodedEvent(
-            encoded.topic,
-            encoded.key,
-            json.dumps(envelope).encode(),
-            encoded.headers,
-            encoded.id,
-            encoded.type,
-            encoded.subject,
-        )
+        envelope["time"] = iso(at)
+        encoded = encoded._replace(value=json.dumps(envelope).encode())
     producer.publish_encoded(encoded)
     return Sent(event_type, event_time(envelope["time"]) or 0.0, encoded.subject, data)
 
@@ -482,19 +484,7 @@ def test_the_consumer_counts_every_event_where_it_happened_legacy_too(
             )
         sent.append(send(producer, "devconnect.user.login", {"userId": "ann"}))
         for i in range(5):
-            sent.append(
-                send(
-                    producer,
-                    "devconnect.message.sent",
-                    {
-                        "fromUserId": "ann",
-                        "toUserId": "bob",
-                        "messageId": f"m{i}",
-                        "text": "hi",
-                        "ts": "2026-11-25T18:22:42Z",
-                    },
-                )
-            )
+            sent.append(send(producer, "devconnect.message.sent", message("ann", "bob", f"m{i}")))
         sent.append(
             send(
                 producer,
@@ -518,27 +508,11 @@ def test_the_consumer_counts_every_event_where_it_happened_legacy_too(
         )
         # Replayed or late: counted in the buckets of their own time.
         for i in range(2):
-            sent.append(
-                send(
-                    producer,
-                    "devconnect.message.sent",
-                    {
-                        "fromUserId": "old",
-                        "toUserId": "bob",
-                        "messageId": f"o{i}",
-                        "text": "late",
-                        "ts": "2026-11-25T18:22:42Z",
-                    },
-                    at=yesterday + i,
-                )
-            )
+            late = message("old", "bob", f"o{i}")
+            sent.append(send(producer, "devconnect.message.sent", late, at=yesterday + i))
         # Today's backend's records: no envelope, no id, their own timestamps.
         legacy_at = now - 2 * HOUR
-        legacy_iso = (
-            datetime.fromtimestamp(legacy_at, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
+        legacy_iso = iso(legacy_at)
         mongo = "5f1d7c2e9b1e8a3d4c5b6a79"
         legacy(
             producer,
@@ -625,17 +599,7 @@ def test_redelivery_changes_nothing(
 ) -> None:
     with EventProducer(own_stack.endpoints, own_stack.settings) as producer:
         sent = [
-            send(
-                producer,
-                "devconnect.message.sent",
-                {
-                    "fromUserId": f"u{i % 4}",
-                    "toUserId": "z",
-                    "messageId": f"m{i}",
-                    "text": "x",
-                    "ts": "2026-11-25T18:22:42Z",
-                },
-            )
+            send(producer, "devconnect.message.sent", message(f"u{i % 4}", "z", f"m{i}"))
             for i in range(40)
         ]
         again = producer.encode("devconnect.user.login", {"userId": "u1"})
@@ -670,16 +634,7 @@ def test_a_consumer_killed_mid_stream_counts_exactly_once_after_a_restart(
     total = 2000
     types = [
         ("devconnect.user.login", lambda i: {"userId": f"u{i % 50}"}),
-        (
-            "devconnect.message.sent",
-            lambda i: {
-                "fromUserId": f"u{i % 50}",
-                "toUserId": f"u{(i + 1) % 50}",
-                "messageId": f"m{i}",
-                "text": "x",
-                "ts": "2026-11-25T18:22:42Z",
-            },
-        ),
+        ("devconnect.message.sent", lambda i: message(f"u{i % 50}", f"u{(i + 1) % 50}", f"m{i}")),
         (
             "devconnect.connection.requested",
             lambda i: {
