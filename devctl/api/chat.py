@@ -113,7 +113,7 @@ async def send_message(
         if not await are_connected(tx.session, sender_id, to_user_id):
             raise Forbidden("you can only message your connections", field="toUserId")
         tx.session.add(message)
-        await tx.session.flush()
+        # No flush of its own: the message and its outbox row go in the commit's one flush.
         tx.emit(
             "devconnect.message.sent",
             {
