@@ -229,6 +229,40 @@ def test_batch_handler_isolates_a_poisonous_event(
     assert json.loads(letter.value())["id"] == ids[4]
 
 
+def test_a_wildcard_batch_handler_gets_mixed_types_and_typed_routes_stay_apart(
+    stack: Any, make_topic: Any, unique: str
+) -> None:
+    from devctl.events.consumer import ANY_TYPE
+
+    topic = make_topic("mixed", partitions=1)
+    with EventProducer(stack.endpoints, stack.settings, **{"linger.ms": 100}) as batched:
+        futures = []
+        for i in range(6):
+            futures.append(
+                batched.publish(ACTIVITY, {"userId": "u1", "action": f"a{i}"}, topic=topic)
+            )
+            futures.append(
+                batched.publish("devconnect.user.login", {"userId": f"u{i}"}, topic=topic)
+            )
+        futures.append(batched.publish("devconnect.user.logout", {"userId": "u9"}, topic=topic))
+        for future in futures:
+            future.result(timeout=10)
+    wildcard: list[list[str]] = []
+    logouts: list[list[str]] = []
+    rt = runtime(stack, topic, f"g-{unique}", idempotency=False)
+    rt.on(ANY_TYPE, lambda events: wildcard.append([e.type for e in events]), batch=True)
+    rt.on(
+        "devconnect.user.logout",
+        lambda events: logouts.append([e.type for e in events]),
+        batch=True,
+    )
+    counters = rt.run(install_signals=False, until_idle=1.0)
+    assert counters.processed == 13
+    assert sum(len(unit) for unit in wildcard) == 12
+    assert max(len(set(unit)) for unit in wildcard) == 2  # both types in one unit
+    assert logouts == [["devconnect.user.logout"]]
+
+
 def test_idempotency_guard_skips_redelivered_events(
     stack: Any, make_topic: Any, producer: EventProducer, scratch: Any, unique: str
 ) -> None:
