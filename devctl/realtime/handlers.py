@@ -10,6 +10,9 @@
   ``{message, fromUserId, ts, _id, toUserId}`` to both users' rooms.
 - ``presence:query`` ``{userId}`` -> ``presence:state`` ``{userId, online}``, for
   oneself and one's connections only.
+- ``private-message`` and ``presence:query`` check the session again (one Redis round
+  trip): a socket whose session was logged out, revoked or expired gets ``error``
+  ``{code: "unauthenticated"}`` and is disconnected.
 - failures -> ``error`` ``{code, message, field?}`` to the emitting socket (and as the
   acknowledgement, for clients that ask for one); a handler never raises into
   python-socketio, so a bad payload never costs the connection.
@@ -29,7 +32,7 @@ from devctl.api import accounts, chat
 from devctl.api.backend import Backend
 from devctl.api.connections import check_id
 from devctl.api.security import CookieSigner, session_token
-from devctl.errors import DevctlError, InvalidInput
+from devctl.errors import DevctlError, InvalidInput, Unauthenticated
 from devctl.realtime.liveness import Presence
 from devctl.realtime.push import user_room
 
@@ -39,6 +42,10 @@ COOKIE = "token"
 CHAT_POLICY = "chat_message"
 
 Handler = Callable[[str, Any], Awaitable[Any]]
+
+
+class SessionEnded(Unauthenticated):
+    """The socket's session was logged out, revoked or expired: the socket is closed."""
 
 
 def handshake_token(environ: dict[str, Any], auth: Any, signer: CookieSigner) -> str | None:
@@ -111,7 +118,7 @@ class ChatEvents:
         except DevctlError as exc:
             raise socketio.exceptions.ConnectionRefusedError(error_payload(exc)) from None
         user_id = str(me.user["_id"])
-        await self.sio.save_session(sid, {"user": user_id})
+        await self.sio.save_session(sid, {"user": user_id, "token": token})
         await self.sio.enter_room(sid, user_room(user_id))
         await self.presence.connected(user_id, sid)
 
@@ -125,6 +132,23 @@ class ChatEvents:
         user_id: str = session["user"]
         return user_id
 
+    async def still_signed_in(self, sid: str) -> str:
+        """The socket's user, if its session is still valid (one Redis round trip).
+
+        Checked before every action that writes or reveals something: a socket opened
+        before a logout (or a revocation, an expiry) must not go on acting as the
+        user. A dead session ends the socket (``SessionEnded``).
+        """
+        session = await self.sio.get_session(sid)
+        try:
+            me = await accounts.authenticate(self.backend(), session["token"])
+        except Unauthenticated as exc:
+            raise SessionEnded(exc.message, hint=exc.hint) from None
+        user_id = str(me.user["_id"])
+        if user_id != session["user"]:  # cannot happen with our tokens; never trust it
+            raise SessionEnded("Please log in")
+        return user_id
+
     # --- events --------------------------------------------------------------
 
     def _guarded(self, handler: Handler) -> Handler:
@@ -134,6 +158,10 @@ class ChatEvents:
         async def run(sid: str, data: Any = None) -> Any:
             try:
                 return await handler(sid, data)
+            except SessionEnded as exc:
+                await self.sio.emit("error", error_payload(exc), to=sid)
+                await self.sio.disconnect(sid)
+                return {"ok": False, "error": error_payload(exc)}
             except DevctlError as exc:
                 body = error_payload(exc)
             except Exception:
@@ -150,7 +178,7 @@ class ChatEvents:
     async def private_message(self, sid: str, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise InvalidInput("private-message takes {toUserId, message}")
-        sender = await self.user_of(sid)
+        sender = await self.still_signed_in(sid)
         backend = self.backend()
         await backend.spend(
             CHAT_POLICY, sender, "Too many messages: at most {limit} a minute; wait {wait} s"
@@ -174,7 +202,7 @@ class ChatEvents:
         if not isinstance(target, str):
             raise InvalidInput("presence:query takes {userId}", field="userId")
         check_id(target, "userId")
-        me = await self.user_of(sid)
+        me = await self.still_signed_in(sid)
         await chat.check_connected(self.backend(), me, target)
         state = {"userId": target, "online": await self.presence.is_online(target)}
         await self.sio.emit("presence:state", state, to=sid)

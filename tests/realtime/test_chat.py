@@ -197,3 +197,33 @@ def test_killed_instance_users_go_offline_once_after_a_sweep(pair: Pair, stack: 
         assert types.count("devconnect.user.offline") == 1
     finally:
         pair.restart("b")
+
+
+def test_a_socket_outliving_its_session_cannot_act_and_is_closed(pair: Pair) -> None:
+    ada, bob = make_person(pair.a), make_person(pair.a)
+    connect_people(pair.a, ada, bob)
+
+    async def scenario() -> None:
+        a = Sock(ada, pair.a.url)
+        await a.connect()
+        try:
+            assert (
+                await a.client.call(
+                    "private-message", {"toUserId": bob.id, "message": "before"}, timeout=10
+                )
+            )["ok"]
+            assert ada.http.post("/logout", json={}).status_code == 200
+            # The socket is closed right after the error: no ack comes back.
+            await a.client.emit("private-message", {"toUserId": bob.id, "message": "after"})
+            [error] = await a.wait_for("error")
+            assert error["code"] == "unauthenticated"
+            deadline = time.monotonic() + 5
+            while a.client.connected and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not a.client.connected
+        finally:
+            await a.close()
+
+    asyncio.run(scenario())
+    history = bob.http.get(f"/chat/{ada.id}/history").json()["data"]
+    assert [m["text"] for m in history] == ["before"]
