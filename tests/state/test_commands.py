@@ -276,7 +276,8 @@ def test_devctl_test_runs_the_state_checks_and_leaves_nothing(devctl: Run, stack
     names = [c["name"] for c in report["checks"]]
     assert len(names) == 6 and all(c["status"] == "pass" for c in report["checks"])
     assert "dead-instance sweep" in names and "rate limiter exact at its boundary" in names
-    assert set(client.scan_iter(match="devconnect:*", count=1000)) == before
+    # Nothing new is left (keys of earlier tests may expire meanwhile: rate-limit buckets).
+    assert set(client.scan_iter(match="devconnect:*", count=1000)) - before == set()
     client.close()
 
 
