@@ -10,12 +10,14 @@ must then exit 0 as documented.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 FOLLOWS = re.compile(r"devctl (logs \S+ .*-f\b|tail |groups lag --watch|presence watch)")
 # Examples that start or stop a stack: each runs on a data dir of its own.
 LIFECYCLE = re.compile(r"devctl (up|down)\b")
+# Examples that talk to a running API: they run while `devctl serve --detach` does.
+NEEDS_SERVE = re.compile(r"devctl seed demo\b")
 
 
 def help_examples() -> list[str]:
@@ -199,12 +203,34 @@ def test_example_runs(example: str, scratch: Scratch, tmp_path: Path) -> None:
             own.remember()
         finally:
             _stop(own)
+    elif NEEDS_SERVE.search(example):
+        _prepare(example, scratch, cwd)
+        with _serving(scratch.cli):
+            result = _run(example, scratch.env(cwd), cwd)
     else:
         _prepare(example, scratch, cwd)
         result = _run(example, scratch.env(cwd), cwd)
     assert result.returncode == 0, f"{example}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     for text in (result.stdout, result.stderr):
         assert "Traceback" not in text and "internal error" not in text
+
+
+@contextlib.contextmanager
+def _serving(cli: Cli) -> Iterator[None]:
+    """`devctl serve --detach` (one instance, no consumers) on the module's stack while an
+    example that talks to the API runs; only serve is stopped afterwards, not the stack."""
+    from devctl.supervisor.runstate import running_serve
+
+    ok(cli.run("serve", "--detach", "--no-consumers", "--port", str(free_port()), timeout=120))
+    try:
+        yield
+    finally:
+        state = running_serve(cli.data_dir)
+        if state is not None:
+            os.kill(state.supervisor.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while running_serve(cli.data_dir) is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
 
 
 def _port_free(port: int) -> bool:

@@ -65,7 +65,7 @@ def demo(
     Exit 0 done, 1 the API refused something mid-run (what was made is printed),
     2 bad arguments, 3 the API is not running, 130 interrupted.
 
-    With `devctl serve` running: devctl seed demo --users 20 --messages 200
+    With `devctl serve` running. Example: devctl seed demo --users 6 --messages 20
     """
     from devctl.demo.seed import DemoSeeder, SeedOptions, default_api_url
     from devctl.state.ratelimit import load_policies
