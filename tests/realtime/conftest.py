@@ -147,4 +147,9 @@ class Sock:
 
     async def close(self) -> None:
         if self.client.connected:
-            await self.client.disconnect()
+            try:
+                # A long-polling client's disconnect waits for its pending poll, which
+                # the server holds up to its ping interval (25 s): do not wait that long.
+                await asyncio.wait_for(self.client.disconnect(), 3)
+            except TimeoutError:
+                await self.client.eio.disconnect(abort=True)
