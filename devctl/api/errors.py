@@ -76,11 +76,20 @@ def _log_outage(error: DevctlError) -> None:
         log.warning("answering 503: %s", error.message)
 
 
+def public_message(error: DevctlError) -> str:
+    """What a client is told of ``error``: an outage in general words (logged here,
+    throttled), anything else as the error says it. Socket.IO's ``error`` events
+    use it as the HTTP answers do."""
+    if status_for(error) == 503:
+        _log_outage(error)
+        return _UNAVAILABLE
+    return error.message
+
+
 def error_response(error: DevctlError) -> JSONResponse:
     status = status_for(error)
     if status == 503:
-        _log_outage(error)
-        body = error_body(error.error_code, _UNAVAILABLE)
+        body = error_body(error.error_code, public_message(error))
     else:
         body = error_body(error.error_code, error.message, field=error.field, hint=error.hint)
     headers: dict[str, str] = {}

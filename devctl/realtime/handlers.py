@@ -31,6 +31,7 @@ import socketio
 from devctl.api import accounts, chat
 from devctl.api.backend import Backend
 from devctl.api.connections import check_id
+from devctl.api.errors import public_message
 from devctl.api.security import CookieSigner, session_token
 from devctl.errors import DevctlError, InvalidInput, Unauthenticated
 from devctl.realtime.liveness import Presence
@@ -66,13 +67,21 @@ def handshake_token(environ: dict[str, Any], auth: Any, signer: CookieSigner) ->
 
 
 def error_payload(exc: DevctlError) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": exc.error_code, "message": exc.message}
+    """``{code, message, field?, retryAfter?}``; an outage in general words, as over HTTP."""
+    body: dict[str, Any] = {"code": exc.error_code, "message": public_message(exc)}
     if exc.field:
         body["field"] = exc.field
     retry = (exc.data or {}).get("retry_after")
     if retry is not None:
         body["retryAfter"] = retry
     return body
+
+
+def _refused(exc: DevctlError) -> socketio.exceptions.ConnectionRefusedError:
+    """The handshake's refusal: ``connect_error`` with ``message`` and ``data``
+    ``{code, message}`` (a JavaScript client reads ``err.message`` and ``err.data``)."""
+    payload = error_payload(exc)
+    return socketio.exceptions.ConnectionRefusedError(payload["message"], payload)
 
 
 class ChatEvents:
@@ -107,22 +116,36 @@ class ChatEvents:
 
     # --- connection lifecycle ------------------------------------------------
 
-    async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    def _is_event(self, sid: str) -> bool:
+        """True when a ``connect``/``disconnect`` call is a client's EVENT of that name.
+
+        python-socketio hands a client's event named "connect" or "disconnect" to the
+        lifecycle handlers too: a connected client could then fake its own
+        disconnect (presence offline while the socket lives) or flap presence at
+        will. During the real ones the socket is pending, not connected.
+        """
+        return bool(self.sio.manager.is_connected(sid, "/"))
+
+    async def connect(self, sid: str, environ: Any, auth: Any = None) -> None:
+        if self._is_event(sid):
+            return
+        if not isinstance(environ, dict):
+            environ = {}
         token = handshake_token(environ, auth, self.signer)
         if token is None:
-            raise socketio.exceptions.ConnectionRefusedError(
-                {"code": "unauthenticated", "message": "Please log in"}
-            )
+            raise _refused(Unauthenticated("Please log in"))
         try:
             me = await accounts.authenticate(self.backend(), token)
         except DevctlError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(error_payload(exc)) from None
+            raise _refused(exc) from None
         user_id = str(me.user["_id"])
         await self.sio.save_session(sid, {"user": user_id, "token": token})
         await self.sio.enter_room(sid, user_room(user_id))
         await self.presence.connected(user_id, sid)
 
     async def disconnect(self, sid: str, *reason: Any) -> None:
+        if self._is_event(sid):
+            return
         user_id = self.presence.user_of(sid)
         if user_id is not None:
             await self.presence.disconnected(user_id, sid)
@@ -155,7 +178,8 @@ class ChatEvents:
         """Every failure becomes an ``error`` event (and the ack), never an exception."""
 
         @functools.wraps(handler)
-        async def run(sid: str, data: Any = None) -> Any:
+        async def run(sid: str, data: Any = None, *extra: Any) -> Any:
+            # Extra arguments (a client may send any number) are ignored, never a TypeError.
             try:
                 return await handler(sid, data)
             except SessionEnded as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,52 @@ class InstanceRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 await client.aclose()
 
 
+class _ShieldedJson:
+    """The JSON codec of Socket.IO packets, refusing what would crash the decoder.
+
+    ``json.loads`` of a frame nested a few thousand levels deep raises RecursionError,
+    which python-socketio does not expect: it escaped as "Exception in ASGI
+    application" with a long traceback, for any unauthenticated client to repeat.
+    As a ValueError it is one bad frame, dropped.
+    """
+
+    @staticmethod
+    def dumps(value: Any, **kwargs: Any) -> str:
+        return json.dumps(value, **kwargs)
+
+    @staticmethod
+    def loads(text: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return json.loads(text, **kwargs)
+        except RecursionError:
+            raise ValueError("a Socket.IO packet nested too deeply") from None
+
+
+class _OneLine(logging.Filter):
+    """python-socketio and python-engineio log a client's malformed frame with a full
+    traceback; one line naming the error says as much, and a client cannot flood the
+    log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _library_logger(name: str) -> logging.Logger:
+    """A logger of ours for the library: passing one keeps python-socketio from adding
+    its own stream handler (each line was written twice, once outside our format)."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+    return logger
+
+
 def create_server(
     endpoints: Endpoints, settings: Settings, allowed_origins: list[str]
 ) -> socketio.AsyncServer:
@@ -110,8 +157,9 @@ def create_server(
         ping_interval=PING_INTERVAL,
         ping_timeout=PING_TIMEOUT,
         max_http_buffer_size=MAX_FRAME,
-        logger=False,
-        engineio_logger=False,
+        logger=_library_logger("devctl.realtime.socketio"),
+        engineio_logger=_library_logger("devctl.realtime.engineio"),
+        json=_ShieldedJson,
     )
 
 

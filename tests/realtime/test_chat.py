@@ -94,7 +94,11 @@ def test_unauthenticated_handshakes_are_refused(pair: Pair) -> None:
                 await sock.connect(cookie=cookie)
             except socketio.exceptions.ConnectionError:
                 [refusal] = sock.of("connect_error")
-                assert "unauthenticated" in str(refusal), refusal
+                # JSON for a JavaScript client: err.message and err.data.code.
+                assert refusal == {
+                    "message": "Please log in",
+                    "data": {"code": "unauthenticated", "message": "Please log in"},
+                }, refusal
             else:
                 await sock.close()
                 raise AssertionError(f"connected with cookie {cookie!r}")
@@ -227,3 +231,50 @@ def test_a_socket_outliving_its_session_cannot_act_and_is_closed(pair: Pair) -> 
     asyncio.run(scenario())
     history = bob.http.get(f"/chat/{ada.id}/history").json()["data"]
     assert [m["text"] for m in history] == ["before"]
+
+
+def test_client_events_named_like_lifecycle_ones_change_nothing(pair: Pair) -> None:
+    """A client emitting "disconnect"/"connect" must not fake presence transitions."""
+    ada, bob = make_person(pair.a), make_person(pair.a)
+    connect_people(pair.a, ada, bob)
+
+    async def scenario() -> None:
+        watcher, a = Sock(bob, pair.b.url), Sock(ada, pair.a.url)
+        await watcher.connect()
+        await a.connect()
+        try:
+            await watcher.wait_for("presence")
+            for _ in range(5):
+                await a.client.emit("disconnect", {"x": 1})
+                await a.client.emit("connect", {"HTTP_COOKIE": f"token={ada.cookie}"})
+            # A tuple is sent as several arguments: the handler takes the first.
+            await a.client.emit("private-message", ({"toUserId": bob.id, "message": "hi"}, "x", 3))
+            await watcher.wait_for("private-message")
+            await asyncio.sleep(1.0)
+            assert watcher.of("presence") == [{"userId": ada.id, "online": True}]
+            state = await watcher.client.call("presence:query", {"userId": ada.id}, timeout=10)
+            assert state["online"] is True and a.client.connected
+        finally:
+            await a.close()
+            await watcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_malformed_frames_cost_one_log_line_not_a_traceback(pair: Pair) -> None:
+    import websockets
+
+    uri = pair.a.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    before = pair.a.log()
+
+    async def scenario() -> None:
+        async with websockets.connect(uri, ping_interval=None) as ws:
+            assert (await ws.recv()).startswith("0")
+            for frame in ('42["register"', "4" + "[" * 5000 + "]" * 5000, "9", "4zzz"):
+                await ws.send(frame)
+            await asyncio.sleep(0.5)
+
+    asyncio.run(scenario())
+    time.sleep(0.5)
+    new = pair.a.log()[len(before) :]
+    assert "Traceback" not in new and "Exception in ASGI application" not in new, new
