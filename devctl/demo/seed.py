@@ -31,7 +31,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -424,15 +424,18 @@ class DemoSeeder:
 
     async def _chat(self, pairs: list[tuple[_Member, _Member]]) -> None:
         total = self.options.messages
-        plan: list[tuple[_Member, _Member, str]] = []
         started: set[frozenset[str]] = set()
-        for _ in range(total):
-            a, b = self.rng.choice(pairs)
-            sender, recipient = (a, b) if self.rng.random() < 0.5 else (b, a)
-            key = frozenset((a.user_id, b.user_id))
-            text = chat_line(self.rng, recipient.person, first=key not in started)
-            started.add(key)
-            plan.append((sender, recipient, text))
+
+        def plan() -> Iterator[tuple[_Member, _Member, str]]:
+            # Drawn as the workers go: memory stays flat whatever --messages says.
+            for _ in range(total):
+                a, b = self.rng.choice(pairs)
+                sender, recipient = (a, b) if self.rng.random() < 0.5 else (b, a)
+                key = frozenset((a.user_id, b.user_id))
+                text = chat_line(self.rng, recipient.person, first=key not in started)
+                started.add(key)
+                yield sender, recipient, text
+
         policy = self.options.policies.get("chat_message")
         allowed = max(1, int(total * MAX_MESSAGE_FAILURE_SHARE))
         done = 0
@@ -454,7 +457,15 @@ class DemoSeeder:
             done += 1
             self._progress("messages", done, total)
 
-        await _all(one(*p) for p in plan)
+        # A fixed pool of workers (not a task per message): a million messages cost
+        # no more memory than ten, and Ctrl-C cancels a handful of tasks.
+        messages = plan()
+
+        async def worker() -> None:
+            for item in messages:
+                await one(*item)
+
+        await _all(worker() for _ in range(max(1, min(len(pairs) * 2, CONCURRENCY * 4))))
         # The recipients' copies may still be on their way: give them a moment.
         for _ in range(20):
             if self.result.delivered >= self.result.messages:
