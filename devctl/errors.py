@@ -207,3 +207,9 @@ class RateLimited(DevctlError):
     """A rate limit refused the operation; ``data`` holds the limit, use and retry time."""
 
     error_code = "rate-limited"
+
+
+class TooManyConnections(RateLimited):
+    """One user holds as many real-time connections on an instance as it allows."""
+
+    error_code = "too-many-connections"

@@ -33,7 +33,7 @@ from devctl.api.backend import Backend
 from devctl.api.connections import check_id
 from devctl.api.errors import public_message
 from devctl.api.security import CookieSigner, session_token
-from devctl.errors import DevctlError, InvalidInput, Unauthenticated
+from devctl.errors import DevctlError, InvalidInput, TooManyConnections, Unauthenticated
 from devctl.realtime.liveness import Presence
 from devctl.realtime.push import user_room
 
@@ -41,6 +41,9 @@ log = logging.getLogger("devctl.realtime")
 
 COOKIE = "token"
 CHAT_POLICY = "chat_message"
+# Tabs of one user one instance holds: far beyond a person's, short of what lets one
+# account hold an instance's memory (about 85 KiB a connection, docs/benchmarks.md).
+MAX_SOCKETS_PER_USER = 100
 
 Handler = Callable[[str, Any], Awaitable[Any]]
 
@@ -139,6 +142,13 @@ class ChatEvents:
         except DevctlError as exc:
             raise _refused(exc) from None
         user_id = str(me.user["_id"])
+        if self.presence.sockets_of(user_id) >= MAX_SOCKETS_PER_USER:
+            raise _refused(
+                TooManyConnections(
+                    f"at most {MAX_SOCKETS_PER_USER} connections per user on one server",
+                    hint="close other tabs",
+                )
+            )
         await self.sio.save_session(sid, {"user": user_id, "token": token})
         await self.sio.enter_room(sid, user_room(user_id))
         await self.presence.connected(user_id, sid)

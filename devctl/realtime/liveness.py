@@ -53,6 +53,7 @@ class Presence:
         self._backend = backend
         self.instance_id = instance_id
         self.sockets: dict[str, str] = {}  # socket id -> user id, on this instance
+        self._per_user: dict[str, int] = {}  # user id -> sockets on this instance
         self._dirty = False  # a presence write failed: resync at the next heartbeat
         self._tasks: list[asyncio.Task[None]] = []
         self.announced = 0  # transitions announced by this instance (for /metrics)
@@ -65,6 +66,10 @@ class Presence:
 
     def user_of(self, sid: str) -> str | None:
         return self.sockets.get(sid)
+
+    def sockets_of(self, user_id: str) -> int:
+        """How many sockets of ``user_id`` this instance holds."""
+        return self._per_user.get(user_id, 0)
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -131,6 +136,7 @@ class Presence:
 
     async def connected(self, user_id: str, sid: str) -> None:
         self.sockets[sid] = user_id
+        self._per_user[user_id] = self._per_user.get(user_id, 0) + 1
         try:
             result = await self.backend().state.presence.connect(user_id, sid, self.instance_id)
         except DevctlError as exc:
@@ -145,7 +151,12 @@ class Presence:
             await self.announce(user_id, online=True)
 
     async def disconnected(self, user_id: str, sid: str) -> None:
-        self.sockets.pop(sid, None)
+        if self.sockets.pop(sid, None) is not None:
+            left = self._per_user.get(user_id, 1) - 1
+            if left > 0:
+                self._per_user[user_id] = left
+            else:
+                self._per_user.pop(user_id, None)
         try:
             went_offline = await self.backend().state.presence.disconnect(
                 user_id, sid, self.instance_id

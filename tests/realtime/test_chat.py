@@ -278,3 +278,32 @@ def test_malformed_frames_cost_one_log_line_not_a_traceback(pair: Pair) -> None:
     time.sleep(0.5)
     new = pair.a.log()[len(before) :]
     assert "Traceback" not in new and "Exception in ASGI application" not in new, new
+
+
+def test_one_user_holds_at_most_the_cap_of_sockets_on_an_instance(pair: Pair) -> None:
+    from devctl.realtime.handlers import MAX_SOCKETS_PER_USER
+
+    ada = make_person(pair.a)
+
+    async def scenario() -> None:
+        tabs = [
+            Sock(ada, pair.a.url, transports=["websocket"]) for _ in range(MAX_SOCKETS_PER_USER)
+        ]
+        extra = Sock(ada, pair.a.url, transports=["websocket"])
+        try:
+            await asyncio.gather(*(tab.connect() for tab in tabs))
+            try:
+                await extra.connect()
+            except socketio.exceptions.ConnectionError:
+                [refusal] = extra.of("connect_error")
+                assert refusal["data"]["code"] == "too-many-connections", refusal
+            else:
+                raise AssertionError("one socket over the cap was accepted")
+            await tabs[0].close()
+            again = Sock(ada, pair.a.url, transports=["websocket"])
+            await again.connect()  # room again once one closed
+            tabs[0] = again
+        finally:
+            await asyncio.gather(*(tab.close() for tab in tabs), return_exceptions=True)
+
+    asyncio.run(scenario())
