@@ -13,6 +13,7 @@ serve first, then the stack. None of them prints or exits.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import subprocess
 import time
@@ -185,10 +186,49 @@ def take_down(engine: Engine, *, purge: bool = False) -> DownResult:
     from devctl.supervisor.control import stop_serve
 
     served = stop_serve(engine.data_dir)
+    unconsumed = _unconsumed(engine) if served is not None else []
     result = engine.down(purge=purge)
     if served is not None:
         result.lines.insert(0, served)
+    result.warnings.extend(unconsumed)
     return result
+
+
+def _unconsumed(engine: Engine) -> list[str]:
+    """What serve's consumers had not consumed yet, when the broker forgets it on stop.
+
+    The consumers have committed and left by now, so their groups' lag is exactly
+    what they will never see: said once, not silently dropped. Best effort: a broker
+    that does not answer in time (or is down already) says nothing.
+    """
+    from devctl.consumers import CONSUMERS, consumer_group
+    from devctl.errors import DevctlError, NotFound
+    from devctl.streams.groups import GroupAdmin
+
+    try:
+        endpoints = engine.endpoints(("kafka",))
+        if endpoints.caps.keeps_events:
+            return []
+        admin = GroupAdmin(endpoints, engine.settings)
+    except DevctlError:
+        return []
+    admin.timeout = 3.0
+    warnings = []
+    for name in CONSUMERS:
+        try:
+            left = sum(row.lag for row in admin.lag(consumer_group(engine.settings, name)))
+        except NotFound:
+            continue  # this consumer never committed anything on this broker
+        except Exception:  # a warning's lookup never stops `down`
+            logging.getLogger("devctl.stack").debug("lag of %s not read", name, exc_info=True)
+            continue
+        if left:
+            warnings.append(
+                f"the {name} consumer had {left:,} events not yet consumed; the local "
+                "broker keeps events in memory, so they are gone with it (let "
+                "`devctl groups lag` reach 0 before `devctl down` to keep them)"
+            )
+    return warnings
 
 
 def doctor_checks(engine: Engine | None) -> list[DoctorCheck]:

@@ -25,6 +25,8 @@ class Capabilities:
     # Group joins settle faster with shorter session/heartbeat timings (Tansu's
     # coordinator waits a full session for members that left).
     short_group_session: bool = False
+    # The broker keeps its events when it stops (Tansu's memory storage does not).
+    keeps_events: bool = True
 
 
 @dataclass(frozen=True)

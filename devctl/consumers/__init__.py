@@ -49,6 +49,11 @@ def check_names(names: Sequence[str], registry: Mapping[str, str] | None = None)
         )
 
 
+def consumer_group(settings: Settings, name: str) -> str:
+    """The consumer group of consumer ``name``: ``<kafka.group_id>.<name>``."""
+    return f"{settings.kafka.group_id}.{name}"
+
+
 def consumer_main(name: str) -> ConsumerMain:
     """The function that runs consumer ``name`` (imported now)."""
     check_names([name])
@@ -57,4 +62,4 @@ def consumer_main(name: str) -> ConsumerMain:
     return function
 
 
-__all__ = ["CONSUMERS", "check_names", "consumer_main", "registered"]
+__all__ = ["CONSUMERS", "check_names", "consumer_group", "consumer_main", "registered"]

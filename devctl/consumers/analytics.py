@@ -41,7 +41,9 @@ NAME = "analytics"
 
 def group_name(settings: Settings) -> str:
     """The consumer group: ``<kafka.group_id>.analytics``."""
-    return f"{settings.kafka.group_id}.{NAME}"
+    from devctl.consumers import consumer_group
+
+    return consumer_group(settings, NAME)
 
 
 def activity_of(event: Event, now: float) -> Activity:

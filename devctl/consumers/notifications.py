@@ -75,7 +75,9 @@ _EVENT_NAMESPACE = uuid.UUID("0e6f4f0a-7d7b-5a55-8c1f-b3f0e2a9c4d1")
 
 def group_name(settings: Settings) -> str:
     """The consumer group: ``<kafka.group_id>.notifications``."""
-    return f"{settings.kafka.group_id}.{NAME}"
+    from devctl.consumers import consumer_group
+
+    return consumer_group(settings, NAME)
 
 
 def created_event_id(source_event_id: str) -> str:

