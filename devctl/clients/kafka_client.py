@@ -21,8 +21,11 @@ LOCAL_HEARTBEAT_INTERVAL_MS = 500
 
 
 def common_conf(endpoints: Endpoints, settings: Settings) -> dict[str, Any]:
+    """The settings every Kafka client gets: kafka.client_config first (pass-through
+    librdkafka settings), then devctl's own, which take precedence."""
     conf = settings.kafka
-    out: dict[str, Any] = {
+    out: dict[str, Any] = dict(conf.client_config or {})
+    out |= {
         "bootstrap.servers": endpoints.kafka_brokers,
         "client.id": conf.client_id,
         "security.protocol": conf.security_protocol,
@@ -41,6 +44,14 @@ def common_conf(endpoints: Endpoints, settings: Settings) -> dict[str, Any]:
         out["sasl.username"] = conf.sasl_username
     if conf.sasl_password:
         out["sasl.password"] = conf.sasl_password
+    for key, value in (
+        ("ssl.ca.location", conf.ssl_ca_location),
+        ("ssl.certificate.location", conf.ssl_certificate_location),
+        ("ssl.key.location", conf.ssl_key_location),
+        ("ssl.key.password", conf.ssl_key_password),
+    ):
+        if value:
+            out[key] = value
     return out
 
 

@@ -18,10 +18,12 @@ have a default and are read only from the environment or .env.
 # since each key's kind (int, str | None, ...) is read from them.
 
 import dataclasses
+import os
 import re
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -222,6 +224,50 @@ def _event_source_problem(value: str) -> str | None:
     return None
 
 
+def _readable_file_problem(value: str) -> str | None:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        return f"no such file: {value}"
+    if not os.access(path, os.R_OK):
+        return f"cannot read {value}"
+    return None
+
+
+# librdkafka settings devctl sets itself from other keys: naming them in
+# kafka.client_config would be ambiguous, so they are refused there.
+_MANAGED_KAFKA = {
+    "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "client.id",
+    "group.id",
+}
+# Values that are secrets: not in a config file (the file may be committed).
+_SECRET_KAFKA = ("password", "secret", "token")
+
+
+def _client_config_problem(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a mapping of librdkafka setting names to values"
+    for name, item in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_.]+", name):
+            return f"{name!r} is not a librdkafka setting name"
+        if name in _MANAGED_KAFKA:
+            return f"{name} is set by devctl from its own kafka.* key"
+        if any(word in name for word in _SECRET_KAFKA):
+            return f"{name} holds a secret: set it in the environment, not in a config file"
+        if not isinstance(item, str | int | float | bool):
+            return f"{name}: a value must be a string, number or boolean"
+    return None
+
+
 def _sasl_mechanism_problem(value: str) -> str | None:
     if value not in SASL_MECHANISMS:
         return "expected one of " + ", ".join(SASL_MECHANISMS)
@@ -328,6 +374,38 @@ class KafkaSettings:
     sasl_username: str | None = setting(None, "SASL username", env=("DEVCTL_KAFKA_SASL_USERNAME",))
     sasl_password: str | None = setting(
         None, "SASL password (secret)", secret=True, env=("DEVCTL_KAFKA_SASL_PASSWORD",)
+    )
+    ssl_ca_location: str | None = setting(
+        None,
+        "CA certificate file (PEM) that signed the brokers' certificates (SSL, SASL_SSL)",
+        check=_readable_file_problem,
+        env=("DEVCTL_KAFKA_SSL_CA_LOCATION",),
+    )
+    ssl_certificate_location: str | None = setting(
+        None,
+        "Client certificate file (PEM), for brokers that require mutual TLS",
+        check=_readable_file_problem,
+        env=("DEVCTL_KAFKA_SSL_CERTIFICATE_LOCATION",),
+    )
+    ssl_key_location: str | None = setting(
+        None,
+        "Client private key file (PEM) of ssl_certificate_location",
+        check=_readable_file_problem,
+        env=("DEVCTL_KAFKA_SSL_KEY_LOCATION",),
+    )
+    ssl_key_password: str | None = setting(
+        None,
+        "Password of the client key (secret)",
+        secret=True,
+        env=("DEVCTL_KAFKA_SSL_KEY_PASSWORD",),
+    )
+    client_config: dict[str, Any] | None = setting(  # noqa: RUF009
+        None,
+        "Other librdkafka settings for every Kafka client (e.g. ssl.endpoint.identification."
+        "algorithm, sasl.oauthbearer.config); the settings above take precedence over "
+        "the same names here. Secrets belong in the environment, not here",
+        check=_client_config_problem,
+        example="ssl.endpoint.identification.algorithm: https\nclient.rack: eu-west-1a",
     )
     # librdkafka refuses a session longer than max.poll.interval.ms (300000).
     session_timeout_ms: int | None = setting(
