@@ -451,6 +451,34 @@ class LocalSettings:
 
 
 @dataclass(frozen=True)
+class DockerSettings:
+    """The docker engine (docs/engines.md)"""
+
+    compose_file: str | None = setting(
+        None,
+        "Compose file to run; unset: compose/docker-compose.yml in the working directory if it exists, else the one devctl ships",
+        env=("DEVCTL_COMPOSE_FILE",),
+    )
+    project: str | None = setting(
+        None,
+        "Compose project name; unset: devctl-<hash of the data dir>, so checkouts never share containers",
+        env=("DEVCTL_COMPOSE_PROJECT",),
+    )
+    with_ui: bool = setting(
+        False, "Also run the Kafka UI (8080) and Redis Commander (8081)", env=("DEVCTL_WITH_UI",)
+    )
+    postgres_port: int = setting(
+        5432, "Port of the docker engine's PostgreSQL", minimum=1, maximum=65535
+    )
+    start_timeout: float = setting(
+        180.0,
+        "Seconds `up` waits for the containers' health (first runs pull images)",
+        minimum=1,
+        maximum=_SECONDS_MAX,
+    )
+
+
+@dataclass(frozen=True)
 class TopicDefaults:
     """Defaults of each topic (a topic may override them)"""
 
@@ -718,6 +746,7 @@ class Config:
     redis: RedisSettings = field(default_factory=RedisSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    docker: DockerSettings = field(default_factory=DockerSettings)
     topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
     state: StateSettings = field(default_factory=StateSettings)
     events: EventsSettings = field(default_factory=EventsSettings)

@@ -30,7 +30,16 @@ def test_kinds_come_from_the_annotations() -> None:
     assert KEYS["engine"].kind == "choice"
     assert KEYS["state.rate_limits"].kind == "mapping"
     assert KEYS["topic_defaults.dead_letter"].kind == "bool"
-    assert list(SECTIONS) == ["redis", "kafka", "local", "topic_defaults", "state", "events", "api"]
+    assert list(SECTIONS) == [
+        "redis",
+        "kafka",
+        "local",
+        "docker",
+        "topic_defaults",
+        "state",
+        "events",
+        "api",
+    ]
 
 
 def test_sections_are_built_once_and_typed(tmp_path: Path) -> None:
