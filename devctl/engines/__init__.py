@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 ENGINES: dict[str, str] = {
     "local": "devctl.engines.local:LocalEngine",
     "external": "devctl.engines.external:ExternalEngine",
+    "docker": "devctl.engines.docker:DockerEngine",
 }
 DEFAULT_ENGINE = "local"
 
