@@ -50,7 +50,17 @@ def _client_options(
     # one source of credentials, whatever a later command's environment says.
     password = None if endpoints.caps.starts_servers else conf.password or None
     # from_url sets no retries: a refused or hung server costs one timeout, not ten.
-    return {
+    options: dict[str, Any] = {}
+    if endpoints.redis_url.startswith("rediss://"):
+        # TLS: the URL says so; the files say whom to trust and who we are.
+        for option, value in (
+            ("ssl_ca_certs", conf.tls_ca_file),
+            ("ssl_certfile", conf.tls_cert_file),
+            ("ssl_keyfile", conf.tls_key_file),
+        ):
+            if value:
+                options[option] = value
+    return options | {
         "password": password,
         "socket_connect_timeout": conf.connect_timeout,
         "socket_timeout": None if listener else conf.socket_timeout,

@@ -327,6 +327,24 @@ class RedisSettings:
         maximum=_SECONDS_MAX,
         env=("DEVCTL_REDIS_SOCKET_TIMEOUT",),
     )
+    tls_ca_file: str | None = setting(
+        None,
+        "CA certificate file (PEM) of a rediss:// server (unset: the system's CAs)",
+        check=_readable_file_problem,
+        env=("DEVCTL_REDIS_TLS_CA_FILE",),
+    )
+    tls_cert_file: str | None = setting(
+        None,
+        "Client certificate file (PEM), for a server that requires mutual TLS",
+        check=_readable_file_problem,
+        env=("DEVCTL_REDIS_TLS_CERT_FILE",),
+    )
+    tls_key_file: str | None = setting(
+        None,
+        "Client private key file (PEM) of tls_cert_file",
+        check=_readable_file_problem,
+        env=("DEVCTL_REDIS_TLS_KEY_FILE",),
+    )
 
 
 @dataclass(frozen=True)
