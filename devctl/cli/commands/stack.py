@@ -52,6 +52,12 @@ def up(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave a started service running if the other fails.")
     ] = False,
+    with_ui: Annotated[
+        bool,
+        typer.Option(
+            "--with-ui", help="Docker engine: also the Kafka UI (8080) and Redis Commander (8081)."
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Start the stack (or verify it, for external), apply the topics, print the endpoints.
@@ -61,7 +67,10 @@ def up(
     from devctl.stack import bring_up
 
     app = get_app(ctx)
-    settings = app.settings(_flags(data_dir, engine, redis_port, kafka_port))
+    flags = _flags(data_dir, engine, redis_port, kafka_port)
+    # A setting (docker.with_ui), so the Engine interface needs no per-engine options.
+    flags["docker.with_ui"] = (True if with_ui else None, "--with-ui")
+    settings = app.settings(flags)
     chosen = app.engine()
     if not chosen.takes_ports and (redis_port is not None or kafka_port is not None):
         app.info(
