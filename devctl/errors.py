@@ -9,7 +9,8 @@ the README:
     0  success
     1  a check or an operation failed
     2  usage or configuration error (bad flag, bad config file, port taken,
-       binary missing: something the user must change before retrying)
+       binary missing: something the user must change before retrying); also a
+       destructive command refused on a protected context (``context-protected``)
     3  the stack is not running or not reachable
   130  interrupted (Ctrl-C)
 """
@@ -213,3 +214,10 @@ class TooManyConnections(RateLimited):
     """One user holds as many real-time connections on an instance as it allows."""
 
     error_code = "too-many-connections"
+
+
+class ContextProtected(DevctlError):
+    """A destructive operation on a protected context without its name confirmed (exit 2)."""
+
+    error_code = "context-protected"
+    exit_code = EXIT_USAGE
