@@ -1,8 +1,10 @@
 """Load the effective configuration, layer by layer, with provenance per value.
 
 Precedence, highest first: command-line flags, the environment, a ``.env`` file
-in the working directory, the config file (``--config``, ``$DEVCTL_CONFIG``,
-``./devctl.yaml`` or ``./config/devctl.yaml``), packaged defaults.
+in the working directory, the active context (``--context``, ``$DEVCTL_CONTEXT``
+or the contexts file's current one: devctl/contexts.py), the config file
+(``--config``, ``$DEVCTL_CONFIG``, ``./devctl.yaml`` or ``./config/devctl.yaml``),
+packaged defaults.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from devctl.errors import ConfigError
 if TYPE_CHECKING:
     import yaml
 
+    from devctl.contexts import Context
+
 CONFIG_CANDIDATES = ("devctl.yaml", "config/devctl.yaml")
 TOPICS_FILE = "topics.yaml"
 _TRUE = {"1", "true", "yes", "on"}
@@ -67,6 +71,7 @@ class Settings:
     topics_source: str
     config_file: Path | None
     cwd: Path
+    context: Context | None = None  # the active context, whose settings are a layer
 
     @property
     def engine(self) -> str:
@@ -149,8 +154,10 @@ def load_settings(
     flags: Mapping[str, tuple[Any, str]] | None = None,
     cwd: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    context: str | None = None,
 ) -> Settings:
-    """Build the effective settings. ``flags`` maps a dotted key to (value, flag name)."""
+    """Build the effective settings. ``flags`` maps a dotted key to (value, flag name);
+    ``context`` names the active context (else ``environ`` or the contexts file does)."""
     cwd = (cwd or Path.cwd()).resolve()
     environ = os.environ if environ is None else environ
     # Layers are merged by dotted key, then the typed Config is built once.
@@ -185,7 +192,17 @@ def load_settings(
                     )
                 raw_topics, topics_source, topics_lines = tdata["topics"], str(topics_file), tlines
 
-    # 2. .env file, 3. environment
+    # 2. the active context: above the project's file (it says which cluster this
+    # user targets now), below .env, the environment and flags (one-off overrides).
+    from devctl.contexts import active
+
+    chosen = active(context, environ)
+    if chosen is not None:
+        for key, value in chosen.values().items():
+            values[key] = value  # validated when the store was read
+            sources[key] = f"context {chosen.name}"
+
+    # 3. .env file, 4. environment
     dotenv_path = cwd / ".env"
     if dotenv_path.is_file():
         dotenv = _read_dotenv(dotenv_path)
@@ -197,7 +214,7 @@ def load_settings(
         )
     _apply_env(values, sources, environ, lambda n: f"env {n}")
 
-    # 4. flags
+    # 5. flags
     for key, (value, flag) in (flags or {}).items():
         if value is None:
             continue
@@ -220,6 +237,7 @@ def load_settings(
         topics_source=topics_source,
         config_file=config_file,
         cwd=cwd,
+        context=chosen,
     )
 
 
@@ -239,6 +257,27 @@ def _find_config_file(
         if path.is_file():
             return path
     return None
+
+
+def check_setting(key: str, value: Any, *, source: str) -> Any:
+    """A value for ``key`` validated as a config file's would be (ConfigError if not)."""
+    spec = KEYS.get(key)
+    if spec is None:
+        raise ConfigError("unknown key" + _suggest(key, list(KEYS)), source=source, key=key)
+    return _check_value(key, spec, value, source=source, line=None)
+
+
+def parse_setting(key: str, text: str, *, source: str) -> Any:
+    """A value for ``key`` from text (as the environment gives it), validated."""
+    spec = KEYS.get(key)
+    if spec is None:
+        raise ConfigError("unknown key" + _suggest(key, list(KEYS)), source=source, key=key)
+    return _coerce_text(key, spec, text, source)
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """A YAML file's data and the line of every key (ConfigError naming the file)."""
+    return _read_yaml(path)
 
 
 def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
