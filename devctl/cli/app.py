@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 @dataclass
 class Application:
     config_path: str | None = None
+    context: str | None = None  # --context: the named context, else DEVCTL_CONTEXT or current
     verbose: bool = False
     command: str | None = None  # the top-level command being run, e.g. "topics"
     _settings: Settings | None = None
@@ -58,7 +59,9 @@ class Application:
 
         given = {k: v for k, v in (flags or {}).items() if v[0] is not None}
         if self._settings is None or given:
-            self._settings = load_settings(config_path=self.config_path, flags=given)
+            self._settings = load_settings(
+                config_path=self.config_path, flags=given, context=self.context
+            )
         return self._settings
 
     def engine(self, flags: Mapping[str, tuple[Any, str]] | None = None) -> Engine:
@@ -196,6 +199,14 @@ def root(
             "--config", "-c", help="Config file (default: ./devctl.yaml or ./config/devctl.yaml)."
         ),
     ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="Use this context (devctl context list) instead of DEVCTL_CONTEXT or the current one.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
     version: Annotated[
         bool | None,
@@ -207,6 +218,7 @@ def root(
     """DevConnect's ops and dev toolkit."""
     application = get_app(ctx)
     application.config_path = str(config) if config else None
+    application.context = context
     application.command = ctx.invoked_subcommand
     # `or`: a -v after the command (see _verbose_option) may have been parsed first.
     application.verbose = (
@@ -267,6 +279,9 @@ def build_command(args: Sequence[str]) -> Any:
             add(child)
 
     add(root_command)
+    from devctl.cli.guard import guard_destructive
+
+    guard_destructive(root_command)
     return root_command
 
 
@@ -349,6 +364,9 @@ COMMANDS: dict[str, CommandInfo] = {
     "ratelimit": CommandInfo("ratelimit", "Redis", "Inspect and reset rate limits."),
     "cache": CommandInfo("cache", "Redis", "Cache statistics and flushing."),
     "db": CommandInfo("db", "Database", "Apply and inspect the API database's migrations."),
+    "context": CommandInfo(
+        "context", "Configuration", "Named targets (engine, endpoints); protect production."
+    ),
 }
 COMMAND_MODULES = tuple(
     dict.fromkeys(f"devctl.cli.commands.{info.module}" for info in COMMANDS.values())
