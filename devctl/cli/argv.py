@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # Root options that take a value; the token after them is not the command.
-_ROOT_WITH_VALUE = ("--config", "-c")
+_ROOT_WITH_VALUE = ("--config", "-c", "--context")
 
 
 def command_index(args: Sequence[str]) -> int | None:
