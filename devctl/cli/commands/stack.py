@@ -164,6 +164,10 @@ def status(
     if json_output:
         print_json([s.to_json() for s in statuses] + [p.to_json() for p in processes])
     else:
+        if settings.context is not None:
+            from devctl.cli.guard import describe
+
+            app.info(f"context: {describe(settings.context)}")
         colours = {"ok": "green", "unreachable": "red", "stopped": "yellow"}
         rows = [
             (
