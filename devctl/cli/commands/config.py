@@ -34,6 +34,7 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
         print_json(
             {
                 "config_file": str(settings.config_file) if settings.config_file else None,
+                "context": settings.context.as_dict() if settings.context else None,
                 "settings": values,
                 "topics": {"source": settings.topics_source, "items": topics},
             }
@@ -42,6 +43,10 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     app = get_app(ctx)
     where = settings.config_file or "none (packaged defaults)"
     app.echo(f"config file: {where}")
+    if settings.context is not None:
+        from devctl.cli.guard import describe
+
+        app.echo(f"context: {describe(settings.context)}")
     rows = [(key, cell(repr(item["value"])), item["source"]) for key, item in values.items()]
     app.show(table(None, ["key", "value", "source"], rows))
     topic_rows = [
