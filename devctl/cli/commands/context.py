@@ -48,7 +48,7 @@ def _endpoints(context: Context) -> str:
 def list_contexts(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List the contexts; the active one is marked with *.
 
-    Example: devctl context list
+    Example: devctl context list --json
     """
     from devctl import contexts
 
@@ -84,7 +84,7 @@ def list_contexts(ctx: typer.Context, json_output: JsonOption = False) -> None:
 def use(ctx: typer.Context, name: NameArgument) -> None:
     """Make a context the current one (DEVCTL_CONTEXT and --context still win).
 
-    Example: devctl context use staging
+    Example: devctl context add staging --engine local && devctl context use staging && devctl context remove staging
     """
     from devctl import contexts
 
@@ -106,7 +106,7 @@ def show(
 ) -> None:
     """Show a context: engine, protection and settings (the active one by default).
 
-    Example: devctl context show prod --json
+    Example: devctl context add staging --engine local && devctl context show staging --json && devctl context remove staging
     """
     from devctl import contexts
     from devctl.config.loader import redact_url
@@ -182,7 +182,7 @@ def add(
 ) -> None:
     """Add a context: an engine, its endpoints and settings; --protected for production.
 
-    Example: devctl context add prod --engine external --redis-url rediss://redis.prod:6380/0 --kafka-brokers kafka-1:9093 --set kafka.security_protocol=SASL_SSL --protected
+    Example: devctl context add example-prod --engine external --redis-url rediss://redis.prod:6380/0 --kafka-brokers kafka-1:9093 --set kafka.security_protocol=SSL --protected && devctl context remove example-prod
     """
     from devctl import contexts
 
@@ -206,7 +206,7 @@ def add(
 def remove(ctx: typer.Context, name: NameArgument) -> None:
     """Forget a context (its servers are not touched); the current one stops being current.
 
-    Example: devctl context remove scratch
+    Example: devctl context add scratch --engine local && devctl context remove scratch
     """
     from devctl import contexts
 
