@@ -24,6 +24,18 @@ from devctl.config.loader import Settings, load_settings
 from devctl.engines.local import LocalEngine
 from devctl.engines.processes import free_port, read_pidfile, stop
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the tests (and every devctl they start) away from the user's own contexts
+    file (~/.config/devctl/contexts.yaml): an active protected context there would
+    refuse the tests' destructive commands, and the help examples would edit it."""
+    import tempfile
+
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="devctl-tests-config-")
+    os.environ.pop("DEVCTL_CONTEXTS_FILE", None)
+    os.environ.pop("DEVCTL_CONTEXT", None)
+
+
 # A test run started as a background job (`make test &`, nohup, a CI step without job
 # control) inherits SIGINT ignored, and so would every devctl it starts: the Ctrl-C
 # tests would wait for ever. A handled signal is reset to the default in a child, so

@@ -38,6 +38,16 @@ def common_conf(endpoints: Endpoints, settings: Settings) -> dict[str, Any]:
         # Reconnects still back off exponentially up to reconnect.backoff.max.ms.
         "reconnect.backoff.ms": 20,
     }
+    if conf.security_protocol.startswith("SASL") and not conf.sasl_mechanism:
+        # librdkafka would default to GSSAPI, which this build lacks: an internal error
+        # at the first request instead of a line saying what to set.
+        from devctl.errors import ConfigError
+
+        raise ConfigError(
+            f"kafka.security_protocol {conf.security_protocol} needs kafka.sasl_mechanism",
+            key="kafka.sasl_mechanism",
+            hint="e.g. DEVCTL_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 (or PLAIN)",
+        )
     if conf.sasl_mechanism:
         out["sasl.mechanism"] = conf.sasl_mechanism
     if conf.sasl_username:

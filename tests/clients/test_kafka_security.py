@@ -193,3 +193,18 @@ def test_a_broker_that_does_not_speak_the_configured_protocol_fails_clearly_and_
         assert "Traceback" not in result.stderr and result.stderr.strip(), result.stderr
         assert SECRET not in result.stderr + result.stdout
         assert took < 2.0 * 3 + 3, f"{target}: {took:.1f}s"  # within the timeout, not a hang
+
+
+def test_sasl_without_a_mechanism_is_a_config_error_not_an_internal_one(
+    cli: Cli, stack: object
+) -> None:
+    result = cli.run(
+        "topics",
+        "list",
+        DEVCTL_ENGINE="external",
+        REDIS_URL=stack.endpoints.redis_url,  # type: ignore[attr-defined]
+        KAFKA_BROKERS=stack.endpoints.kafka_brokers,  # type: ignore[attr-defined]
+        DEVCTL_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+    )
+    assert result.returncode == EXIT_USAGE, result.stdout + result.stderr
+    assert "needs kafka.sasl_mechanism" in result.stderr and "Traceback" not in result.stderr
