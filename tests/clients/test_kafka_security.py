@@ -9,7 +9,6 @@ behaviour against a broker that does not speak the configured protocol.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from devctl.engines.external import ExternalEngine
 from devctl.engines.processes import free_port
 from devctl.errors import EXIT_NOT_RUNNING, EXIT_USAGE, ConfigError
 from tests.cli.conftest import Cli
+from tests.clients.pki import issue, make_ca
 
 SECRET = "s3cret-Passw0rd"
 
@@ -31,53 +31,9 @@ SECRET = "s3cret-Passw0rd"
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A CA and a client certificate signed by it, made with openssl for this module."""
     root = tmp_path_factory.mktemp("tls")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=devctl",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-    )
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        "client.pem",
-    )
-    return {name: root / f"{name}" for name in ("ca.pem", "client.pem", "client.key")}
+    make_ca(root)
+    issue(root, "client")
+    return {name: root / name for name in ("ca.pem", "client.pem", "client.key")}
 
 
 def _settings(tmp_path: Path, config: str, environ: dict[str, str]) -> object:

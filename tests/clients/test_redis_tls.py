@@ -18,6 +18,7 @@ import redis
 from devctl.engines.processes import free_port
 from devctl.errors import EXIT_NOT_RUNNING
 from tests.cli.conftest import Cli
+from tests.clients.pki import issue, make_ca
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="Debian's redis-server (with TLS) is not installed"
@@ -26,79 +27,13 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA with a server and a client certificate, and an unrelated CA in other/."""
     root = tmp_path_factory.mktemp("redis-tls")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    )
-    (root / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={name}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "san.cnf",
-            "-out",
-            f"{name}.pem",
-        )
+    make_ca(root)
+    issue(root, "server")
+    issue(root, "client")
     (root / "other").mkdir()
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other",
-            "-keyout",
-            "other/ca.key",
-            "-out",
-            "other/ca.pem",
-        ],
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
+    make_ca(root / "other")
     return root
 
 
