@@ -29,9 +29,11 @@ end's prompt, passed in: this module never prompts) answers with it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +249,25 @@ def save(store: Store) -> None:
         raise
 
 
+@contextlib.contextmanager
+def editing(path: Path) -> Iterator[Store]:
+    """The store at ``path`` to change, saved on a clean exit, under an exclusive lock.
+
+    Two devctl processes changing contexts at once each read, change and write the
+    whole file: without the lock the last writer won and the other's change (a new
+    protected context, say) was lost while its command said it was done.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        store = load(path)
+        yield store
+        save(store)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def add(store: Store, context: Context) -> None:
     problem = name_problem(context.name)
     if problem:
@@ -278,11 +299,21 @@ def use(store: Store, name: str) -> Context:
 def select(
     store: Store, name: str | None, environ: Mapping[str, str]
 ) -> tuple[Context | None, str]:
-    """The active context and what chose it (``flag``, ``env DEVCTL_CONTEXT``, the file)."""
-    if name:
+    """The active context and what chose it (``flag``, ``env DEVCTL_CONTEXT``, the file).
+
+    A name given but empty (``--context "$CTX"`` with CTX unset) is an error, never a
+    silent fall back to the current context (which may be production).
+    """
+    if name is not None:
+        problem = name_problem(name)
+        if problem:
+            raise UsageError(problem, field="context")
         return store.get(name), "flag"
-    from_env = environ.get(CONTEXT_ENV, "").strip()
-    if from_env:
+    if CONTEXT_ENV in environ:
+        from_env = environ[CONTEXT_ENV]
+        problem = name_problem(from_env)
+        if problem:
+            raise UsageError(f"{CONTEXT_ENV}: {problem}", field="context")
         return store.get(from_env), f"env {CONTEXT_ENV}"
     if store.current:
         return store.get(store.current), str(store.path)

@@ -98,7 +98,8 @@ def check(ctx: Any) -> None:
     application.info(f"[bold]context:[/bold] {describe(context)}")
 
     def ask(question: str) -> str:
-        answer: str = typer.prompt(question, default="", show_default=False)
+        # On stderr: stdout carries the command's output (JSON for --json), never this.
+        answer: str = typer.prompt(question, default="", show_default=False, err=True)
         return answer
 
     interactive = sys.stdin.isatty()

@@ -62,7 +62,41 @@ def common_conf(endpoints: Endpoints, settings: Settings) -> dict[str, Any]:
     ):
         if value:
             out[key] = value
+    if conf.client_config or conf.security_protocol != "PLAINTEXT":
+        _check_accepted(out)
     return out
+
+
+_accepted: set[frozenset[tuple[str, str]]] = set()
+
+
+def _check_accepted(conf: dict[str, Any]) -> None:
+    """ConfigError when librdkafka refuses these settings (an unknown property, SASL
+    without credentials, a key without its certificate, a CA file that is not PEM).
+
+    librdkafka checks them when a client is built, with an error devctl would only
+    show as an internal one: one throwaway producer (a few ms, no connection) finds
+    out first, once per set of settings and process.
+    """
+    key = frozenset((k, str(v)) for k, v in conf.items())
+    if key in _accepted:
+        return
+    from confluent_kafka import KafkaError, KafkaException, Producer
+
+    from devctl.errors import ConfigError
+
+    try:
+        Producer(conf)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.code() == KafkaError._INVALID_ARG:
+            raise ConfigError(
+                f"the Kafka client refused its settings: {error.str()}",
+                key="kafka",
+                hint="check the kafka.* security settings and kafka.client_config",
+            ) from None
+        raise
+    _accepted.add(key)
 
 
 def consumer_conf(

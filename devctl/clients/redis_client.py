@@ -51,6 +51,13 @@ def _client_options(
     password = None if endpoints.caps.starts_servers else conf.password or None
     # from_url sets no retries: a refused or hung server costs one timeout, not ten.
     options: dict[str, Any] = {}
+    if conf.tls_key_file and not conf.tls_cert_file:
+        from devctl.errors import ConfigError
+
+        raise ConfigError(
+            "redis.tls_key_file needs redis.tls_cert_file (the certificate of that key)",
+            key="redis.tls_cert_file",
+        )
     if endpoints.redis_url.startswith("rediss://"):
         # TLS: the URL says so; the files say whom to trust and who we are.
         for option, value in (

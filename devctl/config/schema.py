@@ -163,7 +163,10 @@ def redis_url_problem(url: str) -> str | None:
     Accepted: ``redis://[user:password@]host[:port][/db]``, the same with
     ``rediss://`` (TLS), and ``unix:///path/to/socket[?db=N]``.
     """
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # e.g. an unbalanced '[' (urlsplit reads it as an IPv6 host)
+        return "is not a URL (check the host: an IPv6 address goes in [brackets])"
     if parts.scheme not in ("redis", "rediss", "unix") or "://" not in url:
         return "must start with redis://, rediss:// or unix://"
     db_texts = parse_qs(parts.query).get("db", [])
@@ -249,8 +252,10 @@ _MANAGED_KAFKA = {
     "client.id",
     "group.id",
 }
-# Values that are secrets: not in a config file (the file may be committed).
-_SECRET_KAFKA = ("password", "secret", "token")
+# Values that are secrets: not in a config file (the file may be committed). Names
+# with these parts, inline PEM (keys, certificates) and the settings that carry
+# credentials inside a string (OAuth client secrets, JAAS).
+_SECRET_KAFKA = ("password", "secret", "token", "pem", "jaas", "oauthbearer.config", "keystore")
 
 
 def _client_config_problem(value: Any) -> str | None:
@@ -420,8 +425,8 @@ class KafkaSettings:
     client_config: dict[str, Any] | None = setting(  # noqa: RUF009
         None,
         "Other librdkafka settings for every Kafka client (e.g. ssl.endpoint.identification."
-        "algorithm, sasl.oauthbearer.config); the settings above take precedence over "
-        "the same names here. Secrets belong in the environment, not here",
+        "algorithm, client.rack); devctl's own kafka.* settings and anything that holds a "
+        "secret (passwords, tokens, inline PEM, OAuth or JAAS configs) are refused here",
         check=_client_config_problem,
         example="ssl.endpoint.identification.algorithm: https\nclient.rack: eu-west-1a",
     )

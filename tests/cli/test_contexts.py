@@ -253,3 +253,53 @@ def test_json_errors_and_unprotected_contexts(prod: Run, tmp_path: Path) -> None
     assert plain.returncode == 0, plain.stderr
     assert "context: dev (engine local)" in plain.stderr
     assert not data.exists()
+
+
+def test_concurrent_changes_to_the_contexts_file_are_all_kept(
+    devctl: Run, contexts_file: Path
+) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "devctl", "context", "add", f"c{i}", "--engine", "local"],
+            env=devctl.env,
+            cwd=devctl.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(8)
+    ]
+    assert [p.wait(60) for p in procs] == [0] * 8
+    listed = json.loads(devctl("context", "list", "--json").stdout)
+    assert sorted(c["name"] for c in listed["contexts"]) == sorted(f"c{i}" for i in range(8))
+
+
+def test_an_empty_context_name_is_refused_not_a_fall_back_to_the_current_one(prod: Run) -> None:
+    for result in (prod("--context", "", "status"), prod("status", DEVCTL_CONTEXT="")):
+        assert result.returncode == EXIT_USAGE, result.stdout + result.stderr
+        assert "invalid context name ''" in result.stderr
+
+
+def test_the_protection_prompt_goes_to_stderr_not_into_the_output(prod: Run) -> None:
+    """A terminal on stdin (the prompt is asked), stdout piped: the command's output only."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devctl", "--context", "prod", "cache", "flush", "--yes"],
+            env=prod.env,
+            cwd=prod.cwd,
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(master, b"prod\n")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, out + err
+    assert "Type its name" in err and "Type its name" not in out
+    assert "context:" not in out  # the header is on stderr too

@@ -102,6 +102,9 @@ def test_mutual_tls_files_reach_the_client(tmp_path: Path, certificates: dict[st
         ("kafka:\n  client_config: {bootstrap.servers: a:1}\n", "set by devctl"),
         ("kafka:\n  client_config: {'Bad Name': 1}\n", "not a librdkafka setting name"),
         ("kafka:\n  client_config: [1, 2]\n", "expected a mapping"),
+        ("kafka:\n  client_config: {ssl.key.pem: x}\n", "holds a secret"),
+        ("kafka:\n  client_config: {sasl.oauthbearer.config: x}\n", "holds a secret"),
+        ("kafka:\n  client_config: {sasl.jaas.config: x}\n", "holds a secret"),
     ],
 )
 def test_bad_security_settings_are_config_errors(tmp_path: Path, config: str, says: str) -> None:
@@ -164,3 +167,30 @@ def test_sasl_without_a_mechanism_is_a_config_error_not_an_internal_one(
     )
     assert result.returncode == EXIT_USAGE, result.stdout + result.stderr
     assert "needs kafka.sasl_mechanism" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {
+            "DEVCTL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "DEVCTL_KAFKA_SASL_MECHANISM": "PLAIN",
+        },
+        {"DEVCTL_KAFKA_SECURITY_PROTOCOL": "SSL", "DEVCTL_KAFKA_SSL_CA_LOCATION": "/etc/hostname"},
+    ],
+)
+def test_settings_librdkafka_refuses_are_config_errors_not_internal_ones(
+    cli: Cli, stack: object, environ: dict[str, str]
+) -> None:
+    """SASL without credentials; a CA file that is not PEM: exit 2 naming the cause."""
+    result = cli.run(
+        "topics",
+        "list",
+        DEVCTL_ENGINE="external",
+        REDIS_URL=stack.endpoints.redis_url,  # type: ignore[attr-defined]
+        KAFKA_BROKERS=stack.endpoints.kafka_brokers,  # type: ignore[attr-defined]
+        **environ,
+    )
+    assert result.returncode == EXIT_USAGE, result.stdout + result.stderr
+    assert "the Kafka client refused its settings" in result.stderr
+    assert "internal error" not in result.stderr

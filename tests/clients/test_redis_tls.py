@@ -160,3 +160,19 @@ def test_mutual_tls_needs_the_client_certificate(
         ),
     )
     assert with_cert.returncode == 0, with_cert.stdout + with_cert.stderr
+
+
+def test_a_key_without_its_certificate_and_a_broken_url_are_config_errors(
+    cli: Cli, stack: object, pki: Path, tls_port: int
+) -> None:
+    keyless = cli.run(
+        "sessions",
+        "list",
+        **_env(stack, tls_port, DEVCTL_REDIS_TLS_KEY_FILE=str(pki / "client.key")),
+    )
+    assert keyless.returncode == 2 and "needs redis.tls_cert_file" in keyless.stderr
+    broken = cli.run(
+        "sessions", "list", **{**_env(stack, tls_port), "REDIS_URL": "redis://u:hunter2@h:[bad/0"}
+    )
+    assert broken.returncode == 2 and "internal error" not in broken.stderr
+    assert "hunter2" not in broken.stderr

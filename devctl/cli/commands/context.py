@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -22,7 +23,7 @@ context_app = typer.Typer(
 NameArgument = Annotated[str, typer.Argument(help="The context's name.", show_default=False)]
 
 
-def _store() -> Store:
+def _path() -> Path:
     from devctl import contexts
 
     path = contexts.contexts_path(os.environ)
@@ -31,7 +32,13 @@ def _store() -> Store:
             "no place for the contexts file: HOME is not set",
             hint=f"set {contexts.CONTEXTS_FILE_ENV}",
         )
-    return contexts.load(path)
+    return path
+
+
+def _store() -> Store:
+    from devctl import contexts
+
+    return contexts.load(_path())
 
 
 def _endpoints(context: Context) -> str:
@@ -88,9 +95,8 @@ def use(ctx: typer.Context, name: NameArgument) -> None:
     """
     from devctl import contexts
 
-    store = _store()
-    chosen = contexts.use(store, name)
-    contexts.save(store)
+    with contexts.editing(_path()) as store:
+        chosen = contexts.use(store, name)
     note = " (protected)" if chosen.protected else ""
     get_app(ctx).info(f"current context: {chosen.name}{note}")
 
@@ -191,11 +197,10 @@ def add(
     settings = _parse_sets(sets or [])
     settings.update({"redis.url": redis_url} if redis_url else {})
     settings.update({"kafka.brokers": kafka_brokers} if kafka_brokers else {})
-    store = _store()
-    contexts.add(store, contexts.Context(name, engine, protected, settings))
-    if use_it:
-        contexts.use(store, name)
-    contexts.save(store)
+    with contexts.editing(_path()) as store:
+        contexts.add(store, contexts.Context(name, engine, protected, settings))
+        if use_it:
+            contexts.use(store, name)
     get_app(ctx).info(
         f"added context {name} (engine {engine}{', protected' if protected else ''})"
         + (": now current" if use_it else f"; `devctl context use {name}` makes it current")
@@ -210,9 +215,8 @@ def remove(ctx: typer.Context, name: NameArgument) -> None:
     """
     from devctl import contexts
 
-    store = _store()
-    contexts.remove(store, name)
-    contexts.save(store)
+    with contexts.editing(_path()) as store:
+        contexts.remove(store, name)
     get_app(ctx).info(f"removed context {name}")
 
 
