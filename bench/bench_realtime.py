@@ -41,6 +41,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, replace_section
+from bench_api import devctl, percentile, wait_ready
 
 from devctl.engines.processes import free_port
 
@@ -57,18 +58,6 @@ state:
 """
 
 
-def devctl(*args: str, env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "devctl", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
-
-
 def start_instance(
     name: str, port: int, env: dict[str, str], root: Path
 ) -> subprocess.Popen[bytes]:
@@ -79,15 +68,8 @@ def start_instance(
         stdout=subprocess.DEVNULL,
         stderr=open(root / f"{name}.log", "w"),  # noqa: SIM115
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{name} not ready")
+    wait_ready(f"http://127.0.0.1:{port}")
+    return proc
 
 
 def signup(url: str) -> tuple[str, str, httpx.Client]:
@@ -103,11 +85,6 @@ def signup(url: str) -> tuple[str, str, httpx.Client]:
     )
     answer.raise_for_status()
     return str(answer.json()["_id"]), client.cookies["token"], client
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def raw_round_trips(redis_url: str, count: int) -> list[float]:
@@ -286,7 +263,7 @@ def main() -> int:
         DEVCTL_CONFIG=str(root / "devctl.yaml"),
         DEVCTL_LOG_LEVEL="warning",
     )
-    up = devctl("up", env=env, cwd=root)
+    up = devctl("up", env=env, cwd=root).stdout
     redis_url = re.search(r"^REDIS_URL\s+(\S+)", up, re.M).group(1)  # type: ignore[union-attr]
     if "***" in redis_url:
         redis_url = f"redis://127.0.0.1:{env['DEVCTL_REDIS_PORT']}/0"
@@ -336,11 +313,11 @@ def main() -> int:
     acks = results["acks"]
     summary = {
         "raw_p50": statistics.median(raw),
-        "raw_p99": percentile(raw, 0.99),
+        "raw_p99": percentile(raw, 99),
         "ack_p50": statistics.median(acks),
-        "ack_p99": percentile(acks, 0.99),
+        "ack_p99": percentile(acks, 99),
         "chat_p50": statistics.median(chat),
-        "chat_p99": percentile(chat, 0.99),
+        "chat_p99": percentile(chat, 99),
     }
     ratio = summary["chat_p99"] / summary["raw_p99"]
     print(json.dumps({**summary, "p99_ratio": ratio, "idle": idle}, indent=2))
